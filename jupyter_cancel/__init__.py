@@ -1,0 +1,63 @@
+"""jupyter_cancel: make work launched from Jupyter notebooks stoppable, for real."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .core import CancelScope as CancelScope
+from .core import Cancelled as Cancelled
+from .core import JupyterCancelError as JupyterCancelError
+from .core import Operation as Operation
+from .core import Policy as Policy
+from .core import Reason as Reason
+from .core import State as State
+from .core import cancel as cancel
+from .core import cancel_all as cancel_all
+from .core import operations as operations
+from .core import progress as progress
+from .core import run as run
+from .core import scope as scope
+from .core import start as start
+from .core import task as task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CancelScope",
+    "Cancelled",
+    "JupyterCancelError",
+    "Operation",
+    "Policy",
+    "Reason",
+    "State",
+    "__version__",
+    "cancel",
+    "cancel_all",
+    "operations",
+    "progress",
+    "run",
+    "scope",
+    "start",
+    "task",
+]
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext jupyter_cancel``: install the notebook API's hooks in this kernel."""
+    from .kernel.extension import load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    from .kernel.extension import unload
+
+    unload(ipython)
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    return [{"module": "jupyter_cancel.server.app", "app": "JupyterCancel"}]
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    return [{"src": "labextension", "dest": "jupyter-cancel"}]

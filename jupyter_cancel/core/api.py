@@ -1,0 +1,316 @@
+"""The public API in plain Python: ``start``, ``run``, ``scope``, ``task``, ``progress``.
+
+The same functions serve a notebook: the kernel extension installs a ``Host`` that
+supplies owner tags (kernel, client session, cell) and a display. Without it, output is
+echoed to the terminal and progress is a text bar on stderr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import os
+import shlex
+import sys
+import threading
+import time
+from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+from .cgroup import Cgroup
+from .errors import Cancelled
+from .model import Policy, Reason, State
+from .operation import Operation
+from .proctree import Tree, spawn
+from .registry import Registry
+from .runners import CancelScope, ProcessRunner, TaskRunner, root_identity
+
+T = TypeVar("T")
+
+
+class Host:
+    """What the environment supplies. The plain-Python host: no owner, terminal output."""
+
+    def owner(self) -> dict[str, Any]:
+        return {}
+
+    def show(self, op: Operation) -> None:
+        """Display a process operation's live output (called before it starts)."""
+
+        def echo(_op: Operation, text: str) -> None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+        op.on_output(echo)
+
+    def show_progress(self, bar: Progress) -> None:
+        bar.renderer = _TextBar(bar)
+
+
+_lock = threading.Lock()
+_registry: Registry | None = None
+_host: Host = Host()
+
+
+def registry() -> Registry:
+    """This process's registry (created on first use; closed at interpreter exit)."""
+    global _registry
+    with _lock:
+        if _registry is None:
+            _registry = Registry()
+            atexit.register(_registry.close, Reason.KERNEL_SHUTDOWN)
+        return _registry
+
+
+def set_host(host: Host | None) -> None:
+    """Install the environment's host (the kernel extension does); None restores the plain one."""
+    global _host
+    _host = host if host is not None else Host()
+
+
+def host() -> Host:
+    return _host
+
+
+def _argv(cmd: str | Sequence[str], shell: bool) -> list[str]:
+    if isinstance(cmd, str):
+        if not cmd.strip():
+            raise ValueError("cmd must not be empty")
+        return ["/bin/sh", "-c", cmd] if shell else shlex.split(cmd)
+    if isinstance(cmd, (bytes, bytearray)) or not isinstance(cmd, Sequence):
+        raise TypeError(f"cmd must be a string or a list of strings, not {type(cmd).__name__}")
+    argv = [os.fspath(a) for a in cmd]
+    if not argv:
+        raise ValueError("cmd must not be empty")
+    if shell:
+        return ["/bin/sh", "-c", shlex.join(argv)]
+    return argv
+
+
+def start(
+    cmd: str | Sequence[str],
+    *,
+    shell: bool = False,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    name: str | None = None,
+    policy: str | Policy = Policy.CANCEL,
+    timeout: float | None = None,
+    grace: float | None = None,
+    display: bool = True,
+    key: str | None = None,
+    owner: Mapping[str, Any] | None = None,
+) -> Operation:
+    """Start a process tree as an operation and return it at once (see ``run``)."""
+    argv = _argv(cmd, shell)
+    reg = registry()
+    label = name or (cmd if isinstance(cmd, str) else shlex.join(argv))
+    op = reg.new(
+        name=label[:200],
+        kind="process",
+        policy=policy,
+        grace=grace,
+        timeout=timeout,
+        key=key,
+        owner=owner if owner is not None else _host.owner(),
+    )
+    if display:
+        _host.show(op)
+    if not reg.register(op) or op.cancel_requested:
+        reg._finish(op, State.CANCELLED)
+        return op
+    cgroup = Cgroup.create(op.id)
+    try:
+        popen = spawn(argv, op_id=op.id, cwd=cwd, env=env, cgroup=cgroup)
+    except OSError as err:
+        op.error = str(err)
+        reg._finish(op, State.FAILED)
+        if cgroup is not None:
+            cgroup.remove()
+        raise
+    reg.attach_process(op, ProcessRunner(popen, Tree(op.id, root_identity(popen.pid), op.grace, cgroup)))
+    return op
+
+
+def run(cmd: str | Sequence[str], **kwargs: Any) -> Operation:
+    """Run a process tree to its end, showing its output; return the Operation.
+
+    Raises ``Cancelled`` (with ``.reason`` and ``.operation``) if it was cancelled, so
+    the code after it does not run. A non-zero exit is not an error: see ``.returncode``.
+    """
+    op = start(cmd, **kwargs)
+    _wait_interruptible(op)
+    return op.result()
+
+
+def _wait_interruptible(op: Operation) -> None:
+    try:
+        op.wait()
+    except KeyboardInterrupt:
+        op.cancel(Reason.KERNEL_INTERRUPT)
+        raise
+
+
+def scope(name: str | None = None, *, policy: str | Policy = Policy.CANCEL, grace: float | None = None) -> CancelScope:
+    """A cancel scope for in-process work: ``with jc.scope() as s: ... s.raise_if_cancelled()``."""
+    reg = registry()
+    op = reg.new(name=name or "scope", kind="scope", policy=policy, grace=grace, owner=_host.owner())
+
+    def enter(scope: CancelScope) -> None:
+        op._runner = scope
+        reg.register(op)
+
+    return CancelScope(op, enter)
+
+
+def task(
+    coro: Coroutine[Any, Any, T],
+    name: str | None = None,
+    *,
+    policy: str | Policy = Policy.CANCEL,
+    grace: float | None = None,
+) -> asyncio.Task[T]:
+    """Schedule ``coro`` on the running event loop as an operation; return the Task."""
+    if not asyncio.iscoroutine(coro):
+        raise TypeError(f"jc.task needs a coroutine, not {type(coro).__name__}")
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        coro.close()
+        raise RuntimeError("jc.task needs a running event loop (call it from async code)") from None
+    reg = registry()
+    label = name or getattr(coro, "__qualname__", "task")
+    op = reg.new(name=label, kind="task", policy=policy, grace=grace, owner=_host.owner())
+    new_task = loop.create_task(coro, name=f"jupyter_cancel:{op.id}")
+    runner = TaskRunner(new_task, loop)
+    op._runner = runner
+    runner.attach(op)
+    if not reg.register(op):
+        new_task.cancel()
+    return new_task
+
+
+def operations(*, include_done: bool = False) -> list[Operation]:
+    """Live operations of this process (with ``include_done``: recent finished ones too)."""
+    return registry().operations(include_done=include_done)
+
+
+def cancel(op_or_id: Operation | str, reason: str = Reason.USER, *, wait: bool = True) -> list[Operation]:
+    """Cancel one operation (whatever its policy); ``KeyError`` naming an unknown id."""
+    op_id = op_or_id.id if isinstance(op_or_id, Operation) else op_or_id
+    if not isinstance(op_id, str):
+        raise TypeError(f"expected an Operation or an id string, not {type(op_or_id).__name__}")
+    return registry().cancel(op_id, reason, wait=wait)
+
+
+def cancel_all(reason: str = Reason.USER, *, wait: bool = True) -> list[Operation]:
+    """Cancel every live operation that ``reason`` applies to."""
+    return registry().cancel_all(reason, wait=wait)
+
+
+class Progress:
+    """A tqdm-like bar registered as an operation; raises ``Cancelled`` at the next step."""
+
+    def __init__(self, iterable: Iterable[Any] | None, total: float | None, desc: str | None) -> None:
+        if total is None and iterable is not None:
+            try:
+                total = len(iterable)  # type: ignore[arg-type]
+            except TypeError:
+                total = None
+        self.iterable = iterable
+        self.total = total
+        self.desc = desc or "progress"
+        self.n: float = 0
+        self.renderer: Any = None
+        self._scope = scope(self.desc)
+        self._scope.operation.kind = "progress"
+        self._entered = False
+        self._last = 0.0
+        _host.show_progress(self)
+
+    @property
+    def operation(self) -> Operation:
+        return self._scope.operation
+
+    def __enter__(self) -> Progress:
+        if not self._entered:
+            self._entered = True
+            self._scope.__enter__()
+            self._render(force=True)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._render(force=True)
+        self._scope.__exit__(*exc)
+        self._render(force=True)
+
+    def __iter__(self) -> Iterator[Any]:
+        if self.iterable is None:
+            raise TypeError("jc.progress() without an iterable: use update()")
+        with self:
+            for item in self.iterable:
+                self._scope.raise_if_cancelled()
+                yield item
+                self.update(1)
+            self._scope.raise_if_cancelled()
+
+    def update(self, n: float = 1) -> None:
+        """Advance by ``n``; raises ``Cancelled`` if a stop was requested."""
+        if not self._entered:
+            self.__enter__()
+        self.n += n
+        self._render()
+        self._scope.raise_if_cancelled()
+
+    def close(self) -> None:
+        if self._entered and not self.operation.done:
+            self.__exit__(None, None, None)
+
+    def _render(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < 0.1:
+            return  # at most ~10 updates a second
+        self._last = now
+        self.operation.set_progress(self.n, self.total)
+        if self.renderer is not None:
+            self.renderer.render()
+
+
+class _TextBar:
+    def __init__(self, bar: Progress) -> None:
+        self.bar = bar
+
+    def render(self) -> None:
+        bar, op = self.bar, self.bar.operation
+        if bar.total:
+            filled = int(30 * min(1.0, bar.n / bar.total))
+            line = f"{bar.desc}: [{'#' * filled}{'.' * (30 - filled)}] {bar.n:g}/{bar.total:g}"
+        else:
+            line = f"{bar.desc}: {bar.n:g}"
+        if op.done:
+            line += f" {op.state.value}" + (f" ({op.reason})" if op.reason else "") + "\n"
+        sys.stderr.write("\r" + line)
+        sys.stderr.flush()
+
+
+def progress(iterable: Iterable[T] | None = None, total: float | None = None, desc: str | None = None) -> Progress:
+    """``for x in jc.progress(items): ...``: a bar with a stop; ``Cancelled`` at the next step."""
+    return Progress(iterable, total, desc)
+
+
+__all__ = [
+    "Cancelled",
+    "Host",
+    "Progress",
+    "cancel",
+    "cancel_all",
+    "host",
+    "operations",
+    "progress",
+    "registry",
+    "run",
+    "scope",
+    "set_host",
+    "start",
+    "task",
+]

@@ -1,0 +1,36 @@
+"""The one error hierarchy of jupyter_cancel."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .operation import Operation
+
+
+class JupyterCancelError(Exception):
+    """Base of every error jupyter_cancel raises on purpose."""
+
+
+class Cancelled(JupyterCancelError):
+    """Raised into the code that waited on an operation that was cancelled.
+
+    Carries ``.reason`` and ``.operation``. In IPython it renders as one line.
+    """
+
+    def __init__(self, operation: Operation | None, reason: str) -> None:
+        self.operation = operation
+        self.reason = reason
+        name = operation.name if operation is not None else "operation"
+        super().__init__(f"{name} — {reason}")
+
+    def _render_traceback_(self) -> list[str]:
+        # IPython calls this instead of printing a traceback: one clear line.
+        return [f"\x1b[0;33mCancelled:\x1b[0m {self.args[0]}"]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (None, self.reason))
+
+
+class UnkillableError(JupyterCancelError):
+    """Some processes of a tree survived SIGKILL (uninterruptible sleep)."""

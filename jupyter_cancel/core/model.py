@@ -1,0 +1,125 @@
+"""States, policies, reasons and the validation of user-supplied values."""
+
+from __future__ import annotations
+
+import enum
+import math
+
+
+class State(str, enum.Enum):
+    """``pending → running → completed | failed | cancelled``."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def done(self) -> bool:
+        return self in _DONE
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_DONE = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
+
+
+class Policy(str, enum.Enum):
+    """Which triggers apply to an operation.
+
+    ``cancel``: every trigger. ``continue``: all but a closed tab / lost client.
+    ``detach``: only an explicit cancel; survives kernel exit.
+    """
+
+    CANCEL = "cancel"
+    CONTINUE = "continue"
+    DETACH = "detach"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Reason:
+    """Well-known cancel reasons (free text is accepted as well)."""
+
+    USER = "user"
+    CELL_RERUN = "cell_rerun"
+    CELL_DELETED = "cell_deleted"
+    KERNEL_INTERRUPT = "kernel_interrupt"
+    KERNEL_RESTART = "kernel_restart"
+    KERNEL_SHUTDOWN = "kernel_shutdown"
+    KERNEL_DIED = "kernel_died"
+    CLIENT_DISCONNECTED = "client_disconnected"
+    TAB_CLOSED = "tab_closed"
+    TIMEOUT = "timeout"
+    SERVER_SHUTDOWN = "server_shutdown"
+    SUPERSEDED = "superseded"
+
+
+#: Reasons a policy shields an operation from.
+_SHIELDED: dict[Policy, frozenset[str]] = {
+    Policy.CANCEL: frozenset(),
+    Policy.CONTINUE: frozenset({Reason.CLIENT_DISCONNECTED, Reason.TAB_CLOSED}),
+    Policy.DETACH: frozenset(
+        {
+            Reason.CELL_RERUN,
+            Reason.CELL_DELETED,
+            Reason.KERNEL_INTERRUPT,
+            Reason.KERNEL_RESTART,
+            Reason.KERNEL_SHUTDOWN,
+            Reason.KERNEL_DIED,
+            Reason.CLIENT_DISCONNECTED,
+            Reason.TAB_CLOSED,
+            Reason.SERVER_SHUTDOWN,
+        }
+    ),
+}
+
+#: Exit code reported by every cancelled operation (like a shell's Ctrl+C).
+CANCELLED_EXIT_CODE = 130
+DEFAULT_GRACE = 2.0
+
+
+def applies(policy: Policy, reason: str) -> bool:
+    """Whether a trigger with ``reason`` cancels work under ``policy``."""
+    return reason not in _SHIELDED[policy]
+
+
+def to_policy(value: object) -> Policy:
+    """Validate a policy; raise ``ValueError`` naming the bad value."""
+    try:
+        return Policy(value)
+    except ValueError:
+        allowed = ", ".join(p.value for p in Policy)
+        raise ValueError(f"policy must be one of {allowed}, not {value!r}") from None
+
+
+def to_grace(value: object) -> float:
+    """Validate a grace period in seconds (0 to 3600)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"grace must be a number of seconds, not {value!r}")
+    grace = float(value)
+    if math.isnan(grace) or not 0 <= grace <= 3600:
+        raise ValueError(f"grace must be between 0 and 3600 seconds, not {value!r}")
+    return grace
+
+
+def to_timeout(value: object) -> float | None:
+    """Validate an optional timeout in seconds (> 0)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"timeout must be a number of seconds or None, not {value!r}")
+    timeout = float(value)
+    if math.isnan(timeout) or timeout <= 0:
+        raise ValueError(f"timeout must be positive, not {value!r}")
+    return timeout
+
+
+def to_reason(value: object) -> str:
+    """Validate a cancel reason: a non-empty string of at most 200 characters."""
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise ValueError(f"reason must be a non-empty string (≤ 200 chars), not {value!r}")
+    return value

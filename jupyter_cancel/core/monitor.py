@@ -1,0 +1,153 @@
+"""One thread that watches every process operation: output pipes and root exits.
+
+Event-driven: a selector over the output pipes and the roots' pidfds (a worker thread
+per root blocked in ``waitpid`` where pidfds are missing). Nothing polls.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import os
+import selectors
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .proctree import HAVE_PIDFD
+
+if TYPE_CHECKING:
+    from .operation import Operation
+    from .runners import ProcessRunner
+
+log = logging.getLogger(__name__)
+
+_READ = 65536
+ExitHandler = Callable[["Operation", int], None]
+
+
+class _Watch:
+    __slots__ = ("op", "runner", "decoder", "pipe", "pidfd")
+
+    def __init__(self, op: Operation, runner: ProcessRunner) -> None:
+        self.op = op
+        self.runner = runner
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stdout = runner.popen.stdout
+        self.pipe: int | None = stdout.fileno() if stdout is not None else None
+        self.pidfd: int | None = None
+
+
+class Monitor:
+    """Reads output into operations and reports each root's exit to ``on_exit``."""
+
+    def __init__(self, on_exit: ExitHandler) -> None:
+        self._on_exit = on_exit
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._pending: list[_Watch] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="jupyter_cancel-monitor", daemon=True)
+        self._thread.start()
+
+    def watch(self, op: Operation, runner: ProcessRunner) -> None:
+        w = _Watch(op, runner)
+        if w.pipe is not None:
+            os.set_blocking(w.pipe, False)
+        if HAVE_PIDFD:
+            try:
+                w.pidfd = os.pidfd_open(runner.popen.pid)
+            except OSError:
+                w.pidfd = None
+        if w.pidfd is None:
+            threading.Thread(target=self._wait_blocking, args=(w,), daemon=True).start()
+        with self._lock:
+            self._pending.append(w)
+        os.write(self._wake_w, b"x")
+
+    def _wait_blocking(self, w: _Watch) -> None:
+        w.runner.popen.wait()
+        with self._lock:
+            self._pending.append(w)  # re-queued: the loop sees it exited
+        os.write(self._wake_w, b"x")
+
+    def _run(self) -> None:
+        while True:
+            for key, _ in self._sel.select():
+                if key.data is None:
+                    self._drain_wake()
+                    continue
+                kind, w = key.data
+                try:
+                    if kind == "pipe":
+                        self._read(w)
+                    else:
+                        self._exited(w)
+                except Exception:  # one broken operation must not stop the monitor
+                    log.exception("monitor failed on operation %s", w.op.id)
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for w in pending:
+            if w.runner.popen.returncode is not None or (w.pidfd is None and w.runner.popen.poll() is not None):
+                self._exited(w)
+                continue
+            if w.pipe is not None:
+                self._sel.register(w.pipe, selectors.EVENT_READ, ("pipe", w))
+            if w.pidfd is not None:
+                self._sel.register(w.pidfd, selectors.EVENT_READ, ("exit", w))
+
+    def _read(self, w: _Watch, *, final: bool = False) -> None:
+        while w.pipe is not None:
+            try:
+                data = os.read(w.pipe, _READ)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._close_pipe(w)
+                return
+            w.op._feed(w.decoder.decode(data))
+            if not final:
+                return  # one chunk per wake-up keeps other operations responsive
+
+    def _close_pipe(self, w: _Watch) -> None:
+        if w.pipe is None:
+            return
+        tail = w.decoder.decode(b"", final=True)
+        if tail:
+            w.op._feed(tail)
+        try:
+            self._sel.unregister(w.pipe)
+        except (KeyError, ValueError):
+            pass
+        stdout = w.runner.popen.stdout
+        if stdout is not None:
+            stdout.close()
+        w.pipe = None
+
+    def _exited(self, w: _Watch) -> None:
+        if w.pidfd is not None:
+            try:
+                self._sel.unregister(w.pidfd)
+            except KeyError:
+                pass  # reaped by a canceller before the loop ever registered it
+            os.close(w.pidfd)
+            w.pidfd = None
+        returncode = w.runner.popen.poll()
+        if returncode is None:  # pidfd readable means exited; reap for real
+            returncode = w.runner.popen.wait()
+        if w.pipe is not None:
+            # Everything the root wrote is in the pipe buffer now; what leftovers write later is not its output.
+            self._read(w, final=True)
+            self._close_pipe(w)
+        self._on_exit(w.op, returncode)

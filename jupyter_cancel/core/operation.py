@@ -1,0 +1,227 @@
+"""The Operation: one unit of cancellable work, with its owner tags, state and reason."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .errors import Cancelled
+from .model import CANCELLED_EXIT_CODE, Policy, State
+
+if TYPE_CHECKING:
+    from .registry import Registry
+    from .runners import Runner
+
+#: Bytes of output an operation keeps (the tail); older output is dropped.
+OUTPUT_TAIL = 64 * 1024
+_PREFIX = os.urandom(4).hex()
+_counter = itertools.count(1)
+
+OutputListener = Callable[["Operation", str], None]
+
+
+def new_id() -> str:
+    """A new operation id, unique across processes (random prefix + counter)."""
+    return f"{_PREFIX}-{next(_counter)}"
+
+
+class Tail:
+    """A bounded text tail: appending is O(chunk), memory stays below ``limit`` bytes."""
+
+    __slots__ = ("_chunks", "_size", "limit")
+
+    def __init__(self, limit: int = OUTPUT_TAIL) -> None:
+        self._chunks: list[str] = []
+        self._size = 0
+        self.limit = limit
+
+    def append(self, text: str) -> None:
+        if len(text) >= self.limit:
+            self._chunks = [text[-self.limit :]]
+            self._size = self.limit
+            return
+        self._chunks.append(text)
+        self._size += len(text)
+        if self._size > 2 * self.limit:
+            joined = "".join(self._chunks)[-self.limit :]
+            self._chunks = [joined]
+            self._size = len(joined)
+
+    def text(self) -> str:
+        return "".join(self._chunks)[-self.limit :]
+
+
+class Operation:
+    """One unit of cancellable work.
+
+    Invariants: ``state`` only moves forward (``pending → running → completed | failed |
+    cancelled``); once done it never changes. ``cancel()`` is idempotent. A cancelled
+    operation keeps its ``reason`` and reports ``exit_code`` 130 (``returncode`` is what
+    the process really returned, e.g. -15).
+    """
+
+    __slots__ = (
+        "id",
+        "name",
+        "kind",
+        "policy",
+        "grace",
+        "timeout",
+        "key",
+        "kernel_id",
+        "client_session",
+        "cell_id",
+        "tags",
+        "state",
+        "reason",
+        "returncode",
+        "started",
+        "ended",
+        "cancel_requested_at",
+        "progress",
+        "unkillable",
+        "error",
+        "_registry",
+        "_runner",
+        "_done",
+        "_tail",
+        "_listeners",
+    )
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        name: str,
+        kind: str,
+        policy: Policy,
+        grace: float,
+        timeout: float | None = None,
+        key: str | None = None,
+        owner: Mapping[str, Any] | None = None,
+        op_id: str | None = None,
+    ) -> None:
+        owner = owner or {}
+        self.id = op_id or new_id()
+        self.name = name
+        self.kind = kind
+        self.policy = policy
+        self.grace = grace
+        self.timeout = timeout
+        self.key = key
+        self.kernel_id: str | None = owner.get("kernel_id")
+        self.client_session: str | None = owner.get("client_session")
+        self.cell_id: str | None = owner.get("cell_id")
+        self.tags: dict[str, Any] = dict(owner.get("tags") or {})
+        self.state = State.PENDING
+        self.reason: str | None = None
+        self.returncode: int | None = None
+        self.started = time.time()
+        self.ended: float | None = None
+        self.cancel_requested_at: float | None = None
+        self.progress: dict[str, Any] | None = None
+        self.unkillable: list[int] = []
+        self.error: str | None = None
+        self._registry = registry
+        self._runner: Runner | None = None
+        self._done: threading.Event | None = None  # made on first wait(): most never wait
+        self._tail: Tail | None = None
+        self._listeners: list[OutputListener] = []
+
+    # -- what callers read ---------------------------------------------------------
+    @property
+    def exit_code(self) -> int | None:
+        """130 when cancelled, else the process's return code (None while running)."""
+        if self.state is State.CANCELLED:
+            return CANCELLED_EXIT_CODE
+        return self.returncode
+
+    @property
+    def done(self) -> bool:
+        return self.state.done
+
+    @property
+    def cancelled(self) -> bool:
+        return self.state is State.CANCELLED
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self.cancel_requested_at is not None
+
+    @property
+    def output(self) -> str:
+        """The last 64 KiB of the output (stdout and stderr merged)."""
+        return self._tail.text() if self._tail is not None else ""
+
+    def pids(self) -> list[int]:
+        """Pids of the live processes of this operation (empty for in-process work)."""
+        return self._runner.pids() if self._runner is not None else []
+
+    # -- what callers do -----------------------------------------------------------
+    def wait(self, timeout: float | None = None) -> State:
+        """Block until the operation is done (or ``timeout``); return its state."""
+        done = self._registry._done_event(self)
+        if done is not None:
+            done.wait(timeout)
+        return self.state
+
+    def result(self, timeout: float | None = None) -> Operation:
+        """Wait; raise ``Cancelled`` if it was cancelled, else return self."""
+        self.wait(timeout)
+        if self.state is State.CANCELLED:
+            raise Cancelled(self, self.reason or "cancelled")
+        return self
+
+    def cancel(self, reason: str = "user", *, wait: bool = True) -> bool:
+        """Cancel this operation; True if this call requested it (False if already done)."""
+        return bool(self._registry.cancel(self.id, reason=reason, wait=wait, force=True))
+
+    def on_output(self, listener: OutputListener) -> None:
+        """Call ``listener(op, text)`` for each chunk of output from now on."""
+        self._listeners.append(listener)
+
+    def set_progress(self, n: float, total: float | None = None, **extra: Any) -> None:
+        """Record progress (``n`` of ``total``) and tell subscribers."""
+        self.progress = {"n": n, "total": total, **extra}
+        self._registry._changed(self, "progress")
+
+    # -- plumbing ------------------------------------------------------------------
+    def _feed(self, text: str) -> None:
+        if self.cancel_requested:
+            return  # stop accepting output once a cancel was asked for
+        if self._tail is None:
+            self._tail = Tail()
+        self._tail.append(text)
+        for listener in list(self._listeners):
+            try:
+                listener(self, text)
+            except Exception:  # a broken display must not break the work
+                self._listeners.remove(listener)
+
+    def to_json(self) -> dict[str, Any]:
+        """The Operation JSON of DESIGN.md's contracts."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind,
+            "kernel_id": self.kernel_id,
+            "client_session": self.client_session,
+            "cell_id": self.cell_id,
+            "policy": self.policy.value,
+            "state": self.state.value,
+            "reason": self.reason,
+            "pids": self.pids() if not self.done else [],
+            "started": self.started,
+            "ended": self.ended,
+            "exit_code": self.exit_code,
+            "progress": self.progress,
+            "tags": self.tags,
+        }
+
+    def __repr__(self) -> str:
+        extra = f" reason={self.reason!r}" if self.reason else ""
+        return f"<Operation {self.id} {self.name!r} {self.state.value}{extra}>"

@@ -1,0 +1,422 @@
+"""Process trees: spawn in a session of their own, find every member, terminate.
+
+A process is (pid, create_time): members are held as ``psutil.Process`` (which
+snapshots create_time) and, on Linux, as a pidfd opened and then re-checked, so a
+signal can only ever reach the process that was found, never a reused pid.
+
+Members are found three ways, each catching escapes the others miss:
+
+* the descendant walk (children of children);
+* the environment cookie ``JUPYTER_CANCEL_OP=<id>`` inherited by every process the
+  operation starts, found by a sweep of ``/proc/*/environ`` (catches ``setsid`` and
+  double-fork daemons reparented to init);
+* a cgroup v2 per operation where one is writable (catches even ``env -i`` escapes,
+  and ``cgroup.kill`` is atomic against fork races).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import psutil
+
+from .cgroup import Cgroup
+
+log = logging.getLogger(__name__)
+
+COOKIE = "JUPYTER_CANCEL_OP"
+_COOKIE_B = COOKIE.encode() + b"="
+HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
+#: How long to wait for processes to vanish after SIGKILL before calling them unkillable.
+KILL_WAIT = 1.0
+_FORK_ROUNDS = 5
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    op_id: str,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    capture: bool = True,
+    cgroup: Cgroup | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in a new session, tagged with the operation's cookie.
+
+    With ``capture`` stdout and stderr are merged into one pipe; stdin is closed.
+    With a ``cgroup`` the process joins it before it execs, so nothing escapes it.
+    """
+    full_env = dict(os.environ if env is None else env)
+    full_env[COOKIE] = op_id
+    program = argv[0]
+    if os.sep in program and cwd is not None and not os.path.isabs(program):
+        program = os.path.join(os.fspath(cwd), program)
+    if shutil.which(program, path=full_env.get("PATH", os.defpath)) is None:
+        # Checked here so a missing program raises as with Popen, also behind the cgroup wrapper.
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", argv[0])
+    if cgroup is not None:
+        argv = cgroup.wrap(argv)
+    return subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE if capture else None,
+        stderr=subprocess.STDOUT if capture else None,
+        start_new_session=True,
+        close_fds=True,
+    )
+
+
+_protected_cache: tuple[int, frozenset[int]] | None = None
+
+
+def _protected() -> frozenset[int]:
+    """This process and its ancestors: never signalled, whatever they carry."""
+    global _protected_cache
+    if _protected_cache is not None and _protected_cache[0] == os.getpid():
+        return _protected_cache[1]
+    pids = {os.getpid(), 0, 1}
+    try:
+        pids.update(p.pid for p in psutil.Process().parents())
+    except psutil.Error:
+        pass
+    _protected_cache = (os.getpid(), frozenset(pids))
+    return _protected_cache[1]
+
+
+class Snapshot:
+    """One pass over /proc: parent of every process, and the cookie each one carries."""
+
+    def __init__(self, *, cookies: bool = True) -> None:
+        self.children: dict[int, list[int]] = {}
+        self.cookie: dict[bytes, list[int]] = {}
+        protected = _protected()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            pid = int(entry)
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as fh:
+                    stat = fh.read()
+                ppid = int(stat[stat.rindex(b")") + 2 :].split(b" ", 2)[1])
+                self.children.setdefault(ppid, []).append(pid)
+                if cookies and pid not in protected:
+                    with open(f"/proc/{pid}/environ", "rb") as fh:
+                        op_id = _cookie_of(fh.read())
+                    if op_id is not None:
+                        self.cookie.setdefault(op_id, []).append(pid)
+            except (OSError, ValueError):
+                continue  # gone meanwhile, or not ours to read
+
+    def descendants(self, pid: int) -> list[int]:
+        out, stack = [], [pid]
+        while stack:
+            for child in self.children.get(stack.pop(), ()):
+                out.append(child)
+                stack.append(child)
+        return out
+
+
+def sweep(op_ids: Iterable[str]) -> dict[str, list[psutil.Process]]:
+    """Every process of this user whose environment carries the cookie of one of ``op_ids``."""
+    wanted = {op_id.encode(): op_id for op_id in op_ids}
+    if not wanted:
+        return {}
+    if not os.path.isdir("/proc"):
+        return _sweep_psutil(wanted)
+    found: dict[str, list[psutil.Process]] = {}
+    snap = Snapshot()
+    for key, op_id in wanted.items():
+        for pid in snap.cookie.get(key, ()):
+            try:
+                found.setdefault(op_id, []).append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                continue
+    return found
+
+
+def _cookie_of(environ: bytes) -> bytes | None:
+    if environ.startswith(_COOKIE_B):
+        start = len(_COOKIE_B)
+    else:
+        at = environ.find(b"\0" + _COOKIE_B)
+        if at < 0:
+            return None
+        start = at + 1 + len(_COOKIE_B)
+    end = environ.find(b"\0", start)
+    return environ[start:] if end < 0 else environ[start:end]
+
+
+def _sweep_psutil(wanted: dict[bytes, str]) -> dict[str, list[psutil.Process]]:
+    # macOS and others without /proc: slower, same result where environ() is readable.
+    found: dict[str, list[psutil.Process]] = {}
+    protected = _protected()
+    for proc in psutil.process_iter():
+        if proc.pid in protected:
+            continue
+        try:
+            value = proc.environ().get(COOKIE)
+        except psutil.Error:
+            continue
+        if value is not None and value.encode() in wanted:
+            found.setdefault(wanted[value.encode()], []).append(proc)
+    return found
+
+
+@dataclass
+class Tree:
+    """What is known of one operation's processes."""
+
+    op_id: str
+    root: psutil.Process | None
+    grace: float
+    cgroup: Cgroup | None = None
+
+    def collect(self, snap: Snapshot | None = None) -> dict[int, psutil.Process]:
+        """Snapshot the live members: cgroup members where there is a cgroup (it holds
+        every escape), else the descendant walk plus the cookie carriers."""
+        members: dict[int, psutil.Process] = {}
+        root = self.root
+        pids: list[int] = []
+        if root is not None:
+            try:
+                if root.is_running():
+                    members[root.pid] = root
+                    pids.append(root.pid)
+            except psutil.Error:
+                pass
+        if self.cgroup is not None:
+            pids.extend(self.cgroup.pids())
+        elif os.path.isdir("/proc"):
+            snap = snap if snap is not None else Snapshot()
+            if root is not None and root.pid in members:
+                pids.extend(snap.descendants(root.pid))
+            pids.extend(snap.cookie.get(self.op_id.encode(), ()))
+        else:
+            if root is not None and root.pid in members:
+                try:
+                    pids.extend(c.pid for c in root.children(recursive=True))
+                except psutil.Error:
+                    pass
+            pids.extend(p.pid for p in sweep([self.op_id]).get(self.op_id, ()))
+        protected = _protected()
+        for pid in pids:
+            if pid in members or pid in protected:
+                continue
+            try:
+                members[pid] = psutil.Process(pid)
+            except psutil.NoSuchProcess:
+                continue
+        return members
+
+
+@dataclass
+class Outcome:
+    """What a termination did: ``gone`` and ``alive`` (unkillable) pids per operation."""
+
+    gone: dict[str, list[int]] = field(default_factory=dict)
+    alive: dict[str, list[int]] = field(default_factory=dict)
+    killed: dict[str, list[int]] = field(default_factory=dict)
+
+
+class _Member:
+    """One verified process: signals go through its pidfd when there is one."""
+
+    __slots__ = ("proc", "fd", "tree")
+
+    def __init__(self, proc: psutil.Process, tree: Tree) -> None:
+        self.proc = proc
+        self.tree = tree
+        self.fd: int | None = None
+
+    def open(self) -> bool:
+        """Pin the process; False when it is already gone or its pid was reused."""
+        if HAVE_PIDFD:
+            try:
+                self.fd = os.pidfd_open(self.proc.pid)
+            except OSError:
+                return False
+        try:
+            # is_running() compares create_time: a reused pid reads as not running.
+            if self.proc.is_running() and self.proc.status() != psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.Error:
+            pass
+        self.close()
+        return False
+
+    def signal(self, sig: int) -> None:
+        try:
+            if self.fd is not None:
+                signal.pidfd_send_signal(self.fd, sig)
+            else:
+                self.proc.send_signal(sig)  # psutil re-checks identity first
+            log.debug("sent %s to %d (%s)", signal.Signals(sig).name, self.proc.pid, self.tree.op_id)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass
+        except (PermissionError, psutil.AccessDenied):
+            log.debug("no permission to signal %d", self.proc.pid)
+
+    def gone(self) -> bool:
+        try:
+            return not self.proc.is_running() or self.proc.status() == psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return True
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def terminate(trees: Sequence[Tree]) -> Outcome:
+    """Terminate every tree: SIGTERM, wait up to each tree's grace, SIGKILL, wait.
+
+    Every process group led by a member and every member gets SIGTERM; what is left
+    at the grace gets SIGKILL, after being frozen (SIGSTOP) so that it cannot fork
+    around the kill. Returns what went and what survived (uninterruptible sleep).
+    Never raises for a process that vanished meanwhile.
+    """
+    outcome = Outcome()
+    if not trees:
+        return outcome
+    by_id = {t.op_id: t for t in trees}
+    live: dict[int, _Member] = {}
+    try:
+        _enroll(trees, live)
+        for member in _children_first(live.values()):
+            _signal_group(member, live, signal.SIGTERM)
+            member.signal(signal.SIGTERM)
+        start = time.monotonic()
+        deadlines = {op_id: start + t.grace for op_id, t in by_id.items()}
+        _wait(live, deadlines, outcome)
+        # Forks made while dying, and whatever ignores SIGTERM: freeze, re-collect, kill.
+        for _ in range(_FORK_ROUNDS):
+            _enroll(trees, live)
+            if not live:
+                break
+            for member in live.values():
+                member.signal(signal.SIGSTOP)
+            _enroll(trees, live)
+            for t in trees:
+                if t.cgroup is not None:
+                    t.cgroup.kill()
+            for member in live.values():
+                log.warning(
+                    "operation %s: pid %d outlived its grace, sending SIGKILL",
+                    member.tree.op_id,
+                    member.proc.pid,
+                )
+                outcome.killed.setdefault(member.tree.op_id, []).append(member.proc.pid)
+                member.signal(signal.SIGKILL)
+            kill_deadline = time.monotonic() + KILL_WAIT
+            _wait(live, {op_id: kill_deadline for op_id in by_id}, outcome)
+            if live:
+                break  # unkillable: more rounds will not help
+        for member in live.values():
+            outcome.alive.setdefault(member.tree.op_id, []).append(member.proc.pid)
+    finally:
+        for member in live.values():
+            member.close()
+    return outcome
+
+
+def _enroll(trees: Sequence[Tree], live: dict[int, _Member]) -> None:
+    # One /proc pass serves every tree without a cgroup.
+    snap = Snapshot() if os.path.isdir("/proc") and any(t.cgroup is None for t in trees) else None
+    for t in trees:
+        for pid, proc in t.collect(snap).items():
+            if pid in live:
+                continue
+            member = _Member(proc, t)
+            if member.open():
+                live[pid] = member
+
+
+def _children_first(members: Iterable[_Member]) -> list[_Member]:
+    # Deeper pids were found later by the walk; signal leaves before their parents.
+    return sorted(members, key=lambda m: m.proc.pid, reverse=True)
+
+
+def _signal_group(member: _Member, live: Mapping[int, _Member], sig: int) -> None:
+    """killpg when ``member`` leads its group: reaches members forked since the snapshot."""
+    try:
+        pgid = os.getpgid(member.proc.pid)
+    except OSError:
+        return
+    if pgid == member.proc.pid and pgid not in _protected() and pgid != os.getpgrp():
+        try:
+            os.killpg(pgid, sig)
+        except OSError:
+            pass
+
+
+def _wait(live: dict[int, _Member], deadlines: Mapping[str, float], outcome: Outcome) -> None:
+    """Block until members exit or their tree's deadline passes; event-driven with pidfds."""
+    if HAVE_PIDFD and all(m.fd is not None for m in live.values()):
+        _wait_pidfd(live, deadlines, outcome)
+    else:
+        _wait_psutil(live, deadlines, outcome)
+
+
+def _reap(member: _Member, live: dict[int, _Member], outcome: Outcome) -> None:
+    live.pop(member.proc.pid, None)
+    member.close()
+    outcome.gone.setdefault(member.tree.op_id, []).append(member.proc.pid)
+
+
+def _wait_pidfd(live: dict[int, _Member], deadlines: Mapping[str, float], outcome: Outcome) -> None:
+    poller = select.poll()
+    by_fd: dict[int, _Member] = {}
+    for member in live.values():
+        assert member.fd is not None
+        poller.register(member.fd, select.POLLIN)
+        by_fd[member.fd] = member
+    while True:
+        now = time.monotonic()
+        waiting = [m for m in by_fd.values() if deadlines[m.tree.op_id] > now]
+        if not waiting:
+            return
+        horizon = min(deadlines[m.tree.op_id] for m in waiting)
+        for fd, _ in poller.poll(max(0.0, horizon - now) * 1000):
+            member = by_fd.pop(fd)
+            poller.unregister(fd)
+            _reap(member, live, outcome)
+        if not by_fd:
+            return
+
+
+def _wait_psutil(live: dict[int, _Member], deadlines: Mapping[str, float], outcome: Outcome) -> None:
+    # Fallback where pidfds are missing (macOS): psutil.wait_procs polls with backoff.
+    while live:
+        now = time.monotonic()
+        waiting = [m for m in live.values() if deadlines[m.tree.op_id] > now]
+        if not waiting:
+            return
+        horizon = min(deadlines[m.tree.op_id] for m in waiting)
+        gone, _ = psutil.wait_procs([m.proc for m in waiting], timeout=max(0.0, horizon - now))
+        gone_pids = {p.pid for p in gone}
+        for member in list(live.values()):
+            if member.proc.pid in gone_pids or member.gone():
+                _reap(member, live, outcome)
+
+
+def platform_notes() -> dict[str, bool]:
+    """Which mechanisms this platform offers (for the README's table and diagnostics)."""
+    return {
+        "linux": sys.platform.startswith("linux"),
+        "pidfd": HAVE_PIDFD,
+        "proc_environ_sweep": os.path.isdir("/proc"),
+        "cgroup_v2": Cgroup.available(),
+    }

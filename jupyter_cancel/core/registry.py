@@ -1,0 +1,447 @@
+"""The registry: every live operation of one owner, selected and cancelled as a set.
+
+Thread-safe (one lock guards every state change); callable from a kernel's main thread,
+its control thread, background threads and the asyncio loop. Cancelling never waits on
+a subscriber: events go through a queue to a dispatcher thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import heapq
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .model import (
+    DEFAULT_GRACE,
+    Policy,
+    Reason,
+    State,
+    applies,
+    to_grace,
+    to_policy,
+    to_reason,
+    to_timeout,
+)
+from .monitor import Monitor
+from .operation import Operation
+from .proctree import Tree, terminate
+from .runners import ProcessRunner
+
+log = logging.getLogger(__name__)
+
+Subscriber = Callable[[str, dict[str, Any]], None]
+#: How long a cancel for an id not (yet) registered is remembered, and how many.
+TOMBSTONE_TTL = 60.0
+TOMBSTONE_MAX = 4096
+#: Finished operations kept for listing (most recent).
+HISTORY = 200
+
+
+class Registry:
+    """All operations of one owner (a kernel, or a plain Python process)."""
+
+    def __init__(self, *, grace: float = DEFAULT_GRACE, watchdog: bool = True) -> None:
+        self.grace = to_grace(grace)
+        self._lock = threading.RLock()
+        self._live: dict[str, Operation] = {}
+        self._history: collections.deque[Operation] = collections.deque(maxlen=HISTORY)
+        self._tombstones: collections.OrderedDict[str, tuple[float, str]] = collections.OrderedDict()
+        self._subscribers: list[Subscriber] = []
+        self._events: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] | None = None
+        self._monitor: Monitor | None = None
+        self._timer: _Timer | None = None
+        self._workers: ThreadPoolExecutor | None = None
+        self._use_watchdog = watchdog
+        self._watchdog: Any = None
+        self.closed = False
+
+    # -- creating and registering -------------------------------------------------
+    def new(
+        self,
+        *,
+        name: str,
+        kind: str,
+        policy: object = Policy.CANCEL,
+        grace: object = None,
+        timeout: object = None,
+        key: str | None = None,
+        owner: Mapping[str, Any] | None = None,
+        op_id: str | None = None,
+    ) -> Operation:
+        """A pending operation (validated, not yet registered)."""
+        return Operation(
+            self,
+            name=name,
+            kind=kind,
+            policy=to_policy(policy),
+            grace=self.grace if grace is None else to_grace(grace),
+            timeout=to_timeout(timeout),
+            key=key,
+            owner=owner,
+            op_id=op_id,
+        )
+
+    def register(self, op: Operation, *, supersede_reason: str = Reason.SUPERSEDED) -> bool:
+        """Make ``op`` live. False if it was cancelled before it could start.
+
+        With ``op.key`` set, live work under the same key is cancelled first and waited
+        for (bounded: grace + 1 s), so two copies never run at once.
+        """
+        if op.key is not None:
+            old = [o for o in self.select(key=op.key) if o is not op]
+            if old:
+                self.cancel_ops(old, supersede_reason, wait=True)
+        with self._lock:
+            if self.closed:
+                op.reason = Reason.KERNEL_SHUTDOWN
+                self._finish_locked(op, State.CANCELLED)
+                return False
+            self._live[op.id] = op
+            tomb = self._tombstones.pop(op.id, None)
+            if tomb is not None and tomb[0] > time.monotonic():
+                op.cancel_requested_at = time.monotonic()
+                op.reason = tomb[1]
+                del self._live[op.id]
+                self._finish_locked(op, State.CANCELLED)
+                return False
+            op.state = State.RUNNING
+            op.started = time.time()
+        if op.timeout is not None:
+            self._timers().add(op)
+        if self._subscribers:
+            self._emit("started", op)
+        return True
+
+    def attach_process(self, op: Operation, runner: ProcessRunner) -> None:
+        """Watch a started process tree; cancel it at once if a cancel came meanwhile."""
+        op._runner = runner
+        if self._use_watchdog and op.policy is not Policy.DETACH:
+            self._get_watchdog().register(op, runner)
+        monitor = self._monitor
+        if monitor is None:
+            with self._lock:
+                if self._monitor is None:
+                    self._monitor = Monitor(self._on_exit)
+                monitor = self._monitor
+        monitor.watch(op, runner)
+        if op.cancel_requested:
+            self._terminate([op], wait=True)
+
+    # -- selecting -------------------------------------------------------------------
+    def get(self, op_id: str) -> Operation:
+        """The operation with this id, live or recent; ``KeyError`` naming the id if unknown."""
+        with self._lock:
+            op = self._live.get(op_id)
+            if op is not None:
+                return op
+            for old in self._history:
+                if old.id == op_id:
+                    return old
+        raise KeyError(op_id)
+
+    def operations(self, *, include_done: bool = False) -> list[Operation]:
+        with self._lock:
+            ops = list(self._live.values())
+            if include_done:
+                ops = list(self._history) + ops
+        return ops
+
+    def select(
+        self,
+        *,
+        ids: Iterable[str] | None = None,
+        cell_id: str | Iterable[str] | None = None,
+        client_session: str | None = None,
+        kernel_id: str | None = None,
+        key: str | None = None,
+    ) -> list[Operation]:
+        """Live operations matching every given filter (no filter: all live ones)."""
+        cells = {cell_id} if isinstance(cell_id, str) else (set(cell_id) if cell_id is not None else None)
+        wanted = set(ids) if ids is not None else None
+        with self._lock:
+            return [
+                op
+                for op in self._live.values()
+                if (wanted is None or op.id in wanted)
+                and (cells is None or op.cell_id in cells)
+                and (client_session is None or op.client_session == client_session)
+                and (kernel_id is None or op.kernel_id == kernel_id)
+                and (key is None or op.key == key)
+            ]
+
+    # -- cancelling ------------------------------------------------------------------
+    def cancel(
+        self,
+        op_id: str,
+        reason: str = Reason.USER,
+        *,
+        wait: bool = True,
+        remember: bool = False,
+        force: bool = False,
+    ) -> list[Operation]:
+        """Cancel one operation by id; return it if this call cancelled it.
+
+        Unknown id: ``KeyError`` naming it, unless ``remember`` (then the cancel is kept
+        for ``TOMBSTONE_TTL`` seconds and applied when that id registers).
+        An explicit cancel by id applies whatever the policy.
+        """
+        reason = to_reason(reason)
+        with self._lock:
+            op = self._live.get(op_id)
+            if op is None:
+                if remember:
+                    self._remember(op_id, reason)
+                    return []
+                self.get(op_id)  # KeyError for an id never seen
+                return []  # known but already done: idempotent
+        return self.cancel_ops([op], reason, wait=wait, force=True)
+
+    def cancel_where(self, reason: str = Reason.USER, *, wait: bool = True, **filters: Any) -> list[Operation]:
+        """Cancel the live operations matching ``filters`` (see ``select``) that ``reason`` applies to."""
+        reason = to_reason(reason)
+        return self.cancel_ops(self.select(**filters), reason, wait=wait)
+
+    def cancel_all(self, reason: str = Reason.USER, *, wait: bool = True) -> list[Operation]:
+        return self.cancel_where(reason, wait=wait)
+
+    def cancel_ops(
+        self, ops: Sequence[Operation], reason: str, *, wait: bool = True, force: bool = False
+    ) -> list[Operation]:
+        """Request cancellation of ``ops``; with ``wait``, return when their work is gone.
+
+        Idempotent: operations already done or already being cancelled are skipped.
+        Process trees are terminated together (one SIGTERM pass, one wait).
+        """
+        chosen: list[Operation] = []
+        now = time.monotonic()
+        with self._lock:
+            for op in ops:
+                if op.done or op.cancel_requested:
+                    continue
+                if not force and not applies(op.policy, reason):
+                    continue
+                op.cancel_requested_at = now
+                op.reason = reason
+                chosen.append(op)
+        if not chosen:
+            return []
+        for op in chosen:
+            log.info("cancelling %s (%s): %s", op.id, op.name, reason)
+            if self._subscribers:
+                self._emit("cancel_requested", op)
+        procs = [op for op in chosen if isinstance(op._runner, ProcessRunner)]
+        others = [op for op in chosen if not isinstance(op._runner, ProcessRunner)]
+        for op in others:
+            if op._runner is None:
+                self._finish(op, State.CANCELLED)  # pending: never started
+            else:
+                op._runner.request_cancel(op)
+        if procs:
+            if wait:
+                self._terminate(procs, wait=True)
+            else:
+                self._pool().submit(self._terminate, procs, wait=True)
+        if wait:
+            for op in others:
+                if op._runner is not None and not op._runner.wait_gone(op, op.grace):
+                    log.warning("operation %s did not stop within %.1fs of its cancel", op.id, op.grace)
+        return chosen
+
+    def _terminate(self, ops: Sequence[Operation], *, wait: bool) -> None:
+        trees: list[Tree] = []
+        for op in ops:
+            runner = op._runner
+            assert isinstance(runner, ProcessRunner)
+            if runner.popen.poll() is not None and runner.popen.returncode is not None:
+                # It ended on its own just before the cancel: that is a completion.
+                self._finish_exit(op, runner.popen.returncode, cancelled=False)
+            trees.append(runner.tree)
+        outcome = terminate(trees)
+        for op in ops:
+            runner = op._runner
+            assert isinstance(runner, ProcessRunner)
+            alive = outcome.alive.get(op.id, [])
+            if alive:
+                op.unkillable = alive
+                log.warning("operation %s: pids %s survived SIGKILL (uninterruptible?)", op.id, alive)
+            try:
+                returncode = runner.popen.wait(timeout=0 if alive else 1.0)
+            except Exception:
+                returncode = None
+            self._finish_exit(op, returncode, cancelled=True)
+
+    def _remember(self, op_id: str, reason: str) -> None:
+        now = time.monotonic()
+        self._tombstones[op_id] = (now + TOMBSTONE_TTL, reason)
+        while self._tombstones:
+            first_id, (expires, _) = next(iter(self._tombstones.items()))
+            if expires > now and len(self._tombstones) <= TOMBSTONE_MAX:
+                break
+            del self._tombstones[first_id]
+
+    # -- ending ----------------------------------------------------------------------
+    def _on_exit(self, op: Operation, returncode: int) -> None:
+        """The monitor saw a root exit."""
+        if op.cancel_requested:
+            return  # the canceller records the end once the whole tree is gone
+        self._finish_exit(op, returncode, cancelled=False)
+        if op.policy is not Policy.DETACH:
+            # Leftovers of a finished tree (`cmd &`, daemons) are ended like Jenkins' ProcessTreeKiller.
+            self._pool().submit(self._sweep_leftovers, op)
+
+    def _sweep_leftovers(self, op: Operation) -> None:
+        runner = op._runner
+        assert isinstance(runner, ProcessRunner)
+        outcome = terminate([runner.tree])
+        if outcome.gone.get(op.id):
+            log.info("operation %s left processes %s: terminated", op.id, outcome.gone[op.id])
+        self._release(runner)
+
+    def _finish_exit(self, op: Operation, returncode: int | None, *, cancelled: bool) -> None:
+        with self._lock:
+            if op.done:
+                return
+            op.returncode = returncode
+            if cancelled:
+                state = State.CANCELLED
+            else:
+                state = State.COMPLETED if returncode == 0 else State.FAILED
+            self._finish_locked(op, state)
+        if cancelled and isinstance(op._runner, ProcessRunner):
+            self._release(op._runner)
+
+    def _release(self, runner: ProcessRunner) -> None:
+        if runner.cgroup is not None:
+            runner.cgroup.remove()
+
+    def _done_event(self, op: Operation) -> threading.Event | None:
+        """The event set when ``op`` ends; None if it already has."""
+        with self._lock:
+            if op.done:
+                return None
+            if op._done is None:
+                op._done = threading.Event()
+            return op._done
+
+    def _finish(self, op: Operation, state: State) -> None:
+        with self._lock:
+            if not op.done:
+                self._finish_locked(op, state)
+
+    def _finish_locked(self, op: Operation, state: State) -> None:
+        op.state = state
+        op.ended = time.time()
+        if self._live.pop(op.id, None) is not None:
+            self._history.append(op)
+        if op._done is not None:
+            op._done.set()
+        if self._watchdog is not None and isinstance(op._runner, ProcessRunner):
+            self._watchdog.forget(op.id)
+        if self._subscribers:
+            self._emit("ended", op)
+
+    # -- events ----------------------------------------------------------------------
+    def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
+        """Call ``subscriber(event, operation_json)`` for every change; returns an unsubscribe."""
+        with self._lock:
+            if self._events is None:
+                self._events = queue.SimpleQueue()
+                threading.Thread(target=self._dispatch, name="jupyter_cancel-events", daemon=True).start()
+            self._subscribers.append(subscriber)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if subscriber in self._subscribers:
+                    self._subscribers.remove(subscriber)
+
+        return unsubscribe
+
+    def _changed(self, op: Operation, event: str) -> None:
+        if self._subscribers:
+            self._emit(event, op)
+
+    def _emit(self, event: str, op: Operation) -> None:
+        data = op.to_json()
+        if event == "ended":
+            data["duration"] = (op.ended or time.time()) - op.started
+            if op.cancel_requested_at is not None:
+                data["cancel_latency"] = time.monotonic() - op.cancel_requested_at
+        assert self._events is not None
+        self._events.put((event, data))
+
+    def _dispatch(self) -> None:
+        assert self._events is not None
+        while True:
+            item = self._events.get()
+            if item is None:
+                return
+            for subscriber in list(self._subscribers):
+                try:
+                    subscriber(*item)
+                except Exception:
+                    log.exception("subscriber %r failed", subscriber)
+
+    # -- helpers ---------------------------------------------------------------------
+    def _pool(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._workers is None:
+                self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jupyter_cancel")
+            return self._workers
+
+    def _timers(self) -> _Timer:
+        with self._lock:
+            if self._timer is None:
+                self._timer = _Timer(self)
+            return self._timer
+
+    def _get_watchdog(self) -> Any:
+        with self._lock:
+            if self._watchdog is None:
+                from .watchdog import WatchdogClient
+
+                self._watchdog = WatchdogClient.start()
+            return self._watchdog
+
+    def close(self, reason: str = Reason.KERNEL_SHUTDOWN) -> list[Operation]:
+        """Cancel everything ``reason`` applies to (not ``detach``) and refuse new work."""
+        with self._lock:
+            self.closed = True
+        cancelled = self.cancel_all(reason, wait=True)
+        if self._watchdog is not None:
+            self._watchdog.close()
+        return cancelled
+
+
+class _Timer:
+    """Fires operation timeouts: one thread sleeping until the next deadline."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._heap: list[tuple[float, int, Operation]] = []
+        self._cond = threading.Condition()
+        self._seq = 0
+        threading.Thread(target=self._run, name="jupyter_cancel-timeouts", daemon=True).start()
+
+    def add(self, op: Operation) -> None:
+        assert op.timeout is not None
+        with self._cond:
+            self._seq += 1
+            heapq.heappush(self._heap, (time.monotonic() + op.timeout, self._seq, op))
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
+                _, _, op = heapq.heappop(self._heap)
+            if not op.done:
+                self._registry._pool().submit(
+                    self._registry.cancel_ops, [op], Reason.TIMEOUT, wait=True, force=True
+                )

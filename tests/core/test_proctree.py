@@ -1,0 +1,136 @@
+"""Process-tree termination against real trees of every escaping shape."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import time
+
+import psutil
+import pytest
+
+import jupyter_cancel as jc
+from jupyter_cancel.core import proctree, watchdog
+from jupyter_cancel.core.cgroup import Cgroup
+from tests.helpers.procs import alive, tree_cmd, wait_ready
+
+MODES = [("child", 1), ("grandchild", 2), ("setsid", 3), ("daemon", 2), ("three", 3)]
+
+
+@pytest.mark.parametrize(("mode", "count"), MODES)
+def test_cancel_kills_whole_tree(tmp_path, mode, count):
+    ready = tmp_path / "ready"
+    op = jc.start(tree_cmd(mode, ready), display=False, grace=2)
+    pids = wait_ready(ready, count)
+    assert all(alive(p) for p in pids)
+    started = time.monotonic()
+    assert op.cancel() is True
+    assert time.monotonic() - started < 1.5, "SIGTERM-respecting tree must not wait for the grace"
+    assert op.state is jc.State.CANCELLED
+    assert op.reason == "user" and op.exit_code == 130
+    assert [p for p in pids if alive(p)] == []
+
+
+@pytest.mark.parametrize("use_cgroup", [False, True])
+def test_daemon_with_cleared_env(tmp_path, monkeypatch, use_cgroup):
+    """A double-fork daemon that also clears its environment: only the cgroup catches it."""
+    if use_cgroup and not Cgroup.available():
+        pytest.skip("no writable cgroup v2 here")
+    if not use_cgroup:
+        monkeypatch.setattr(Cgroup, "create", classmethod(lambda cls, op_id: None))
+    ready = tmp_path / "ready"
+    op = jc.start(tree_cmd("envclear", ready), display=False)
+    pids = wait_ready(ready, 2)
+    op.cancel()
+    survivors = [p for p in pids if alive(p)]
+    if use_cgroup:
+        assert survivors == []
+    else:
+        # The documented escape without cgroups: clean it up by pid ourselves.
+        assert len(survivors) == 1
+        psutil.Process(survivors[0]).kill()
+        psutil.Process(survivors[0]).wait(3) if alive(survivors[0]) else None
+
+
+def test_sigterm_ignored_is_killed_at_grace_not_before(tmp_path):
+    ready = tmp_path / "ready"
+    op = jc.start(tree_cmd("ignore_term", ready), display=False, grace=0.6)
+    (pid,) = wait_ready(ready, 1)
+    started = time.monotonic()
+    op.cancel()
+    took = time.monotonic() - started
+    assert not alive(pid)
+    assert 0.55 <= took < 2.0, took
+    assert op.returncode == -9 and op.exit_code == 130
+
+
+def test_fork_while_dying_is_caught(tmp_path):
+    ready = tmp_path / "ready"
+    op = jc.start(tree_cmd("fork_on_term", ready), display=False, grace=0.5)
+    (pid,) = wait_ready(ready, 1)
+    op.cancel()
+    late = wait_ready(tmp_path / "ready.late", 1)
+    assert not alive(pid)
+    assert [p for p in late if alive(p)] == []
+
+
+def test_tree_that_exits_before_cancel_is_completed(tmp_path):
+    op = jc.start(["true"], display=False)
+    assert op.wait(5) is jc.State.COMPLETED
+    assert op.cancel() is False
+    assert op.state is jc.State.COMPLETED and op.returncode == 0 and op.reason is None
+
+
+def test_leftover_background_process_is_ended_with_its_tree(tmp_path):
+    ready = tmp_path / "ready"
+    # the shell waits until its background child announced itself, then exits
+    cmd = " ".join(tree_cmd("child", ready)) + f" & while [ ! -s {ready} ]; do sleep 0.01; done; exit 0"
+    op = jc.start(cmd, shell=True, display=False)
+    (pid,) = wait_ready(ready, 1)
+    assert op.wait(5) is jc.State.COMPLETED
+    psutil.Process(pid).wait(5)  # swept like Jenkins' ProcessTreeKiller, not left running
+
+
+def test_reused_identity_is_never_signalled(tmp_path):
+    """A registration whose create_time no longer matches its pid (pid reused) is never signalled."""
+    bystander = subprocess.Popen(tree_cmd("child", tmp_path / "b"))
+    try:
+        wait_ready(tmp_path / "b", 1)
+        real = psutil.Process(bystander.pid).create_time()
+        line = json.dumps({"register": "gone-op", "pid": bystander.pid, "ctime": real - 100, "grace": 0.2})
+        assert watchdog.main(io.BytesIO(line.encode() + b"\n")) == 0  # EOF: the owner "died"
+        assert bystander.poll() is None and alive(bystander.pid)
+        # the same registration with the true identity is acted on: the check is what spared it
+        line = json.dumps({"register": "op", "pid": bystander.pid, "ctime": real, "grace": 0.2})
+        watchdog.main(io.BytesIO(line.encode() + b"\n"))
+        assert bystander.wait(3) == -15
+    finally:
+        if bystander.poll() is None:
+            bystander.kill()
+            bystander.wait()
+
+
+def test_bystander_with_same_command_line_untouched(tmp_path):
+    cmd = tree_cmd("child", tmp_path / "same")
+    bystander = subprocess.Popen(cmd)
+    try:
+        op = jc.start(cmd, display=False)
+        pids = wait_ready(tmp_path / "same", 2)
+        op.cancel()
+        assert bystander.poll() is None
+        assert [p for p in pids if alive(p)] == [bystander.pid]
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_sweep_finds_only_cookie_carriers(tmp_path):
+    op = jc.start(tree_cmd("daemon", tmp_path / "r"), display=False)
+    pids = wait_ready(tmp_path / "r", 2)
+    found = proctree.sweep([op.id])
+    assert set(pids) <= {p.pid for p in found[op.id]}
+    assert os.getpid() not in {p.pid for p in found[op.id]}
+    op.cancel()
+    assert proctree.sweep([op.id]) == {}

@@ -1,0 +1,103 @@
+"""Cooperative cancellation: scopes for threads and blocking clients, asyncio tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+import pytest
+
+import jupyter_cancel as jc
+
+
+def test_scope_on_cancel_unblocks_a_blocking_read():
+    server, client = socket.socketpair()
+    result = {}
+
+    def reader():
+        with jc.scope("reader") as s:
+            result["scope"] = s
+            s.on_cancel(lambda: client.shutdown(socket.SHUT_RDWR))
+            result["data"] = client.recv(10)  # blocks until the cancel shuts the socket
+            try:
+                s.raise_if_cancelled()
+            except jc.Cancelled as err:
+                result["raised"] = err.reason
+
+    t = threading.Thread(target=reader)
+    t.start()
+    while "scope" not in result:
+        threading.Event().wait(0.01)
+    cancelled = jc.cancel_all()
+    t.join(5)
+    assert not t.is_alive()
+    assert [o.name for o in cancelled] == ["reader"]
+    assert result["data"] == b"" and result["raised"] == "user"
+    assert result["scope"].operation.state is jc.State.CANCELLED
+    server.close()
+    client.close()
+
+
+def test_scope_raise_if_cancelled_and_late_callback_runs_at_once():
+    with pytest.raises(jc.Cancelled) as info:
+        with jc.scope("loop") as s:
+            jc.cancel(s.operation, reason="stop please")
+            called = []
+            s.on_cancel(lambda: called.append(1))
+            assert called == [1] and s.cancelled
+            s.raise_if_cancelled()
+    assert info.value.reason == "stop please"
+    assert s.operation.state is jc.State.CANCELLED
+
+
+def test_scope_failure_and_completion_states():
+    with pytest.raises(ZeroDivisionError):
+        with jc.scope("bad") as s:
+            1 / 0
+    assert s.operation.state is jc.State.FAILED
+    with jc.scope("good") as g:
+        pass
+    assert g.operation.state is jc.State.COMPLETED
+
+
+def test_task_cancelled_from_another_thread():
+    async def main():
+        started = asyncio.Event()
+
+        async def work():
+            started.set()
+            await asyncio.sleep(60)
+
+        t = jc.task(work(), name="work")
+        await started.wait()
+        op = jc.operations()[0]
+        done = await asyncio.to_thread(jc.cancel, op.id)  # waits until the task is gone
+        assert t.cancelled() and [o.id for o in done] == [op.id]
+        return op
+
+    op = asyncio.run(main())
+    assert op.state is jc.State.CANCELLED and op.reason == "user"
+
+
+def test_task_needs_a_coroutine_and_a_loop():
+    with pytest.raises(TypeError):
+        jc.task(lambda: None)
+
+    async def coro():
+        return 1
+
+    with pytest.raises(RuntimeError, match="running event loop"):
+        jc.task(coro())
+
+
+def test_progress_stops_at_the_next_step():
+    seen = []
+    with pytest.raises(jc.Cancelled):
+        for i in jc.progress(range(100), desc="steps"):
+            seen.append(i)
+            if i == 3:
+                jc.cancel_all()
+    assert seen == [0, 1, 2, 3]
+    op = jc.operations(include_done=True)[-1]
+    assert op.kind == "progress" and op.state is jc.State.CANCELLED

@@ -1,0 +1,65 @@
+"""The watchdog cleans up after an owner killed with SIGKILL; the core imports no Jupyter."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+from tests.helpers.procs import alive, tree_cmd, wait_ready
+
+
+def test_owner_sigkill_watchdog_terminates_trees(tmp_path):
+    ready = tmp_path / "ready"
+    owner_code = textwrap.dedent(
+        f"""
+        import jupyter_cancel as jc, sys, signal
+        a = jc.start({tree_cmd("setsid", ready)!r}, display=False)
+        b = jc.start({tree_cmd("ignore_term", tmp_path / "ign")!r}, display=False, grace=0.3)
+        d = jc.start({tree_cmd("child", tmp_path / "det")!r}, display=False, policy="detach")
+        print(jc.core.default_registry()._watchdog.proc.pid, flush=True)
+        signal.pause()
+        """
+    )
+    owner = subprocess.Popen([sys.executable, "-c", owner_code], stdout=subprocess.PIPE, text=True)
+    watchdog_pid = int(owner.stdout.readline())
+    pids = wait_ready(ready, 3) + wait_ready(tmp_path / "ign", 1)
+    (detached,) = wait_ready(tmp_path / "det", 1)
+    try:
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait()
+        os.waitpid(watchdog_pid, 0) if False else None
+        import psutil
+
+        psutil.Process(watchdog_pid).wait(5)  # the watchdog exits once done
+        assert [p for p in pids if alive(p)] == []
+        assert alive(detached), "detach work survives its owner"
+    finally:
+        if alive(detached):
+            os.kill(detached, signal.SIGKILL)
+            psutil.Process(detached).wait(3) if alive(detached) else None
+
+
+def test_core_imports_no_jupyter():
+    code = (
+        "import sys, jupyter_cancel.core, jupyter_cancel;"
+        "bad = [m for m in ('IPython','ipykernel','jupyter_server','ipywidgets','tornado','jupyter_client') if m in sys.modules];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_public_api_is_pinned():
+    import jupyter_cancel as jc
+
+    expected = {
+        "run", "start", "progress", "scope", "task", "operations", "cancel", "cancel_all",
+        "Operation", "Cancelled", "CancelScope", "JupyterCancelError", "Policy", "Reason", "State",
+        "__version__",
+    }
+    assert set(jc.__all__) == expected
+    for name in expected:
+        assert hasattr(jc, name)

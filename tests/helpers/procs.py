@@ -1,0 +1,82 @@
+"""Process helpers for tests: readiness through files, leak detection by pid and cookie."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+TREE = str(Path(__file__).with_name("tree.py"))
+COOKIE = b"JUPYTER_CANCEL_OP="
+
+
+def tree_cmd(mode: str, ready: Path) -> list[str]:
+    return [sys.executable, TREE, mode, str(ready)]
+
+
+def wait_ready(ready: Path, count: int, timeout: float = 10.0) -> list[int]:
+    """Pids announced in ``ready`` once ``count`` members are up (raises on timeout)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            pids = [int(x) for x in ready.read_text().split()]
+        except FileNotFoundError:
+            pids = []
+        if len(pids) >= count:
+            return pids
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{ready}: {len(pids)} of {count} members announced")
+        time.sleep(0.005)
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def cookie_carriers() -> dict[int, float]:
+    """Processes whose environment carries an operation cookie: (pid → create_time)."""
+    found = {}
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                env = fh.read()
+            if env.startswith(COOKIE) or b"\0" + COOKIE in env:
+                proc = psutil.Process(int(entry))
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    found[proc.pid] = proc.create_time()
+        except (OSError, psutil.Error):
+            continue
+    return found
+
+
+def descendants() -> dict[int, float]:
+    out = {}
+    for p in psutil.Process().children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out[p.pid] = p.create_time()
+        except psutil.Error:
+            continue
+    return out
+
+
+def kill_pids(pids) -> None:
+    procs = []
+    for pid, ctime in pids.items():
+        try:
+            p = psutil.Process(pid)
+            if p.create_time() == ctime:
+                p.kill()
+                procs.append(p)
+        except psutil.Error:
+            continue
+    psutil.wait_procs(procs, timeout=3)

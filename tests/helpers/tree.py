@@ -1,0 +1,98 @@
+"""Build a process tree of a given shape; every member appends its pid to READY when up.
+
+    python tree.py MODE READY
+
+Modes: child, grandchild, setsid, daemon, ignore_term, fork_on_term, three, envclear, exit_now.
+Members sleep until signalled. Nothing here sleeps to "wait for readiness": the test reads READY.
+"""
+
+import os
+import signal
+import sys
+import time
+
+
+def announce(ready):
+    fd = os.open(ready, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    os.close(fd)
+
+
+def park():
+    while True:
+        signal.pause()
+
+
+def fork(fn):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            fn()
+        finally:
+            os._exit(0)
+    return pid
+
+
+def main(mode, ready):
+    if mode == "exit_now":
+        announce(ready)
+        return
+    if mode == "ignore_term":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        announce(ready)
+        park()
+    if mode == "fork_on_term":
+        def on_term(*_):
+            # Fork a fresh child as we die: a process forking while the tree is killed.
+            r, w = os.pipe()
+
+            def late():
+                signal.signal(signal.SIGTERM, signal.SIG_IGN)
+                announce(ready + ".late")
+                os.write(w, b"x")
+                park()
+
+            fork(late)
+            os.read(r, 1)  # exit only once the late child is up
+            os._exit(0)
+        signal.signal(signal.SIGTERM, on_term)
+        announce(ready)
+        park()
+    if mode == "child":
+        announce(ready)
+        park()
+    if mode == "grandchild":
+        fork(lambda: (announce(ready), park()))
+        announce(ready)
+        park()
+    if mode in ("setsid", "three"):
+        def grand():
+            os.setsid()
+            announce(ready)
+            park()
+        def child():
+            fork(grand)
+            announce(ready)
+            park()
+        fork(child)
+        announce(ready)
+        park()
+    if mode in ("daemon", "envclear"):
+        def daemon():
+            os.setsid()
+            # classic double fork: the grandchild is reparented to init
+            def grand():
+                if mode == "envclear":
+                    os.execve(sys.executable, [sys.executable, __file__, "child", ready], {})
+                announce(ready)
+                park()
+            fork(grand)
+            os._exit(0)
+        fork(daemon)
+        announce(ready)
+        park()
+    raise SystemExit(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
