@@ -43,6 +43,13 @@ class Host:
 
         op.on_output(echo)
 
+    def finished(self, op: Operation) -> None:
+        """The operation ended and ``run`` is about to return: flush its display."""
+
+    def interrupted(self, op: Operation) -> None:
+        """``run`` was interrupted (Ctrl+C) and has cancelled ``op``: what to raise."""
+        raise KeyboardInterrupt
+
     def show_progress(self, bar: Progress) -> None:
         bar.renderer = _TextBar(bar)
 
@@ -139,16 +146,15 @@ def run(cmd: str | Sequence[str], **kwargs: Any) -> Operation:
     the code after it does not run. A non-zero exit is not an error: see ``.returncode``.
     """
     op = start(cmd, **kwargs)
-    _wait_interruptible(op)
-    return op.result()
-
-
-def _wait_interruptible(op: Operation) -> None:
     try:
         op.wait()
     except KeyboardInterrupt:
         op.cancel(Reason.KERNEL_INTERRUPT)
+        _host.finished(op)
+        _host.interrupted(op)
         raise
+    _host.finished(op)
+    return op.result()
 
 
 def scope(name: str | None = None, *, policy: str | Policy = Policy.CANCEL, grace: float | None = None) -> CancelScope:

@@ -40,6 +40,8 @@ HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
 #: How long to wait for processes to vanish after SIGKILL before calling them unkillable.
 KILL_WAIT = 1.0
 _FORK_ROUNDS = 5
+#: Switch off the cookie sweep (bench/escapes.py measures what each mechanism catches).
+USE_COOKIE_SWEEP = True
 
 
 def spawn(
@@ -202,14 +204,16 @@ class Tree:
             snap = snap if snap is not None else Snapshot()
             if root is not None and root.pid in members:
                 pids.extend(snap.descendants(root.pid))
-            pids.extend(snap.cookie.get(self.op_id.encode(), ()))
+            if USE_COOKIE_SWEEP:
+                pids.extend(snap.cookie.get(self.op_id.encode(), ()))
         else:
             if root is not None and root.pid in members:
                 try:
                     pids.extend(c.pid for c in root.children(recursive=True))
                 except psutil.Error:
                     pass
-            pids.extend(p.pid for p in sweep([self.op_id]).get(self.op_id, ()))
+            if USE_COOKIE_SWEEP:
+                pids.extend(p.pid for p in sweep([self.op_id]).get(self.op_id, ()))
         protected = _protected()
         for pid in pids:
             if pid in members or pid in protected:

@@ -1,0 +1,78 @@
+"""Which termination mechanism catches which escape (a measurement, not a test).
+
+    .venv/bin/python bench/escapes.py
+
+For each tree shape, start it, cancel it with one set of mechanisms on, and count the
+processes left alive (then kill those by pid).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jupyter_cancel as jc  # noqa: E402
+from jupyter_cancel.core import proctree  # noqa: E402
+from jupyter_cancel.core.cgroup import Cgroup  # noqa: E402
+from tests.helpers.procs import alive, tree_cmd, wait_ready  # noqa: E402
+
+SHAPES = [
+    ("child + grandchild", "grandchild", 2),
+    ("setsid grandchild", "setsid", 3),
+    ("double-fork daemon (reparented to init)", "daemon", 2),
+    ("child ignoring SIGTERM", "ignore_term", 1),
+    ("forks while being killed", "fork_on_term", 1),
+    ("double-fork daemon with env cleared (env -i)", "envclear", 2),
+]
+MECHANISMS = [
+    ("walk", False, False),
+    ("walk+cookie", True, False),
+    ("walk+cookie+cgroup", True, True),
+]
+
+
+def run(mode: str, count: int, cookie: bool, cgroup: bool) -> int:
+    proctree.USE_COOKIE_SWEEP = cookie
+    original = Cgroup.create
+    if not cgroup:
+        Cgroup.create = classmethod(lambda cls, op_id: None)  # type: ignore[method-assign]
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            ready = Path(d) / "r"
+            op = jc.start(tree_cmd(mode, ready), display=False, grace=0.3)
+            pids = wait_ready(ready, count)
+            op.cancel()
+            late = Path(str(ready) + ".late")
+            if late.exists():
+                pids += wait_ready(late, 1)
+            left = [p for p in pids if alive(p)]
+            for pid in left:
+                psutil.Process(pid).kill()
+            return len(left)
+    finally:
+        Cgroup.create = original  # type: ignore[method-assign]
+        proctree.USE_COOKIE_SWEEP = True
+
+
+def main() -> None:
+    print(f"cgroup v2 available: {Cgroup.available()}")
+    print("| escape | " + " | ".join(m[0] for m in MECHANISMS) + " |")
+    print("|---|" + "---|" * len(MECHANISMS))
+    for label, mode, count in SHAPES:
+        cells = []
+        for _, cookie, cgroup in MECHANISMS:
+            if cgroup and not Cgroup.available():
+                cells.append("n/a")
+                continue
+            left = run(mode, count, cookie, cgroup)
+            cells.append("caught" if left == 0 else f"**{left} escaped**")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()

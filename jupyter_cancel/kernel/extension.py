@@ -1,0 +1,179 @@
+"""``%load_ext jupyter_cancel``: the triggers a kernel sees, wired to the registry.
+
+* before each cell runs: owner tags captured; the cell's earlier work cancelled
+  (``cell_rerun``) and waited for; work of ``metadata.deletedCells`` cancelled;
+* SIGINT (busy or idle) and the control ``interrupt_request``: every operation but
+  ``detach`` cancelled (``kernel_interrupt``), background work included;
+* ``shutdown_request`` (restart or not) and interpreter exit: ``kernel_restart`` /
+  ``kernel_shutdown``; kernel death: the watchdog;
+* ``jupyter_cancel_request`` on the control channel;
+* ``!cmd`` shell escapes run as operations.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+from ..core import api
+from ..core.model import Reason
+from ..core.registry import Registry
+from . import control
+from .host import _OWNER, _THREAD_ATTR, KernelHost, current_owner, kernel_id_of
+
+log = logging.getLogger(__name__)
+
+
+class KernelIntegration:
+    """Everything ``load`` installs, so that ``unload`` can take it all back."""
+
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+        self.kernel = getattr(shell, "kernel", None)
+        self.registry: Registry = api.registry()
+        self.host = KernelHost(self.kernel, kernel_id_of(self.kernel) if self.kernel else None)
+        self._saved: dict[str, Any] = {}
+
+    # -- install / uninstall -------------------------------------------------------
+    def install(self) -> None:
+        api.set_host(self.host)
+        self.shell.events.register("pre_run_cell", self.pre_run_cell)
+        self._patch_thread_start()
+        self._saved["system"] = self.shell.__dict__.get("system")
+        self.shell.system = self.system
+        if self.kernel is not None:
+            self._install_kernel_hooks()
+        if self.registry._use_watchdog:
+            self.registry._get_watchdog()  # started now, so it is up before any death
+
+    def uninstall(self) -> None:
+        self.shell.events.unregister("pre_run_cell", self.pre_run_cell)
+        threading.Thread.start = self._saved.pop("thread_start")  # type: ignore[method-assign]
+        if self._saved.get("system") is None:
+            self.shell.__dict__.pop("system", None)
+        else:
+            self.shell.system = self._saved["system"]
+        if self.kernel is not None:
+            kernel = self.kernel
+            kernel.control_handlers.pop(control.REQUEST, None)
+            kernel.control_handlers["interrupt_request"] = self._saved["interrupt_request"]
+            for name in ("pre_handler_hook", "post_handler_hook", "do_shutdown"):
+                kernel.__dict__.pop(name, None)
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # we are inside a cell
+        api.set_host(None)
+
+    def _patch_thread_start(self) -> None:
+        original = threading.Thread.start
+        self._saved["thread_start"] = original
+
+        def start(thread: threading.Thread) -> None:
+            # A thread belongs to the cell that started it, whatever cell runs later.
+            if getattr(thread, _THREAD_ATTR, None) is None:
+                setattr(thread, _THREAD_ATTR, current_owner())
+            original(thread)
+
+        threading.Thread.start = start  # type: ignore[method-assign]
+
+    def _install_kernel_hooks(self) -> None:
+        kernel = self.kernel
+        kernel.control_handlers[control.REQUEST] = self.control_request
+        self._saved["interrupt_request"] = kernel.control_handlers.get("interrupt_request")
+        kernel.control_handlers["interrupt_request"] = self.interrupt_request
+        # ipykernel ignores SIGINT while idle: our handler sees it, busy or idle.
+        kernel.pre_handler_hook = self.pre_handler_hook
+        kernel.post_handler_hook = self.post_handler_hook
+        original_shutdown = kernel.do_shutdown
+
+        def do_shutdown(restart: bool) -> Any:
+            self.registry.close(Reason.KERNEL_RESTART if restart else Reason.KERNEL_SHUTDOWN)
+            return original_shutdown(restart)
+
+        kernel.do_shutdown = do_shutdown
+        signal.signal(signal.SIGINT, self._busy_sigint)  # loading happens inside a cell
+
+    # -- triggers ------------------------------------------------------------------
+    def pre_run_cell(self, info: Any) -> None:
+        parent: dict[str, Any] = {}
+        if self.kernel is not None:
+            try:
+                parent = self.kernel.get_parent("shell") or {}
+            except Exception:
+                parent = {}
+        metadata = parent.get("metadata") or {}
+        cell_id = getattr(info, "cell_id", None) or metadata.get("cellId")
+        owner = {
+            "kernel_id": self.host.kernel_id,
+            "client_session": (parent.get("header") or {}).get("session"),
+            "cell_id": cell_id,
+            "parent": parent or None,
+        }
+        _OWNER.set(owner)
+        self.host.last_owner = owner
+        deleted = metadata.get("deletedCells")
+        if isinstance(deleted, list) and deleted:
+            cells = [c for c in deleted if isinstance(c, str)]
+            self.registry.cancel_where(Reason.CELL_DELETED, cell_id=cells)
+        if cell_id:
+            # The new run starts only once the old run's work is gone (bounded wait).
+            self.registry.cancel_where(Reason.CELL_RERUN, cell_id=cell_id)
+
+    def _interrupt(self) -> None:
+        threading.Thread(
+            target=self.registry.cancel_all, args=(Reason.KERNEL_INTERRUPT,), name="jupyter_cancel-interrupt"
+        ).start()
+
+    def _busy_sigint(self, signum: int, frame: Any) -> None:
+        self._interrupt()
+        raise KeyboardInterrupt
+
+    def _idle_sigint(self, signum: int, frame: Any) -> None:
+        self._interrupt()
+
+    def pre_handler_hook(self) -> None:
+        self.kernel.saved_sigint_handler = signal.signal(signal.SIGINT, self._busy_sigint)
+
+    def post_handler_hook(self) -> None:
+        signal.signal(signal.SIGINT, self._idle_sigint)
+
+    async def interrupt_request(self, stream: Any, ident: Any, parent: Any) -> None:
+        # Cancel from the control thread too: a cell stuck in C code handles SIGINT late.
+        self.registry.cancel_all(Reason.KERNEL_INTERRUPT, wait=False)
+        await self._saved["interrupt_request"](stream, ident, parent)
+
+    def control_request(self, stream: Any, ident: Any, parent: Any) -> None:
+        content = control.handle(self.registry, parent.get("content"))
+        self.kernel.session.send(stream, control.REPLY, content, parent, ident=ident)
+
+    def system(self, cmd: str) -> None:
+        """``!cmd``: the same live output as IPython's, now a cancellable operation."""
+        if cmd.rstrip().endswith("&"):
+            raise OSError("Background processes not supported.")  # as IPython says
+        expanded = self.shell.var_expand(cmd, depth=1)
+        op = api.run(expanded, shell=True, name=f"!{expanded}"[:200])
+        self.shell.user_ns["_exit_code"] = op.returncode
+        if getattr(self.shell, "system_raise_on_error", False) and op.returncode != 0:
+            from subprocess import CalledProcessError
+
+            raise CalledProcessError(op.returncode or 1, cmd)
+
+
+_installed: KernelIntegration | None = None
+
+
+def load(shell: Any) -> None:
+    global _installed
+    if _installed is not None:
+        return
+    integration = KernelIntegration(shell)
+    integration.install()
+    _installed = integration
+    log.info("jupyter_cancel loaded (kernel %s)", integration.host.kernel_id)
+
+
+def unload(shell: Any) -> None:
+    global _installed
+    if _installed is not None:
+        _installed.uninstall()
+        _installed = None

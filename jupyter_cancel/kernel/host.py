@@ -1,0 +1,188 @@
+"""The kernel's Host: owner tags captured at start, output published to the right cell."""
+
+from __future__ import annotations
+
+import contextvars
+import html
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+from ..core import api
+from ..core.errors import Cancelled
+from ..core.operation import Operation
+
+#: The cell a piece of code belongs to. Set before each cell runs; asyncio tasks copy it,
+#: and threads carry it on the Thread object (see ``install_thread_owner``).
+_OWNER: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("jupyter_cancel_owner", default=None)
+_THREAD_ATTR = "_jupyter_cancel_owner"
+#: Output of one operation published at most this often (the last bytes always arrive).
+FLUSH_INTERVAL = 0.05
+#: Unpublished output kept per operation; beyond it the middle is dropped with a marker.
+PENDING_LIMIT = 256 * 1024
+
+
+def kernel_id_of(kernel: Any) -> str | None:
+    try:
+        from ipykernel.connect import get_connection_file
+
+        name = os.path.basename(get_connection_file())
+    except Exception:
+        return None
+    # jupyter_server names it kernel-<kernel_id>.json; elsewhere the stem is the best id there is.
+    stem = name[: -len(".json")] if name.endswith(".json") else name
+    return stem[len("kernel-") :] if stem.startswith("kernel-") else stem or None
+
+
+def current_owner() -> dict[str, Any] | None:
+    owner = _OWNER.get()
+    if owner is None:
+        owner = getattr(threading.current_thread(), _THREAD_ATTR, None)
+    return owner
+
+
+class _Publisher:
+    """One thread sends operations' output as iopub ``stream`` messages, throttled."""
+
+    def __init__(self, kernel: Any) -> None:
+        self.kernel = kernel
+        self._cond = threading.Condition()
+        self._pending: dict[str, list[Any]] = {}  # op id -> [parent, chunks, size, dropped]
+        self._flushed: dict[str, threading.Event] = {}
+        threading.Thread(target=self._run, name="jupyter_cancel-output", daemon=True).start()
+
+    def add(self, op: Operation, parent: dict[str, Any], text: str) -> None:
+        with self._cond:
+            entry = self._pending.setdefault(op.id, [parent, [], 0, 0])
+            entry[1].append(text)
+            entry[2] += len(text)
+            if entry[2] > PENDING_LIMIT:
+                joined = "".join(entry[1])
+                entry[3] += len(joined) - PENDING_LIMIT // 2
+                entry[1] = [joined[-PENDING_LIMIT // 2 :]]
+                entry[2] = PENDING_LIMIT // 2
+            self._cond.notify()
+
+    def flush(self, op: Operation, timeout: float = 2.0) -> None:
+        """Block until what ``op`` printed so far has been sent."""
+        with self._cond:
+            if op.id not in self._pending:
+                return
+            done = self._flushed.setdefault(op.id, threading.Event())
+            self._cond.notify()
+        done.wait(timeout)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending:
+                    self._cond.wait()
+                batch, self._pending = self._pending, {}
+                events, self._flushed = self._flushed, {}
+            for parent, chunks, _, dropped in batch.values():
+                text = "".join(chunks)
+                if dropped:
+                    text = f"[… {dropped} characters of output skipped …]\n" + text
+                self._send(parent, text)
+            for event in events.values():
+                event.set()
+            time.sleep(FLUSH_INTERVAL)  # rate limit: at most ~20 messages a second per operation
+
+    def _send(self, parent: dict[str, Any], text: str) -> None:
+        kernel = self.kernel
+        try:
+            kernel.session.send(
+                kernel.iopub_socket,
+                "stream",
+                {"name": "stdout", "text": text},
+                parent=parent,
+                ident=b"stream.stdout",
+            )
+        except Exception:
+            pass  # a closed socket at shutdown: the output has nowhere to go
+
+
+class KernelHost(api.Host):
+    """Owner tags from the executing cell; output to the cell that started the work."""
+
+    def __init__(self, kernel: Any, kernel_id: str | None) -> None:
+        self.kernel = kernel
+        self.kernel_id = kernel_id
+        self.publisher = _Publisher(kernel) if kernel is not None else None
+        self.last_owner: dict[str, Any] = {"kernel_id": kernel_id}
+
+    def owner(self) -> dict[str, Any]:
+        return dict(current_owner() or self.last_owner)
+
+    def parent_header(self) -> dict[str, Any]:
+        owner = current_owner()
+        if owner is not None and owner.get("parent") is not None:
+            return owner["parent"]
+        try:
+            return self.kernel.get_parent("shell")
+        except Exception:
+            return {}
+
+    def show(self, op: Operation) -> None:
+        if self.publisher is None:
+            super().show(op)
+            return
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()  # what the cell printed before comes first
+            except Exception:
+                pass
+        parent = self.parent_header()
+        publisher = self.publisher
+        op.on_output(lambda _op, text: publisher.add(_op, parent, text))
+
+    def finished(self, op: Operation) -> None:
+        if self.publisher is not None:
+            self.publisher.flush(op)
+
+    def interrupted(self, op: Operation) -> None:
+        # In a notebook an interrupt of jc.run reads as one line, not a traceback.
+        raise Cancelled(op, op.reason or "kernel_interrupt") from None
+
+    def show_progress(self, bar: api.Progress) -> None:
+        try:
+            from IPython.display import display
+        except ImportError:
+            super().show_progress(bar)
+            return
+        bar.renderer = _HtmlBar(bar, display)
+
+
+class _HtmlBar:
+    """A plain HTML progress bar updated in place: works in every frontend."""
+
+    def __init__(self, bar: api.Progress, display: Any) -> None:
+        self.bar = bar
+        self.handle = display(_Html(self._html()), display_id=True)
+
+    def _html(self) -> str:
+        bar, op = self.bar, self.bar.operation
+        value = f'value="{bar.n:g}" max="{bar.total:g}"' if bar.total else ""
+        count = f"{bar.n:g}/{bar.total:g}" if bar.total else f"{bar.n:g}"
+        state = op.state.value + (f" — {op.reason}" if op.reason else "")
+        return (
+            f"<div><b>{html.escape(bar.desc)}</b> <progress {value}></progress> {count} "
+            f"<small>{html.escape(state)}</small></div>"
+        )
+
+    def render(self) -> None:
+        if self.handle is not None:
+            self.handle.update(_Html(self._html()))
+
+
+class _Html:
+    def __init__(self, markup: str) -> None:
+        self.markup = markup
+
+    def _repr_html_(self) -> str:
+        return self.markup
+
+    def __repr__(self) -> str:
+        return "progress"

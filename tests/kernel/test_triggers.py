@@ -1,0 +1,217 @@
+"""Every trigger a kernel sees, through a real python3 kernel driven like JupyterLab."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import psutil
+
+from tests.helpers.kernel import Kernel, wait_gone
+from tests.helpers.procs import TREE
+
+
+def start_tree(k: Kernel, cell: str, ready: str, mode: str = "three", count: int = 3, opts: str = "", **kw) -> list[int]:
+    r = k.execute(
+        f"import sys\nop = jc.start([sys.executable, {TREE!r}, {mode!r}, {ready!r}], display=False{opts})\n"
+        f"from tests.helpers.procs import wait_ready\nfrom pathlib import Path\n"
+        f"pids = wait_ready(Path({ready!r}), {count})\nprint(pids)",
+        cell=cell,
+        **kw,
+    )
+    assert r.ok, r
+    return eval(r.stdout.strip().splitlines()[-1])
+
+
+def test_owner_tags_are_captured_at_start(kernel, tmp_path):
+    start_tree(kernel, "cell-a", str(tmp_path / "a"))
+    (op,) = kernel.control({"action": "list"})["operations"]
+    assert op["cell_id"] == "cell-a" and op["client_session"] == kernel.session
+    assert op["kernel_id"] == kernel.kernel_id and op["state"] == "running"
+    # A thread started in cell A that starts work after cell B began still belongs to A.
+    r = kernel.execute(
+        "import threading\nev = threading.Event()\nres = {}\n"
+        "def later():\n    ev.wait(10)\n    res['op'] = jc.start(['sleep', '60'], display=False)\n"
+        "t = threading.Thread(target=later); t.start()",
+        cell="cell-thread",
+    )
+    assert r.ok
+    r = kernel.execute("ev.set(); t.join(); print(res['op'].cell_id)", cell="cell-b")
+    assert r.stdout.strip() == "cell-thread"
+    kernel.execute("jc.cancel_all()", cell="cleanup")
+
+
+def test_rerun_kills_previous_tree_before_new_code_runs(kernel, tmp_path):
+    old = start_tree(kernel, "cell-1", str(tmp_path / "old"))
+    other = start_tree(kernel, "cell-2", str(tmp_path / "other"))
+    # The re-run's code checks, first thing, that the old pids are gone.
+    r = kernel.execute(
+        f"import psutil\nprint([p for p in {old!r} if psutil.pid_exists(p) and psutil.Process(p).status() != 'zombie'])",
+        cell="cell-1",
+    )
+    assert r.stdout.strip() == "[]", r
+    assert wait_gone(other, timeout=0) == other, "another cell's work is independent"
+    ops = kernel.control({"action": "list"})["operations"]
+    reasons = {o["cell_id"]: (o["state"], o["reason"]) for o in ops if o["kind"] == "process"}
+    assert reasons == {"cell-1": ("cancelled", "cell_rerun"), "cell-2": ("running", None)}
+    kernel.control({"action": "cancel", "all": True})
+    assert wait_gone(other) == []
+
+
+def test_deleted_cell_cancels_its_work(kernel, tmp_path):
+    pids = start_tree(kernel, "doomed", str(tmp_path / "d"))
+    r = kernel.execute("1 + 1", cell="survivor", deleted=["doomed", 42])
+    assert r.ok
+    assert wait_gone(pids) == []
+    ops = kernel.control({"action": "list"})["operations"]
+    assert [o["reason"] for o in ops if o["cell_id"] == "doomed"] == ["cell_deleted"]
+
+
+def test_routed_shell_escape_is_an_operation_cancelled_before_rerun(kernel):
+    msg = kernel.send("!sleep 1000", cell="bang")
+    (op,) = kernel.wait_for_ops(1)
+    assert op["name"] == "!sleep 1000" and op["cell_id"] == "bang"
+    pids = op["pids"]
+    # What the Lab extension does on Shift+Enter of a busy cell: stop its work, then re-run.
+    reply = kernel.control({"action": "cancel", "cell_id": "bang", "reason": "cell_rerun"})
+    assert reply["cancelled"] == [op["id"]]
+    assert wait_gone(pids, timeout=0) == []
+    old = kernel.collect(msg)
+    assert old.errors and old.errors[0]["ename"] == "Cancelled"
+    assert old.errors[0]["traceback"] == ["\x1b[0;33mCancelled:\x1b[0m !sleep 1000 — cell_rerun"]
+    r = kernel.execute("!echo again", cell="bang")
+    assert r.ok and r.stdout == "again\n"
+    assert kernel.value("_exit_code") == 0
+
+
+def test_control_cancel_answers_while_cell_sleeps(kernel, tmp_path):
+    pids = start_tree(kernel, "bg", str(tmp_path / "bg"))
+    busy = kernel.send("import time; time.sleep(30)", cell="sleeper")
+    time.sleep(0.2)  # the cell is inside time.sleep now
+    started = time.monotonic()
+    reply = kernel.control({"action": "cancel", "cell_id": "bg"})
+    assert time.monotonic() - started < 2
+    assert reply["status"] == "ok" and len(reply["cancelled"]) == 1
+    assert wait_gone(pids, timeout=0) == []
+    kernel.km.interrupt_kernel()
+    assert kernel.collect(busy).errors[0]["ename"] == "KeyboardInterrupt"
+
+
+def test_malformed_control_content_gets_error_reply_and_kernel_lives(kernel):
+    for content in [{}, {"action": "explode"}, {"action": "cancel"}, {"action": "cancel", "operation_ids": "x"},
+                    {"action": "cancel", "cell_id": 5}, {"action": "cancel", "all": "yes"},
+                    {"action": "cancel", "all": True, "reason": ""}, {"action": "list", "evil": 1}]:
+        reply = kernel.control(content)
+        assert reply["status"] == "error" and reply["ename"] in ("ValueError", "TypeError"), (content, reply)
+    reply = kernel.control({"action": "cancel", "operation_ids": ["not-yet-known"]})
+    assert reply == {"status": "ok", "cancelled": [], "operations": reply["operations"]}
+    assert kernel.execute("print(6 * 7)").stdout == "42\n"
+
+
+def test_interrupt_while_busy_cancels_foreground_and_background(kernel, tmp_path):
+    bg = start_tree(kernel, "bg", str(tmp_path / "bg"))
+    msg = kernel.send(f"jc.run(['sleep', '1000'])", cell="fg")
+    ops = kernel.wait_for_ops(2)
+    fg = [p for o in ops if o["cell_id"] == "fg" for p in o["pids"]]
+    kernel.km.interrupt_kernel()
+    r = kernel.collect(msg)
+    assert r.errors[0]["ename"] == "Cancelled" and "kernel_interrupt" in r.errors[0]["traceback"][0]
+    assert wait_gone(bg + fg) == []
+
+
+def test_interrupt_while_idle_cancels_background_work(kernel, tmp_path):
+    bg = start_tree(kernel, "bg", str(tmp_path / "bg"))
+    kernel.km.interrupt_kernel()  # ipykernel ignores SIGINT when idle; we do not
+    assert wait_gone(bg) == []
+    ops = kernel.control({"action": "list"})["operations"]
+    assert [o["reason"] for o in ops if o["kind"] == "process"] == ["kernel_interrupt"]
+    assert kernel.execute("print('alive')").stdout == "alive\n"
+
+
+def test_message_mode_interrupt(tmp_path):
+    k = Kernel(interrupt_mode="message")
+    try:
+        bg = start_tree(k, "bg", str(tmp_path / "bg"))
+        msg = k.send("import time; time.sleep(30)", cell="fg")
+        time.sleep(0.2)
+        k.km.interrupt_kernel()  # an interrupt_request on the control channel
+        assert k.collect(msg).errors[0]["ename"] == "KeyboardInterrupt"
+        assert wait_gone(bg) == []
+    finally:
+        k.close()
+
+
+def test_detach_survives_interrupt_and_shutdown_but_stays_stoppable(tmp_path):
+    k = Kernel()
+    try:
+        pids = start_tree(k, "d", str(tmp_path / "d"), mode="child", count=1, opts=", policy='detach'")
+        k.km.interrupt_kernel()
+        time.sleep(0.3)
+        assert wait_gone(pids, timeout=0) == pids
+        reply = k.control({"action": "cancel", "all": True})  # reason user: applies to detach too
+        assert len(reply["cancelled"]) == 1 and wait_gone(pids) == []
+    finally:
+        k.close()
+
+
+def test_shutdown_and_restart_leave_nothing(tmp_path):
+    k = Kernel()
+    try:
+        pids = start_tree(k, "a", str(tmp_path / "a"))
+        ign = start_tree(k, "b", str(tmp_path / "b"), mode="ignore_term", count=1)
+        k.km.restart_kernel(now=False)
+        assert wait_gone(pids + ign, timeout=0.5) == []
+        k.kc.wait_for_ready(timeout=60)
+        r = k.execute("%load_ext jupyter_cancel\nimport jupyter_cancel as jc", cell="setup")
+        assert r.ok
+        pids = start_tree(k, "a", str(tmp_path / "c"))
+        kernel_pid = k.pid
+        k.kc.stop_channels()
+        k.km.shutdown_kernel(now=False)
+        # gone before the kernel process exited: nothing is alive once shutdown returns
+        assert not psutil.pid_exists(kernel_pid) or psutil.Process(kernel_pid).status() == "zombie"
+        assert wait_gone(pids, timeout=0) == []
+    finally:
+        if k.km.has_kernel:
+            k.close()
+
+
+def test_kernel_sigkill_watchdog_cleans_up_within_a_second(tmp_path):
+    k = Kernel()
+    try:
+        pids = start_tree(k, "a", str(tmp_path / "a"))
+        started = time.monotonic()
+        os.kill(k.pid, signal.SIGKILL)
+        assert wait_gone(pids, timeout=1.0) == []
+        assert time.monotonic() - started < 1.0
+    finally:
+        k.kc.stop_channels()
+        k.km.shutdown_kernel(now=True)
+
+
+def test_cancelled_renders_as_one_line(kernel):
+    r = kernel.execute("import threading\nthreading.Timer(0.5, jc.cancel_all).start()\njc.run(['sleep', '60'], name='long job')")
+    assert r.errors[0]["traceback"] == ["\x1b[0;33mCancelled:\x1b[0m long job — user"]
+
+
+def test_live_output_and_bounded_memory_for_a_gigabyte(kernel):
+    r = kernel.execute("op = jc.run('printf one; sleep 0.3; printf two', shell=True)")
+    assert r.stdout == "onetwo"
+    proc = psutil.Process(kernel.pid)
+    before = proc.memory_info().rss
+    peak = before
+    msg = kernel.send("op = jc.run('yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 1000000000', shell=True)")
+    deadline = time.monotonic() + 120
+    result = None
+    while time.monotonic() < deadline:
+        peak = max(peak, proc.memory_info().rss)
+        if kernel.km.is_alive() and kernel.kc.iopub_channel.msg_ready():
+            result = kernel.collect(msg, timeout=120)
+            break
+        time.sleep(0.05)
+    assert result is not None and result.ok
+    assert (peak - before) < 40 * 1024 * 1024, f"kernel grew by {(peak - before) >> 20} MB"
+    assert "characters of output skipped" in result.stdout
+    assert len(result.stdout) < 50 * 1024 * 1024
+    assert kernel.value("len(op.output)") == 64 * 1024
