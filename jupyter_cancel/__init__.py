@@ -55,8 +55,10 @@ def unload_ipython_extension(ipython: Any) -> None:
     unload(ipython)
 
 
-def _jupyter_server_extension_points() -> list[dict[str, str]]:
-    return [{"module": "jupyter_cancel.server.app", "app": "JupyterCancel"}]
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    from .server.app import JupyterCancel  # imported only when a server asks
+
+    return [{"module": "jupyter_cancel.server.app", "app": JupyterCancel}]
 
 
 def _jupyter_labextension_paths() -> list[dict[str, str]]:

@@ -123,7 +123,7 @@ def start(
     )
     if display:
         _host.show(op)
-    if not reg.register(op) or op.cancel_requested:
+    if not reg.register(op, announce=False) or op.cancel_requested:
         reg._finish(op, State.CANCELLED)
         return op
     cgroup = Cgroup.create(op.id)

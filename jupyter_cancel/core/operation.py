@@ -202,9 +202,13 @@ class Operation:
             except Exception:  # a broken display must not break the work
                 self._listeners.remove(listener)
 
-    def to_json(self) -> dict[str, Any]:
-        """The Operation JSON of DESIGN.md's contracts."""
-        return {
+    def to_json(self, *, pids: bool = True) -> dict[str, Any]:
+        """The Operation JSON of DESIGN.md's contracts (``pids`` scans for live members).
+
+        Process operations also carry ``root`` ([pid, create_time]) and ``cgroup``, so a
+        server can terminate the tree itself, identity checked, if the kernel cannot.
+        """
+        data = {
             "id": self.id,
             "name": self.name,
             "kind": self.kind,
@@ -214,13 +218,17 @@ class Operation:
             "policy": self.policy.value,
             "state": self.state.value,
             "reason": self.reason,
-            "pids": self.pids() if not self.done else [],
+            "pids": self.pids() if pids and not self.done else [],
             "started": self.started,
             "ended": self.ended,
             "exit_code": self.exit_code,
             "progress": self.progress,
             "tags": self.tags,
         }
+        ident = getattr(self._runner, "identity", None)
+        if ident is not None:
+            data.update(ident())
+        return data
 
     def __repr__(self) -> str:
         extra = f" reason={self.reason!r}" if self.reason else ""

@@ -87,7 +87,7 @@ class Registry:
             op_id=op_id,
         )
 
-    def register(self, op: Operation, *, supersede_reason: str = Reason.SUPERSEDED) -> bool:
+    def register(self, op: Operation, *, supersede_reason: str = Reason.SUPERSEDED, announce: bool = True) -> bool:
         """Make ``op`` live. False if it was cancelled before it could start.
 
         With ``op.key`` set, live work under the same key is cancelled first and waited
@@ -114,7 +114,7 @@ class Registry:
             op.started = time.time()
         if op.timeout is not None:
             self._timers().add(op)
-        if self._subscribers:
+        if announce and self._subscribers:
             self._emit("started", op)
         return True
 
@@ -130,6 +130,8 @@ class Registry:
                     self._monitor = Monitor(self._on_exit)
                 monitor = self._monitor
         monitor.watch(op, runner)
+        if self._subscribers:
+            self._emit("started", op)  # now with its root process: a server can act on it
         if op.cancel_requested:
             self._terminate([op], wait=True)
 
@@ -367,7 +369,7 @@ class Registry:
             self._emit(event, op)
 
     def _emit(self, event: str, op: Operation) -> None:
-        data = op.to_json()
+        data = op.to_json(pids=False)  # cheap: never scan /proc on a cancel path
         if event == "ended":
             data["duration"] = (op.ended or time.time()) - op.started
             if op.cancel_requested_at is not None:

@@ -47,6 +47,14 @@ class ProcessRunner:
     def pids(self) -> list[int]:
         return sorted(self.tree.collect())
 
+    def identity(self) -> dict[str, Any]:
+        root = self.tree.root
+        try:
+            ident = [root.pid, root.create_time()] if root is not None else None
+        except psutil.Error:
+            ident = None
+        return {"root": ident, "cgroup": self.cgroup.path if self.cgroup is not None else None}
+
     def request_cancel(self, op: Operation) -> None:
         # Process trees are terminated by the registry, all cancelled trees together.
         pass

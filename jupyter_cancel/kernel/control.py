@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 REQUEST = "jupyter_cancel_request"
 REPLY = "jupyter_cancel_reply"
+#: iopub message carrying one operation change: {"event", "operation"}.
+EVENT = "jupyter_cancel_event"
 _KEYS = {"action", "operation_ids", "cell_id", "client_session", "all", "reason", "wait"}
 
 

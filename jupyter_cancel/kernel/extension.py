@@ -45,6 +45,7 @@ class KernelIntegration:
         self.shell.system = self.system
         if self.kernel is not None:
             self._install_kernel_hooks()
+            self._saved["unsubscribe"] = self.registry.subscribe(self.publish_event)
         if self.registry._use_watchdog:
             self.registry._get_watchdog()  # started now, so it is up before any death
 
@@ -57,6 +58,7 @@ class KernelIntegration:
             self.shell.system = self._saved["system"]
         if self.kernel is not None:
             kernel = self.kernel
+            self._saved.pop("unsubscribe")()
             kernel.control_handlers.pop(control.REQUEST, None)
             kernel.control_handlers["interrupt_request"] = self._saved["interrupt_request"]
             for name in ("pre_handler_hook", "post_handler_hook", "do_shutdown"):
@@ -145,6 +147,14 @@ class KernelIntegration:
     def control_request(self, stream: Any, ident: Any, parent: Any) -> None:
         content = control.handle(self.registry, parent.get("content"))
         self.kernel.session.send(stream, control.REPLY, content, parent, ident=ident)
+
+    def publish_event(self, event: str, data: dict[str, Any]) -> None:
+        """Every operation change goes out on iopub: the server keeps its view from these."""
+        kernel = self.kernel
+        try:
+            kernel.session.send(kernel.iopub_socket, control.EVENT, {"event": event, "operation": data}, parent={})
+        except Exception:
+            log.debug("could not publish %s", event, exc_info=True)
 
     def system(self, cmd: str) -> None:
         """``!cmd``: the same live output as IPython's, now a cancellable operation."""

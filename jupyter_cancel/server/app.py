@@ -1,0 +1,156 @@
+"""The jupyter_server extension: config, the tracker, handlers, kernel-extension autoload."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+from typing import Any
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, Float, TraitError, Unicode, validate
+
+from ..core.model import DEFAULT_GRACE, Policy
+from .handlers import (
+    CancelKernelHandler,
+    CancelOperationHandler,
+    ClientClosedHandler,
+    EventsHandler,
+    OperationsHandler,
+)
+from .tracker import Tracker
+
+SCHEMA = pathlib.Path(__file__).with_name("schemas") / "operation.yaml"
+_AUTOLOAD = "%load_ext jupyter_cancel"
+
+
+class JupyterCancel(ExtensionApp):
+    """Stop work launched from notebooks: tab close, interrupt, restart, shutdown, death."""
+
+    name = "jupyter_cancel"
+    load_other_extensions = True
+
+    grace = Float(
+        DEFAULT_GRACE, help="Seconds between SIGTERM and SIGKILL when the server ends a tree itself."
+    ).tag(config=True)
+    tab_close_grace = Float(
+        15.0,
+        help="Seconds a client (browser tab) may be gone before its work is cancelled; "
+        "a reconnect within it (a reload, a network blip) keeps the work.",
+    ).tag(config=True)
+    control_timeout = Float(
+        1.0, help="Seconds to wait for a kernel to answer a cancel before ending its trees ourselves."
+    ).tag(config=True)
+    cancel_on_interrupt = Bool(True, help="Cancel a kernel's work when it is interrupted.").tag(config=True)
+    cancel_on_rerun = Bool(True, help="Cancel a cell's earlier work when it runs again.").tag(config=True)
+    cancel_on_tab_close = Bool(True, help="Cancel a client's work when its tab closes.").tag(config=True)
+    cancel_on_restart = Bool(True, help="Cancel a kernel's work before it restarts or shuts down.").tag(
+        config=True
+    )
+    llm_timeout = Float(
+        300.0, help="Default timeout in seconds of LLM operations in kernels the server starts (10–3600)."
+    ).tag(config=True)
+    default_policy = Unicode("cancel", help="Policy of operations that do not name one: cancel, continue, detach.").tag(
+        config=True
+    )
+    load_kernel_extension = Bool(
+        True, help="Load the kernel extension into every IPython kernel the server starts."
+    ).tag(config=True)
+
+    @validate("llm_timeout")
+    def _check_llm_timeout(self, proposal: dict[str, Any]) -> float:
+        value = float(proposal["value"])
+        if not 10 <= value <= 3600:
+            raise TraitError(f"JupyterCancel.llm_timeout must be between 10 and 3600 seconds, not {value}")
+        return value
+
+    @validate("grace", "tab_close_grace", "control_timeout")
+    def _check_seconds(self, proposal: dict[str, Any]) -> float:
+        value = float(proposal["value"])
+        if not 0 <= value <= 3600:
+            raise TraitError(f"JupyterCancel.{proposal['trait'].name} must be between 0 and 3600 seconds, not {value}")
+        return value
+
+    @validate("default_policy")
+    def _check_policy(self, proposal: dict[str, Any]) -> str:
+        try:
+            return Policy(proposal["value"]).value
+        except ValueError:
+            raise TraitError(
+                f"JupyterCancel.default_policy must be cancel, continue or detach, not {proposal['value']!r}"
+            ) from None
+
+    def initialize_settings(self) -> None:
+        self.tracker = Tracker(self)
+        self.settings["jupyter_cancel_tracker"] = self.tracker
+        logger = getattr(self.serverapp, "event_logger", None)
+        if logger is not None:
+            logger.register_event_schema(SCHEMA)
+        self.tracker.install()
+        self._track_websockets()
+
+    def initialize_handlers(self) -> None:
+        base = r"/jupyter-cancel/api"
+        self.handlers.extend(
+            [
+                (rf"{base}/operations", OperationsHandler),
+                (rf"{base}/operations/(?P<op_id>[^/]+)/cancel", CancelOperationHandler),
+                (rf"{base}/kernels/(?P<kernel_id>[^/]+)/cancel", CancelKernelHandler),
+                (rf"{base}/clients/(?P<client_session>[^/]+)/closed", ClientClosedHandler),
+                (rf"{base}/events", EventsHandler),
+            ]
+        )
+
+    def _track_websockets(self) -> None:
+        """Count each kernel websocket by its ``session_id`` (the client session)."""
+        # self.settings is merged into the web app's settings after initialize_settings.
+        settings = self.settings
+        base = settings["kernel_websocket_connection_class"]
+        tracker = self.tracker
+
+        class TrackedConnection(base):  # type: ignore[misc, valid-type]
+            _jc_open = False
+
+            def connect(self) -> Any:
+                self._jc_open = True
+                tracker.client_opened(self.kernel_id, self.session_id)
+                return super().connect()
+
+            def disconnect(self) -> Any:
+                if self._jc_open:
+                    self._jc_open = False
+                    tracker.client_closed(self.kernel_id, self.session_id)
+                return super().disconnect()
+
+        settings["kernel_websocket_connection_class"] = TrackedConnection
+
+    def autoload(self, kernel_id: str) -> None:
+        """Load the kernel extension into a new IPython kernel (a silent execute)."""
+        if not self.load_kernel_extension:
+            return
+        try:
+            manager = self.serverapp.kernel_manager.get_kernel(kernel_id)
+        except KeyError:
+            return
+        spec = getattr(manager, "kernel_name", "") or ""
+        if not spec.startswith("python"):
+            return
+        code = (
+            f"{_AUTOLOAD}\n"
+            f"import jupyter_cancel.core as _jc_core; _jc_core.default_registry().grace = {self.grace!r}\n"
+            f"import os as _jc_os; _jc_os.environ.setdefault('JUPYTER_CANCEL_LLM_TIMEOUT', {str(self.llm_timeout)!r})\n"
+            f"del _jc_core, _jc_os"
+        )
+        stream = manager.connect_shell()
+        msg = manager.session.msg(
+            "execute_request",
+            {"code": code, "silent": True, "store_history": False, "user_expressions": {}, "allow_stdin": False,
+             "stop_on_error": False},
+        )
+        manager.session.send(stream, msg)
+        # The shell socket closes once the request is out; ZMQ delivers it (linger).
+        asyncio.get_event_loop().call_later(5.0, stream.close)
+
+    async def stop_extension(self) -> None:
+        await self.tracker.stop()
+
+

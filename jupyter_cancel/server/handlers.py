@@ -1,0 +1,133 @@
+"""REST + event stream, authenticated like every Jupyter API (XSRF on POST)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jupyter_server.auth.decorator import authorized, ws_authenticated
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.base.websocket import WebSocketMixin
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from tornado import web
+from tornado.websocket import WebSocketHandler
+
+from ..core.model import Reason, to_reason
+
+AUTH_RESOURCE = "kernels"
+_OPTIONAL_STR = ("cell_id", "client_session")
+
+
+def _body(handler: APIHandler, allowed: set[str]) -> dict[str, Any]:
+    """The JSON body as an object with only ``allowed`` keys; 400 with a message otherwise."""
+    raw = handler.request.body or b"{}"
+    try:
+        body = json.loads(raw)
+    except ValueError as err:
+        raise web.HTTPError(400, f"body is not JSON: {err}") from err
+    if not isinstance(body, dict):
+        raise web.HTTPError(400, "body must be a JSON object")
+    unknown = set(body) - allowed
+    if unknown:
+        raise web.HTTPError(400, f"unknown fields: {sorted(unknown)}")
+    try:
+        body["reason"] = to_reason(body.get("reason", Reason.USER))
+    except ValueError as err:
+        raise web.HTTPError(400, str(err)) from err
+    for key in _OPTIONAL_STR:
+        if key in body and not isinstance(body[key], str):
+            raise web.HTTPError(400, f"{key} must be a string")
+    return body
+
+
+class _Base(ExtensionHandlerMixin, APIHandler):
+    auth_resource = AUTH_RESOURCE
+
+    @property
+    def tracker(self) -> Any:
+        return self.settings["jupyter_cancel_tracker"]
+
+
+class OperationsHandler(_Base):
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        kernel_id = self.get_argument("kernel_id", None)
+        if kernel_id is not None and kernel_id not in self.kernel_manager:
+            raise web.HTTPError(404, f"no such kernel: {kernel_id}")
+        self.finish(json.dumps({"operations": self.tracker.operations(kernel_id)}))
+
+
+class CancelOperationHandler(_Base):
+    @web.authenticated
+    @authorized
+    async def post(self, op_id: str) -> None:
+        body = _body(self, {"reason"})
+        found = self.tracker.find(op_id)
+        if found is None:
+            raise web.HTTPError(404, f"no such operation: {op_id}")
+        link, _ = found
+        await self.tracker.cancel(link.kernel_id, body["reason"], ids=[op_id])
+        data = link.get(op_id) or {}
+        self.finish(json.dumps({k: v for k, v in data.items() if k not in ("root", "cgroup")}))
+
+
+class CancelKernelHandler(_Base):
+    @web.authenticated
+    @authorized
+    async def post(self, kernel_id: str) -> None:
+        body = _body(self, {"reason", "cell_id", "client_session"})
+        if kernel_id not in self.kernel_manager:
+            raise web.HTTPError(404, f"no such kernel: {kernel_id}")
+        cancelled = await self.tracker.cancel(
+            kernel_id, body["reason"], cell_id=body.get("cell_id"), client_session=body.get("client_session")
+        )
+        self.finish(json.dumps({"cancelled": cancelled}))
+
+
+class ClientClosedHandler(_Base):
+    """The frontend's beacon: a notebook panel or the whole tab closed (no grace)."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, client_session: str) -> None:
+        body = _body(self, {"reason", "kernel_id"})
+        kernel_id = body.get("kernel_id")
+        if kernel_id is not None and (not isinstance(kernel_id, str) or kernel_id not in self.kernel_manager):
+            raise web.HTTPError(404, f"no such kernel: {kernel_id}")
+        cancelled = await self.tracker.tab_closed(client_session, kernel_id)
+        self.finish(json.dumps({"cancelled": cancelled}))
+
+
+class EventsHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type: ignore[misc]
+    """One JSON message per operation change, all kernels; starts with a snapshot."""
+
+    auth_resource = AUTH_RESOURCE
+
+    @property
+    def tracker(self) -> Any:
+        return self.settings["jupyter_cancel_tracker"]
+
+    def set_default_headers(self) -> None:
+        pass  # as the kernels websocket: JupyterHandler's headers do not apply
+
+    @ws_authenticated
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        user = self.current_user
+        if not self.authorizer.is_authorized(self, user, "read", AUTH_RESOURCE):
+            raise web.HTTPError(403)
+        await super().get(*args, **kwargs)
+
+    def open(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        super().open()
+        self.write_message(json.dumps({"event": "snapshot", "operations": self.tracker.operations()}))
+        self.tracker.listeners.add(self._send)
+
+    def _send(self, message: dict[str, Any]) -> None:
+        self.write_message(json.dumps(message))
+
+    def on_message(self, message: Any) -> None:
+        pass  # the stream is one-way
+
+    def on_close(self) -> None:
+        self.tracker.listeners.discard(self._send)

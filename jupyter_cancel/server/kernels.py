@@ -1,0 +1,126 @@
+"""One server-side link per kernel: control requests with a timeout, and the live view of
+the kernel's operations kept from its ``jupyter_cancel_event`` iopub messages (no polling)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ..kernel.control import EVENT, REPLY, REQUEST
+
+log = logging.getLogger(__name__)
+
+EventSink = Callable[[str, str, dict[str, Any]], None]
+#: Finished operations a kernel's view keeps for listing.
+HISTORY = 200
+
+
+class KernelLink:
+    """Talks to one kernel on its control channel and listens to its iopub."""
+
+    def __init__(self, kernel_id: str, manager: Any, on_event: EventSink) -> None:
+        self.kernel_id = kernel_id
+        self.manager = manager
+        self.session = manager.session
+        self.on_event = on_event
+        self.live: dict[str, dict[str, Any]] = {}
+        self.done: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._control: Any = None
+        self._iopub: Any = None
+
+    def connect(self) -> None:
+        self._control = self.manager.connect_control()
+        self._control.on_recv(self._on_control)
+        self._iopub = self.manager.connect_iopub()
+        self._iopub.on_recv(self._on_iopub)
+
+    def close(self) -> None:
+        for stream in (self._control, self._iopub):
+            if stream is not None and not stream.closed():
+                stream.close()
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.cancel()
+        self._pending.clear()
+
+    # -- the view --------------------------------------------------------------
+    def operations(self) -> list[dict[str, Any]]:
+        return list(self.done.values()) + list(self.live.values())
+
+    def get(self, op_id: str) -> dict[str, Any] | None:
+        return self.live.get(op_id) or self.done.get(op_id)
+
+    def _update(self, data: dict[str, Any]) -> None:
+        op_id = data.get("id")
+        if not isinstance(op_id, str):
+            return
+        data = dict(data, kernel_id=data.get("kernel_id") or self.kernel_id)
+        if data.get("state") in ("completed", "failed", "cancelled"):
+            self.live.pop(op_id, None)
+            self.done[op_id] = data
+            self.done.move_to_end(op_id)
+            while len(self.done) > HISTORY:
+                self.done.popitem(last=False)
+        elif op_id not in self.done:
+            previous = self.live.get(op_id, {})
+            if previous.get("root") and not data.get("root"):
+                data["root"], data["cgroup"] = previous["root"], previous.get("cgroup")
+            self.live[op_id] = data
+
+    def mark(self, op_id: str, **changes: Any) -> dict[str, Any] | None:
+        """Record what the server did itself (a fallback termination)."""
+        data = self.get(op_id)
+        if data is None:
+            return None
+        data = dict(data, **changes)
+        self._update(data)
+        return data
+
+    # -- messages --------------------------------------------------------------
+    def _deserialize(self, msg_list: list[Any]) -> dict[str, Any] | None:
+        try:
+            _, parts = self.session.feed_identities(msg_list)
+            return self.session.deserialize(parts)
+        except Exception:
+            log.debug("undecodable message from kernel %s", self.kernel_id, exc_info=True)
+            return None
+
+    def _on_iopub(self, msg_list: list[Any]) -> None:
+        msg = self._deserialize(msg_list)
+        if msg is None or msg["header"].get("msg_type") != EVENT:
+            return
+        content = msg.get("content") or {}
+        data, event = content.get("operation"), content.get("event")
+        if isinstance(data, dict) and isinstance(event, str):
+            self._update(data)
+            self.on_event(self.kernel_id, event, self.get(data.get("id", "")) or data)
+
+    def _on_control(self, msg_list: list[Any]) -> None:
+        msg = self._deserialize(msg_list)
+        if msg is None or msg["header"].get("msg_type") != REPLY:
+            return
+        fut = self._pending.pop(msg["parent_header"].get("msg_id", ""), None)
+        content = msg.get("content") or {}
+        for data in content.get("operations") or []:
+            if isinstance(data, dict):
+                self._update(data)
+        if fut is not None and not fut.done():
+            fut.set_result(content)
+
+    async def request(self, content: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+        """Send a ``jupyter_cancel_request``; its reply content, or None if none came in time."""
+        if self._control is None or self._control.closed():
+            return None
+        msg = self.session.msg(REQUEST, content)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[msg["header"]["msg_id"]] = fut
+        self.session.send(self._control, msg)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            self._pending.pop(msg["header"]["msg_id"], None)
+            return None

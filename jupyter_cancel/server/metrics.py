@@ -1,0 +1,20 @@
+"""Prometheus metrics, served on the server's /metrics with its own."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+ENDED = Counter(
+    "jupyter_cancel_operations_ended_total",
+    "Operations that ended, by final state and cancel reason.",
+    ["state", "reason"],
+)
+CANCEL_REQUESTS = Counter(
+    "jupyter_cancel_cancel_requests_total", "Cancel requests by reason.", ["reason"]
+)
+CANCEL_LATENCY = Histogram(
+    "jupyter_cancel_cancel_latency_seconds",
+    "From a cancel request to the operation's whole tree being gone.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+RUNNING = Gauge("jupyter_cancel_running_operations", "Operations running now, all kernels.")

@@ -1,0 +1,324 @@
+"""The server's side of every trigger: client sessions, kernel actions, kernel death.
+
+Owns one ``KernelLink`` per kernel. Acts *before* interrupt/restart/shutdown by asking the
+kernel (control channel, bounded wait); when the kernel does not answer (hung, stopped,
+dead) it terminates the trees it knows itself, identity checked, with the core's code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psutil
+
+from ..core.cgroup import Cgroup
+from ..core.model import Policy, Reason, applies
+from ..core.proctree import Tree, terminate
+from . import metrics
+from .kernels import KernelLink
+
+log = logging.getLogger(__name__)
+
+EVENT_SCHEMA = "https://github.com/jupyter-cancel/jupyter_cancel/events/operation/v1"
+Listener = Callable[[dict[str, Any]], None]
+_CTIME_TOLERANCE = 0.005
+
+
+class Tracker:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.km = app.serverapp.kernel_manager
+        self.links: dict[str, KernelLink] = {}
+        self.clients: dict[tuple[str, str], int] = {}
+        self._countdowns: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self.listeners: set[Listener] = set()
+        self.event_logger = getattr(app.serverapp, "event_logger", None)
+        self._originals: dict[str, Any] = {}
+
+    # -- links -------------------------------------------------------------------
+    def link(self, kernel_id: str) -> KernelLink | None:
+        """The link to a running kernel (made on first use); None if no such kernel."""
+        link = self.links.get(kernel_id)
+        if link is not None:
+            return link
+        try:
+            manager = self.km.get_kernel(kernel_id)
+        except KeyError:
+            return None
+        link = KernelLink(kernel_id, manager, self._on_event)
+        try:
+            link.connect()
+        except Exception:
+            log.warning("cannot connect to kernel %s", kernel_id, exc_info=True)
+            return None
+        self.links[kernel_id] = link
+        for state in ("restart", "dead"):
+            manager.add_restart_callback(lambda kid=kernel_id, s=state: self._kernel_died(kid, s), state)
+        return link
+
+    def all_links(self) -> list[KernelLink]:
+        for kernel_id in list(self.km.list_kernel_ids()):
+            self.link(kernel_id)
+        return [self.links[k] for k in list(self.links) if k in self.km]
+
+    def drop(self, kernel_id: str) -> None:
+        link = self.links.pop(kernel_id, None)
+        if link is not None:
+            for op in link.live.values():
+                if op.get("state") == "running":
+                    metrics.RUNNING.dec()
+            link.close()
+
+    def find(self, op_id: str) -> tuple[KernelLink, dict[str, Any]] | None:
+        for link in self.all_links():
+            data = link.get(op_id)
+            if data is not None:
+                return link, data
+        return None
+
+    def operations(self, kernel_id: str | None = None) -> list[dict[str, Any]]:
+        links = self.all_links()
+        return [
+            {k: v for k, v in op.items() if k not in ("root", "cgroup")}
+            for link in links
+            if kernel_id is None or link.kernel_id == kernel_id
+            for op in link.operations()
+        ]
+
+    # -- cancelling --------------------------------------------------------------
+    async def cancel(
+        self,
+        kernel_id: str,
+        reason: str,
+        *,
+        ids: list[str] | None = None,
+        cell_id: str | None = None,
+        client_session: str | None = None,
+        timeout: float | None = None,
+    ) -> list[str]:
+        """Ask the kernel to cancel; if it does not answer in time, terminate what we know."""
+        link = self.link(kernel_id)
+        if link is None:
+            return []
+        content: dict[str, Any] = {"action": "cancel", "reason": reason}
+        if ids is not None:
+            content["operation_ids"] = ids
+        elif cell_id is not None or client_session is not None:
+            if cell_id is not None:
+                content["cell_id"] = cell_id
+            if client_session is not None:
+                content["client_session"] = client_session
+        else:
+            content["all"] = True
+        wait = self.app.control_timeout if timeout is None else timeout
+        reply = await link.request(content, wait)
+        if reply is not None and reply.get("status") == "ok":
+            return list(reply.get("cancelled") or [])
+        if reply is not None:
+            log.warning("kernel %s refused a cancel: %s", kernel_id, reply.get("evalue"))
+            return []
+        return await self._terminate_known(link, reason, ids=ids, cell_id=cell_id, client_session=client_session)
+
+    async def _terminate_known(
+        self,
+        link: KernelLink,
+        reason: str,
+        *,
+        ids: list[str] | None,
+        cell_id: str | None,
+        client_session: str | None,
+    ) -> list[str]:
+        chosen = []
+        for op in list(link.live.values()):
+            if ids is not None and op["id"] not in ids:
+                continue
+            if cell_id is not None and op.get("cell_id") != cell_id:
+                continue
+            if client_session is not None and op.get("client_session") != client_session:
+                continue
+            if ids is None and not applies(Policy(op.get("policy", "cancel")), reason):
+                continue
+            chosen.append(op)
+        if not chosen:
+            return []
+        log.warning("kernel %s did not answer: terminating %d trees itself", link.kernel_id, len(chosen))
+        trees = [self._tree(op) for op in chosen]
+        started = time.monotonic()
+        await asyncio.get_running_loop().run_in_executor(None, terminate, trees)
+        for op in chosen:
+            metrics.CANCEL_REQUESTS.labels(reason).inc()
+            data = link.mark(op["id"], state="cancelled", reason=reason, exit_code=130, ended=time.time(), pids=[])
+            if data is not None:
+                data = dict(data, cancel_latency=time.monotonic() - started)
+                self._on_event(link.kernel_id, "ended", data)
+        return [op["id"] for op in chosen]
+
+    def _tree(self, op: dict[str, Any]) -> Tree:
+        root = None
+        ident = op.get("root")
+        if isinstance(ident, list) and len(ident) == 2:
+            try:
+                proc = psutil.Process(int(ident[0]))
+                if abs(proc.create_time() - float(ident[1])) <= _CTIME_TOLERANCE:
+                    root = proc  # same process as the kernel reported: safe to signal
+            except (psutil.Error, ValueError, TypeError):
+                root = None
+        cgroup = Cgroup(op["cgroup"]) if isinstance(op.get("cgroup"), str) else None
+        return Tree(op_id=op["id"], root=root, grace=self.app.grace, cgroup=cgroup)
+
+    def _kernel_died(self, kernel_id: str, state: str) -> None:
+        link = self.links.get(kernel_id)
+        if link is None:
+            return
+        log.info("kernel %s %s: ending its work", kernel_id, "died" if state == "dead" else "restarted after dying")
+        loop = asyncio.get_event_loop()
+        loop.create_task(self._after_death(link))
+
+    async def _after_death(self, link: KernelLink) -> None:
+        await self._terminate_known(link, Reason.KERNEL_DIED, ids=None, cell_id=None, client_session=None)
+        self.drop(link.kernel_id)
+
+    # -- client sessions (tab closed) -------------------------------------------
+    def client_opened(self, kernel_id: str, session_id: str | None) -> None:
+        if not session_id:
+            return
+        key = (kernel_id, session_id)
+        self.clients[key] = self.clients.get(key, 0) + 1
+        countdown = self._countdowns.pop(key, None)
+        if countdown is not None:
+            countdown.cancel()  # came back within the grace (reload, network blip)
+        self.link(kernel_id)
+
+    def client_closed(self, kernel_id: str, session_id: str | None) -> None:
+        if not session_id:
+            return
+        key = (kernel_id, session_id)
+        left = self.clients.get(key, 0) - 1
+        if left > 0:
+            self.clients[key] = left
+            return
+        self.clients.pop(key, None)
+        if not self.app.cancel_on_tab_close:
+            return
+        loop = asyncio.get_event_loop()
+        self._countdowns[key] = loop.call_later(
+            self.app.tab_close_grace, lambda: loop.create_task(self._client_gone(key, Reason.CLIENT_DISCONNECTED))
+        )
+
+    async def _client_gone(self, key: tuple[str, str], reason: str) -> None:
+        self._countdowns.pop(key, None)
+        if self.clients.get(key):
+            return
+        kernel_id, session_id = key
+        cancelled = await self.cancel(kernel_id, reason, client_session=session_id)
+        if cancelled:
+            log.info("client %s of kernel %s gone: cancelled %s", session_id, kernel_id, cancelled)
+
+    async def tab_closed(self, client_session: str, kernel_id: str | None = None) -> list[str]:
+        """The frontend says a notebook / tab closed: no grace, the user is gone."""
+        kernels = [kernel_id] if kernel_id else [link.kernel_id for link in self.all_links()]
+        cancelled: list[str] = []
+        for kid in kernels:
+            cancelled += await self.cancel(kid, Reason.TAB_CLOSED, client_session=client_session)
+        return cancelled
+
+    # -- kernel actions ----------------------------------------------------------
+    def install(self) -> None:
+        km = self.km
+        for msg_type in ("jupyter_cancel_request", "jupyter_cancel_reply", "jupyter_cancel_event"):
+            if msg_type not in km.untracked_message_types:
+                km.untracked_message_types.append(msg_type)
+        for name, reason, flag in (
+            ("interrupt_kernel", Reason.KERNEL_INTERRUPT, "cancel_on_interrupt"),
+            ("restart_kernel", Reason.KERNEL_RESTART, "cancel_on_restart"),
+            ("shutdown_kernel", Reason.KERNEL_SHUTDOWN, "cancel_on_restart"),
+        ):
+            self._wrap(name, reason, flag)
+        original_start = km.start_kernel
+        self._originals["start_kernel"] = original_start
+
+        async def start_kernel(*args: Any, **kwargs: Any) -> Any:
+            kernel_id = await original_start(*args, **kwargs)
+            self.app.autoload(kernel_id)
+            self.link(kernel_id)
+            return kernel_id
+
+        km.start_kernel = start_kernel
+
+    def _wrap(self, name: str, reason: str, flag: str) -> None:
+        original = getattr(self.km, name)
+        self._originals[name] = original
+
+        async def wrapped(kernel_id: str, *args: Any, **kwargs: Any) -> Any:
+            if getattr(self.app, flag) and kernel_id in self.km:
+                try:
+                    await self.cancel(kernel_id, reason)
+                except Exception:
+                    log.exception("cancelling before %s of %s failed", name, kernel_id)
+            result = original(kernel_id, *args, **kwargs)
+            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                result = await result
+            if name == "shutdown_kernel":
+                self.drop(kernel_id)
+            elif name == "restart_kernel":
+                self.drop(kernel_id)
+                self.app.autoload(kernel_id)
+                self.link(kernel_id)
+            return result
+
+        setattr(self.km, name, wrapped)
+
+    def uninstall(self) -> None:
+        for name, original in self._originals.items():
+            setattr(self.km, name, original)
+        self._originals.clear()
+
+    async def stop(self) -> None:
+        """Server shutdown: everything but ``detach``, kernels asked first, then ourselves."""
+        for countdown in self._countdowns.values():
+            countdown.cancel()
+        self._countdowns.clear()
+        links = self.all_links()
+        await asyncio.gather(*(self.cancel(link.kernel_id, Reason.SERVER_SHUTDOWN) for link in links))
+        for link in links:
+            self.drop(link.kernel_id)
+        self.uninstall()
+
+    # -- events --------------------------------------------------------------------
+    def _on_event(self, kernel_id: str, event: str, data: dict[str, Any]) -> None:
+        public = {k: v for k, v in data.items() if k not in ("root", "cgroup")}
+        if event == "started":
+            metrics.RUNNING.inc()
+        elif event == "cancel_requested":
+            metrics.CANCEL_REQUESTS.labels(str(data.get("reason"))).inc()
+        elif event == "ended":
+            metrics.RUNNING.dec()
+            metrics.ENDED.labels(str(data.get("state")), str(data.get("reason") or "")).inc()
+            if isinstance(data.get("cancel_latency"), (int, float)):
+                metrics.CANCEL_LATENCY.observe(data["cancel_latency"])
+        if event in ("started", "cancel_requested", "ended") and self.event_logger is not None:
+            try:
+                self.event_logger.emit(schema_id=EVENT_SCHEMA, data=_event_record(kernel_id, event, data))
+            except Exception:
+                log.debug("event not emitted", exc_info=True)
+        message = {"event": event, "kernel_id": kernel_id, "operation": public}
+        for listener in list(self.listeners):
+            try:
+                listener(message)
+            except Exception:
+                self.listeners.discard(listener)
+
+
+def _event_record(kernel_id: str, event: str, data: dict[str, Any]) -> dict[str, Any]:
+    record: dict[str, Any] = {"action": event, "kernel_id": kernel_id, "operation_id": data.get("id")}
+    for key in ("name", "kind", "cell_id", "client_session", "policy", "state", "reason", "exit_code"):
+        if key in data:
+            record[key] = data[key]
+    if event == "ended":
+        record["duration"] = data.get("duration")
+        record["cancel_latency"] = data.get("cancel_latency")
+    return record

@@ -1,0 +1,143 @@
+"""Talk to a test server as JupyterLab does: REST, kernel websockets with a session_id,
+execute_requests carrying metadata.cellId."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from tests.helpers.procs import TREE
+
+
+async def wait_ready(path: Path, count: int, timeout: float = 20.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            pids = [int(x) for x in path.read_text().split()]
+        except FileNotFoundError:
+            pids = []
+        if len(pids) >= count:
+            return pids
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path}: {len(pids)} of {count} announced")
+        await asyncio.sleep(0.01)
+
+
+def left_alive(pids: list[int]) -> list[int]:
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+async def wait_gone(pids: list[int], timeout: float = 5.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = left_alive(pids)
+        if not left or time.monotonic() > deadline:
+            return left
+        await asyncio.sleep(0.01)
+
+
+class Client:
+    """One browser connection to one kernel: a websocket with its session_id."""
+
+    def __init__(self, ws: Any, session: str) -> None:
+        self.ws = ws
+        self.session = session
+
+    def send(self, code: str, cell: str, *, channel: str = "shell", msg_type: str = "execute_request") -> str:
+        msg_id = str(uuid.uuid4())
+        content = {"code": code, "silent": False, "store_history": True, "user_expressions": {},
+                   "allow_stdin": False, "stop_on_error": True}
+        msg = {
+            "header": {"msg_id": msg_id, "msg_type": msg_type, "session": self.session, "username": "test",
+                       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "version": "5.3"},
+            "parent_header": {}, "metadata": {"cellId": cell}, "content": content,
+            "channel": channel, "buffers": [],
+        }
+        self.ws.write_message(json.dumps(msg))
+        return msg_id
+
+    async def execute(self, code: str, cell: str = "cell-1", timeout: float = 30) -> dict[str, Any]:
+        msg_id = self.send(code, cell)
+        out: dict[str, Any] = {"stdout": "", "errors": []}
+        deadline = time.monotonic() + timeout
+        while True:
+            raw = await asyncio.wait_for(self.ws.read_message(), max(0.1, deadline - time.monotonic()))
+            if raw is None:
+                raise ConnectionError("websocket closed")
+            msg = json.loads(raw)
+            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+                continue
+            t, c = msg["msg_type"], msg["content"]
+            if t == "stream":
+                out["stdout"] += c["text"]
+            elif t == "error":
+                out["errors"].append(c)
+            elif t == "execute_reply":
+                out["reply"] = c
+                return out
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+class ServerHarness:
+    def __init__(self, app: Any, fetch: Any, ws_fetch: Any, tmp: Path) -> None:
+        self.app = app
+        self.fetch = fetch
+        self.ws_fetch = ws_fetch
+        self.tmp = tmp
+        self.clients: list[Client] = []
+        self.n = 0
+
+    async def api(self, method: str, *parts: str, body: Any = None, **kw: Any) -> Any:
+        if body is not None and not isinstance(body, (str, bytes)):
+            body = json.dumps(body)
+        if method == "POST" and body is None:
+            body = "{}"
+        r = await self.fetch(*parts, method=method, body=body, **kw)
+        return json.loads(r.body) if r.body else None
+
+    async def start_kernel(self) -> str:
+        return (await self.api("POST", "api", "kernels", body={"name": "python3"}))["id"]
+
+    async def connect(self, kernel_id: str, session: str | None = None) -> Client:
+        session = session or str(uuid.uuid4())
+        ws = await self.ws_fetch("api", "kernels", kernel_id, "channels", params={"session_id": session})
+        client = Client(ws, session)
+        self.clients.append(client)
+        return client
+
+    async def start_tree(self, client: Client, cell: str = "cell-1", mode: str = "three", count: int = 3,
+                         opts: str = "") -> list[int]:
+        self.n += 1
+        ready = self.tmp / f"ready-{self.n}"
+        r = await client.execute(
+            f"import jupyter_cancel as jc, sys\n"
+            f"op = jc.start([sys.executable, {TREE!r}, {mode!r}, {str(ready)!r}], display=False{opts})\n"
+            f"print(op.id)",
+            cell=cell,
+        )
+        assert r["reply"]["status"] == "ok", r
+        return await wait_ready(ready, count)
+
+    async def close(self) -> None:
+        for c in self.clients:
+            c.close()
+        km = self.app.kernel_manager
+        for kid in list(km.list_kernel_ids()):
+            await km.shutdown_kernel(kid)
