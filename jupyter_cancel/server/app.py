@@ -22,6 +22,10 @@ from .tracker import Tracker
 SCHEMA = pathlib.Path(__file__).with_name("schemas") / "operation.yaml"
 _AUTOLOAD = "%load_ext jupyter_cancel"
 
+#: ``jupyter cancel --help-all`` lists every trait (``jupyter server --help-all`` only knows
+#: ServerApp's own classes); ``jupyter cancel`` alone starts a server with the extension.
+
+
 
 class JupyterCancel(ExtensionApp):
     """Stop work launched from notebooks: tab close, interrupt, restart, shutdown, death."""
@@ -78,6 +82,14 @@ class JupyterCancel(ExtensionApp):
             raise TraitError(
                 f"JupyterCancel.default_policy must be cancel, continue or detach, not {proposal['value']!r}"
             ) from None
+
+    def _link_jupyter_server_extension(self, serverapp: Any) -> None:
+        try:
+            super()._link_jupyter_server_extension(serverapp)
+        except TraitError as err:
+            # jupyter_server only logs extension failures: bad config must stop the server.
+            serverapp.log.critical("jupyter_cancel: %s", err)
+            raise SystemExit(f"jupyter_cancel: refusing to start: {err}") from err
 
     def initialize_settings(self) -> None:
         self.tracker = Tracker(self)
@@ -154,3 +166,4 @@ class JupyterCancel(ExtensionApp):
         await self.tracker.stop()
 
 
+main = JupyterCancel.launch_instance
