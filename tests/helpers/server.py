@@ -89,7 +89,10 @@ class Client:
                 out["errors"].append(c)
             elif t == "execute_reply":
                 out["reply"] = c
-                return out
+            elif t == "status" and c["execution_state"] == "idle":
+                out["idle"] = True
+            if "reply" in out and out.get("idle"):
+                return out  # iopub and shell are not ordered: wait for both
 
     def close(self) -> None:
         self.ws.close()
