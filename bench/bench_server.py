@@ -54,9 +54,9 @@ class Server:
             f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1",
             f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}",
             f"--JupyterCancel.tab_close_grace={tab_close_grace}",
-            "--ServerApp.jpserver_extensions=" + json.dumps({"jupyter_cancel": enabled}),
+            f"--ServerApp.jpserver_extensions=jupyter_cancel={enabled}",
         ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(args + ["--JupyterCancel.log_level=DEBUG"] if os.environ.get("BENCH_DEBUG") else args, stdout=subprocess.DEVNULL, stderr=None if os.environ.get("BENCH_DEBUG") else subprocess.DEVNULL)
         self.http = httpx.Client(base_url=self.base, headers={"Authorization": f"token {TOKEN}"}, timeout=60)
         deadline = time.monotonic() + 60
         while True:
@@ -125,7 +125,7 @@ async def gone_after(pids, trigger, timeout=30.0):
     fds = [os.pidfd_open(p) for p in pids]
     loop = asyncio.get_running_loop()
     t = time.perf_counter()
-    await trigger()
+    action = asyncio.ensure_future(trigger())  # e.g. DELETE returns only once the kernel exited
     try:
         def wait():
             for fd in fds:
@@ -135,6 +135,7 @@ async def gone_after(pids, trigger, timeout=30.0):
             return (time.perf_counter() - t) * 1000
         return await loop.run_in_executor(None, wait)
     finally:
+        await action
         for fd in fds:
             os.close(fd)
 
@@ -150,9 +151,11 @@ async def scenarios(server: Server, tmp: Path, n: int, stock: bool, grace_runs: 
     results: dict[str, list] = {}
     count = [0]
 
+    run_dir = Path(tempfile.mkdtemp(dir=tmp))  # ready files of one run only
+
     def ready() -> Path:
         count[0] += 1
-        return tmp / f"r{count[0]}"
+        return run_dir / f"r{count[0]}"
 
     def new_kernel() -> str:
         return server.http.post("/api/kernels", json={"name": "python3"}).json()["id"]

@@ -7,4 +7,6 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -e ".[test,lab]"
+# Builds the labextension too (hatch-jupyter-builder runs jlpm install + build:prod).
+PATH="$PWD/.venv/bin:$PATH" .venv/bin/python -m pip install --quiet -e ".[test,lab]"
+.venv/bin/jupyter labextension list 2>&1 | grep -q "jupyter-cancel.*OK" || { echo "labextension not installed"; exit 1; }

@@ -46,6 +46,10 @@ class KernelIntegration:
         if self.kernel is not None:
             self._install_kernel_hooks()
             self._saved["unsubscribe"] = self.registry.subscribe(self.publish_event)
+            try:
+                self.kernel.comm_manager.register_target("jupyter_cancel", self._frontend_announced)
+            except Exception:
+                log.debug("no comm manager: plain output only", exc_info=True)
         if self.registry._use_watchdog:
             self.registry._get_watchdog()  # started now, so it is up before any death
 
@@ -59,6 +63,10 @@ class KernelIntegration:
         if self.kernel is not None:
             kernel = self.kernel
             self._saved.pop("unsubscribe")()
+            try:
+                self.kernel.comm_manager.unregister_target("jupyter_cancel", self._frontend_announced)
+            except Exception:
+                pass
             kernel.control_handlers.pop(control.REQUEST, None)
             kernel.control_handlers["interrupt_request"] = self._saved["interrupt_request"]
             for name in ("pre_handler_hook", "post_handler_hook", "do_shutdown"):
@@ -148,8 +156,12 @@ class KernelIntegration:
         content = control.handle(self.registry, parent.get("content"))
         self.kernel.session.send(stream, control.REPLY, content, parent, ident=ident)
 
+    def _frontend_announced(self, comm: Any, msg: Any) -> None:
+        self.host.rich = True
+
     def publish_event(self, event: str, data: dict[str, Any]) -> None:
         """Every operation change goes out on iopub: the server keeps its view from these."""
+        self.host.changed(event, data)
         kernel = self.kernel
         try:
             kernel.session.send(kernel.iopub_socket, control.EVENT, {"event": event, "operation": data}, parent={})

@@ -112,6 +112,10 @@ class KernelHost(api.Host):
         self.kernel_id = kernel_id
         self.publisher = _Publisher(kernel) if kernel is not None else None
         self.last_owner: dict[str, Any] = {"kernel_id": kernel_id}
+        #: True once a frontend with the labextension announced itself (comm "jupyter_cancel"):
+        #: then work shows as the rich widget, else as plain output that any frontend renders.
+        self.rich = False
+        self.feeders: dict[str, Any] = {}
 
     def owner(self) -> dict[str, Any]:
         return dict(current_owner() or self.last_owner)
@@ -125,9 +129,34 @@ class KernelHost(api.Host):
         except Exception:
             return {}
 
+    def _widget(self, op: Operation) -> Any:
+        """Display the operation widget for ``op``; None where it cannot be shown."""
+        if not self.rich:
+            return None
+        try:
+            from IPython.display import display
+
+            from ..widgets import OperationWidget, WidgetFeeder
+        except ImportError:
+            return None
+        feeder = WidgetFeeder(op, OperationWidget())
+        self.feeders[op.id] = feeder
+        display(feeder.widget)
+        return feeder
+
+    def changed(self, event: str, data: dict[str, Any]) -> None:
+        """A registry event: the widget of that operation gets its new state."""
+        feeder = self.feeders.get(data.get("id", ""))
+        if feeder is not None:
+            feeder.touch()
+            if event == "ended":
+                self.feeders.pop(data["id"], None)
+
     def show(self, op: Operation) -> None:
         if self.publisher is None:
             super().show(op)
+            return
+        if self._widget(op) is not None:
             return
         for stream in (sys.stdout, sys.stderr):
             try:
@@ -139,6 +168,9 @@ class KernelHost(api.Host):
         op.on_output(lambda _op, text: publisher.add(_op, parent, text))
 
     def finished(self, op: Operation) -> None:
+        feeder = self.feeders.get(op.id)
+        if feeder is not None:
+            feeder.flush()  # the final state, before the cell goes on
         if self.publisher is not None:
             self.publisher.flush(op)
 
@@ -147,6 +179,11 @@ class KernelHost(api.Host):
         raise Cancelled(op, op.reason or "kernel_interrupt") from None
 
     def show_progress(self, bar: api.Progress) -> None:
+        feeder = self._widget(bar.operation)
+        if feeder is not None:
+            bar.renderer = feeder  # render() → touch(): throttled like any operation
+            feeder.render = feeder.touch
+            return
         try:
             from IPython.display import display
         except ImportError:

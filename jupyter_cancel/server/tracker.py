@@ -8,7 +8,6 @@ dead) it terminates the trees it knows itself, identity checked, with the core's
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +20,7 @@ from ..core.proctree import Tree, terminate
 from . import metrics
 from .kernels import KernelLink
 
-log = logging.getLogger(__name__)
+
 
 EVENT_SCHEMA = "https://github.com/jupyter-cancel/jupyter_cancel/events/operation/v1"
 Listener = Callable[[dict[str, Any]], None]
@@ -31,6 +30,7 @@ _CTIME_TOLERANCE = 0.005
 class Tracker:
     def __init__(self, app: Any) -> None:
         self.app = app
+        self.log = app.log
         self.km = app.serverapp.kernel_manager
         self.links: dict[str, KernelLink] = {}
         self.clients: dict[tuple[str, str], int] = {}
@@ -53,7 +53,7 @@ class Tracker:
         try:
             link.connect()
         except Exception:
-            log.warning("cannot connect to kernel %s", kernel_id, exc_info=True)
+            self.log.warning("cannot connect to kernel %s", kernel_id, exc_info=True)
             return None
         self.links[kernel_id] = link
         for state in ("restart", "dead"):
@@ -115,11 +115,13 @@ class Tracker:
         else:
             content["all"] = True
         wait = self.app.control_timeout if timeout is None else timeout
+        started = time.monotonic()
         reply = await link.request(content, wait)
+        self.log.debug("cancel %s on kernel %s: reply in %.1f ms", content, kernel_id, (time.monotonic() - started) * 1000)
         if reply is not None and reply.get("status") == "ok":
             return list(reply.get("cancelled") or [])
         if reply is not None:
-            log.warning("kernel %s refused a cancel: %s", kernel_id, reply.get("evalue"))
+            self.log.warning("kernel %s refused a cancel: %s", kernel_id, reply.get("evalue"))
             return []
         return await self._terminate_known(link, reason, ids=ids, cell_id=cell_id, client_session=client_session)
 
@@ -145,7 +147,7 @@ class Tracker:
             chosen.append(op)
         if not chosen:
             return []
-        log.warning("kernel %s did not answer: terminating %d trees itself", link.kernel_id, len(chosen))
+        self.log.warning("kernel %s did not answer: terminating %d trees itself", link.kernel_id, len(chosen))
         trees = [self._tree(op) for op in chosen]
         started = time.monotonic()
         await asyncio.get_running_loop().run_in_executor(None, terminate, trees)
@@ -174,7 +176,7 @@ class Tracker:
         link = self.links.get(kernel_id)
         if link is None:
             return
-        log.info("kernel %s %s: ending its work", kernel_id, "died" if state == "dead" else "restarted after dying")
+        self.log.info("kernel %s %s: ending its work", kernel_id, "died" if state == "dead" else "restarted after dying")
         loop = asyncio.get_event_loop()
         loop.create_task(self._after_death(link))
 
@@ -216,7 +218,7 @@ class Tracker:
         kernel_id, session_id = key
         cancelled = await self.cancel(kernel_id, reason, client_session=session_id)
         if cancelled:
-            log.info("client %s of kernel %s gone: cancelled %s", session_id, kernel_id, cancelled)
+            self.log.info("client %s of kernel %s gone: cancelled %s", session_id, kernel_id, cancelled)
 
     async def tab_closed(self, client_session: str, kernel_id: str | None = None) -> list[str]:
         """The frontend says a notebook / tab closed: no grace, the user is gone."""
@@ -258,7 +260,7 @@ class Tracker:
                 try:
                     await self.cancel(kernel_id, reason)
                 except Exception:
-                    log.exception("cancelling before %s of %s failed", name, kernel_id)
+                    self.log.exception("cancelling before %s of %s failed", name, kernel_id)
             result = original(kernel_id, *args, **kwargs)
             if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
                 result = await result
@@ -304,7 +306,7 @@ class Tracker:
             try:
                 self.event_logger.emit(schema_id=EVENT_SCHEMA, data=_event_record(kernel_id, event, data))
             except Exception:
-                log.debug("event not emitted", exc_info=True)
+                self.log.debug("event not emitted", exc_info=True)
         message = {"event": event, "kernel_id": kernel_id, "operation": public}
         for listener in list(self.listeners):
             try:

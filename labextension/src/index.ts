@@ -1,0 +1,232 @@
+import { IJupyterWidgetRegistry } from '@jupyter-widgets/base';
+import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { INotebookCellExecutor, INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { Kernel } from '@jupyterlab/services';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { LabIcon } from '@jupyterlab/ui-components';
+import { Widget } from '@lumino/widgets';
+
+import { createExecutor } from './executor';
+import { OperationsPanel } from './panel';
+import { beaconClosed, cancelKernel, clientClosed, controlRequest } from './request';
+import { OperationsStore } from './store';
+import { IOperation, ISettings } from './tokens';
+import { MODULE_NAME, MODULE_VERSION, OperationModel, OperationView } from './widget';
+
+const PLUGIN_ID = 'jupyter-cancel:plugin';
+const DEFAULTS: ISettings = { stopButtonScope: 'kernel', cancelOnClose: true, stopBeforeRerun: true };
+let current: ISettings = { ...DEFAULTS };
+
+const stopIcon = new LabIcon({
+  name: 'jupyter-cancel:stop',
+  svgstr:
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" width="16"><rect class="jp-icon3" fill="#616161" x="5" y="5" width="14" height="14" rx="2"/></svg>'
+});
+
+/** The widget's view, for jc.run / jc.start / jc.progress / !cmd displays. */
+const widgetPlugin: JupyterFrontEndPlugin<void> = {
+  id: 'jupyter-cancel:widget',
+  description: 'The operation widget: progress, live output and a stop button that works while the cell is busy.',
+  autoStart: true,
+  requires: [IJupyterWidgetRegistry],
+  activate: (_app: JupyterFrontEnd, registry: IJupyterWidgetRegistry) => {
+    registry.registerWidget({
+      name: MODULE_NAME,
+      version: MODULE_VERSION,
+      exports: { OperationModel, OperationView }
+    });
+  }
+};
+
+/** Re-running a busy cell stops its work first (replaces the default cell executor). */
+const executorPlugin: JupyterFrontEndPlugin<INotebookCellExecutor> = {
+  id: 'jupyter-cancel:cell-executor',
+  description: 'Runs cells; a cell still running is stopped before it runs again.',
+  autoStart: true,
+  provides: INotebookCellExecutor,
+  activate: () => createExecutor(() => current)
+};
+
+interface IConnectionInfo {
+  kernelId: string;
+  clientId: string;
+}
+
+/** A toolbar button "stop all work of this notebook" with a count badge. */
+class StopAllButton extends Widget {
+  private _badge: HTMLElement;
+
+  constructor(
+    private panel: NotebookPanel,
+    private store: OperationsStore
+  ) {
+    super();
+    this.addClass('jc-stop-all');
+    const button = document.createElement('button');
+    button.className = 'jp-ToolbarButtonComponent jp-mod-minimal jp-Button';
+    button.title = 'Stop all work of this notebook (processes, LLM runs, builds) — not an interrupt';
+    button.appendChild(stopIcon.element({ tag: 'span' }));
+    const label = document.createElement('span');
+    label.className = 'jc-stop-all-label';
+    label.textContent = 'Stop work';
+    button.appendChild(label);
+    this._badge = document.createElement('span');
+    this._badge.className = 'jc-badge';
+    button.appendChild(this._badge);
+    button.onclick = () => void this.stopAll();
+    this.node.appendChild(button);
+    this.store.changed.connect(this.refresh, this);
+    this.panel.sessionContext.kernelChanged.connect(this.refresh, this);
+    this.refresh();
+  }
+
+  dispose(): void {
+    this.store.changed.disconnect(this.refresh, this);
+    super.dispose();
+  }
+
+  private kernel(): Kernel.IKernelConnection | null {
+    return this.panel.sessionContext.session?.kernel ?? null;
+  }
+
+  refresh(): void {
+    const kernel = this.kernel();
+    let live = kernel ? this.store.live(kernel.id) : [];
+    if (kernel && current.stopButtonScope === 'session') {
+      live = live.filter(op => op.client_session === kernel.clientId);
+    }
+    this._badge.textContent = live.length ? String(live.length) : '';
+    this.node.dataset.count = String(live.length);
+  }
+
+  async stopAll(): Promise<void> {
+    const kernel = this.kernel();
+    if (!kernel) {
+      return;
+    }
+    const body: { reason: string; client_session?: string } = { reason: 'user' };
+    if (current.stopButtonScope === 'session') {
+      body.client_session = kernel.clientId;
+    }
+    try {
+      await cancelKernel(kernel.id, body);
+    } catch (err) {
+      // No server extension (or it failed): ask the kernel directly.
+      const content = body.client_session
+        ? { action: 'cancel', client_session: body.client_session, reason: 'user' }
+        : { action: 'cancel', all: true, reason: 'user' };
+      await controlRequest(kernel, content);
+    }
+  }
+}
+
+/** Tell the kernel a frontend with this extension is here: it then shows the rich widget. */
+function announce(kernel: Kernel.IKernelConnection | null | undefined, announced: WeakSet<object>): void {
+  if (!kernel || announced.has(kernel)) {
+    return;
+  }
+  announced.add(kernel);
+  try {
+    const comm = kernel.createComm('jupyter_cancel');
+    void comm.open({ version: MODULE_VERSION });
+  } catch (err) {
+    console.debug('jupyter_cancel: no comm', err);
+  }
+}
+
+const mainPlugin: JupyterFrontEndPlugin<void> = {
+  id: PLUGIN_ID,
+  description: 'Stop button, running-work panel and tab-close signal.',
+  autoStart: true,
+  requires: [INotebookTracker],
+  optional: [ISettingRegistry],
+  activate: (app: JupyterFrontEnd, tracker: INotebookTracker, settingRegistry: ISettingRegistry | null) => {
+    if (settingRegistry) {
+      void settingRegistry
+        .load(PLUGIN_ID)
+        .then(settings => {
+          const apply = () => {
+            current = { ...DEFAULTS, ...(settings.composite as unknown as ISettings) };
+          };
+          apply();
+          settings.changed.connect(apply);
+        })
+        .catch(err => console.warn('jupyter_cancel: settings not loaded', err));
+    }
+    const store = new OperationsStore();
+    const reveal = (op: IOperation) => {
+      const panel = tracker.find(p => p.sessionContext.session?.kernel?.id === op.kernel_id);
+      if (!panel) {
+        return;
+      }
+      app.shell.activateById(panel.id);
+      const cells = panel.content.widgets;
+      const index = cells.findIndex(c => c.model.id === op.cell_id);
+      if (index >= 0) {
+        panel.content.activeCellIndex = index;
+        void panel.content.scrollToCell(cells[index]);
+      }
+    };
+    const sidebar = new OperationsPanel(store, reveal);
+    sidebar.title.icon = stopIcon;
+    app.shell.add(sidebar, 'left', { rank: 650 });
+
+    const connections = new Map<NotebookPanel, IConnectionInfo>();
+    const announced = new WeakSet<object>();
+    const remember = (panel: NotebookPanel) => {
+      const kernel = panel.sessionContext.session?.kernel;
+      if (kernel) {
+        connections.set(panel, { kernelId: kernel.id, clientId: kernel.clientId });
+      }
+    };
+
+    tracker.widgetAdded.connect((_, panel) => {
+      panel.toolbar.insertItem(10, 'jupyterCancelStop', new StopAllButton(panel, store));
+      const watch = () => {
+        remember(panel);
+        const kernel = panel.sessionContext.session?.kernel;
+        kernel?.statusChanged.connect((k, status) => {
+          if (status === 'restarting' || status === 'autorestarting') {
+            announced.delete(k);
+          } else if (status === 'idle') {
+            announce(k, announced);
+          }
+        });
+        if (kernel?.status === 'idle') {
+          announce(kernel, announced);
+        }
+        kernel?.iopubMessage.connect((k, msg) => {
+          if ((msg.header.msg_type as string) === 'jupyter_cancel_event') {
+            announce(k, announced); // the extension was loaded after we connected
+          }
+        });
+      };
+      panel.sessionContext.kernelChanged.connect(watch);
+      void panel.sessionContext.ready.then(watch);
+      panel.disposed.connect(() => {
+        const info = connections.get(panel);
+        connections.delete(panel);
+        if (info && current.cancelOnClose) {
+          void clientClosed(info.clientId, info.kernelId).catch(err =>
+            console.warn('jupyter_cancel: close not reported', err)
+          );
+        }
+      });
+    });
+
+    // Closing the browser tab: a beacon makes it immediate (the server's grace is the fallback).
+    window.addEventListener('pagehide', () => {
+      if (!current.cancelOnClose) {
+        return;
+      }
+      for (const panel of tracker.filter(() => true)) {
+        remember(panel);
+      }
+      for (const info of connections.values()) {
+        beaconClosed(info.clientId, info.kernelId);
+      }
+    });
+  }
+};
+
+export default [widgetPlugin, executorPlugin, mainPlugin];

@@ -1,0 +1,102 @@
+import { PageConfig, URLExt } from '@jupyterlab/coreutils';
+import { Kernel, KernelMessage, ServerConnection } from '@jupyterlab/services';
+
+const API = 'jupyter-cancel/api';
+
+/** Call the server extension's REST API; throws with the server's message on error. */
+export async function requestAPI<T>(path: string, init: RequestInit = {}): Promise<T> {
+  const settings = ServerConnection.makeSettings();
+  const url = URLExt.join(settings.baseUrl, API, path);
+  const response = await ServerConnection.makeRequest(url, init, settings);
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : {};
+  if (!response.ok) {
+    throw new ServerConnection.ResponseError(response, data.message || text);
+  }
+  return data as T;
+}
+
+export function cancelOperation(id: string, reason = 'user'): Promise<unknown> {
+  return requestAPI(`operations/${encodeURIComponent(id)}/cancel`, {
+    method: 'POST',
+    body: JSON.stringify({ reason })
+  });
+}
+
+export function cancelKernel(
+  kernelId: string,
+  body: { reason?: string; cell_id?: string; client_session?: string } = {}
+): Promise<{ cancelled: string[] }> {
+  return requestAPI(`kernels/${encodeURIComponent(kernelId)}/cancel`, {
+    method: 'POST',
+    body: JSON.stringify(body)
+  });
+}
+
+export function clientClosed(clientSession: string, kernelId: string): Promise<unknown> {
+  return requestAPI(`clients/${encodeURIComponent(clientSession)}/closed`, {
+    method: 'POST',
+    body: JSON.stringify({ kernel_id: kernelId, reason: 'tab_closed' })
+  });
+}
+
+function xsrfToken(): string {
+  const match = document.cookie.match('\\b_xsrf=([^;]*)\\b');
+  return match ? decodeURIComponent(match[1]) : '';
+}
+
+/** The page is going away: a beacon survives it where fetch may not. */
+export function beaconClosed(clientSession: string, kernelId: string): boolean {
+  const settings = ServerConnection.makeSettings();
+  const query: { [key: string]: string } = { _xsrf: xsrfToken() };
+  const token = PageConfig.getToken();
+  if (token) {
+    query.token = token;
+  }
+  const url =
+    URLExt.join(settings.baseUrl, API, `clients/${encodeURIComponent(clientSession)}/closed`) +
+    URLExt.objectToQueryString(query);
+  const body = new Blob([JSON.stringify({ kernel_id: kernelId, reason: 'tab_closed' })], {
+    type: 'application/json'
+  });
+  return navigator.sendBeacon(url, body);
+}
+
+/** The server's event stream URL (websocket). */
+export function eventsUrl(): string {
+  const settings = ServerConnection.makeSettings();
+  const token = PageConfig.getToken();
+  const url = URLExt.join(settings.wsUrl, API, 'events');
+  return token ? url + URLExt.objectToQueryString({ token }) : url;
+}
+
+/**
+ * Ask the kernel itself on its control channel, which it serves while a cell is busy.
+ * Resolves with the reply content, or null if none came within `timeout` ms (an
+ * unknown control type gets no reply at all).
+ */
+export async function controlRequest(
+  kernel: Kernel.IKernelConnection,
+  content: { [key: string]: unknown },
+  timeout = 3000
+): Promise<{ [key: string]: any } | null> {
+  const msg = KernelMessage.createMessage({
+    channel: 'control',
+    msgType: 'jupyter_cancel_request' as any,
+    session: kernel.clientId,
+    username: kernel.username,
+    content
+  } as any);
+  // sendControlMessage is typed for the standard control types only.
+  const future = (kernel as any).sendControlMessage(msg, true, true);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timedOut = new Promise<null>(resolve => {
+    timer = setTimeout(() => resolve(null), timeout);
+  });
+  try {
+    const reply = await Promise.race([future.done, timedOut]);
+    return reply ? (reply as any).content : null;
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,77 @@
+import { ISignal, Signal } from '@lumino/signaling';
+
+import { eventsUrl, requestAPI } from './request';
+import { IOperation, IOperationEvent } from './tokens';
+
+/** The server's live view of every kernel's operations, from its event stream. */
+export class OperationsStore {
+  private _ops = new Map<string, IOperation>();
+  private _changed = new Signal<this, void>(this);
+  private _socket: WebSocket | null = null;
+  private _disposed = false;
+  private _retry = 500;
+
+  constructor() {
+    this.connect();
+  }
+
+  get changed(): ISignal<this, void> {
+    return this._changed;
+  }
+
+  operations(): IOperation[] {
+    return [...this._ops.values()].sort((a, b) => b.started - a.started);
+  }
+
+  live(kernelId?: string): IOperation[] {
+    return this.operations().filter(
+      op => (op.state === 'running' || op.state === 'pending') && (!kernelId || op.kernel_id === kernelId)
+    );
+  }
+
+  async refresh(): Promise<void> {
+    const data = await requestAPI<{ operations: IOperation[] }>('operations');
+    this._ops = new Map(data.operations.map(op => [op.id, op]));
+    this._changed.emit();
+  }
+
+  private connect(): void {
+    if (this._disposed) {
+      return;
+    }
+    const socket = new WebSocket(eventsUrl());
+    this._socket = socket;
+    socket.onmessage = event => this.handle(JSON.parse(event.data) as IOperationEvent);
+    socket.onopen = () => {
+      this._retry = 500;
+    };
+    socket.onclose = () => {
+      if (!this._disposed) {
+        // The server restarted or the network blinked: reconnect with back-off.
+        setTimeout(() => this.connect(), this._retry);
+        this._retry = Math.min(this._retry * 2, 10000);
+      }
+    };
+  }
+
+  private handle(message: IOperationEvent): void {
+    if (message.event === 'snapshot') {
+      this._ops = new Map((message.operations ?? []).map(op => [op.id, op]));
+    } else if (message.operation) {
+      const previous = this._ops.get(message.operation.id);
+      this._ops.set(message.operation.id, { ...previous, ...message.operation });
+      if (this._ops.size > 500) {
+        const oldest = this.operations().filter(op => op.state !== 'running').pop();
+        if (oldest) {
+          this._ops.delete(oldest.id);
+        }
+      }
+    }
+    this._changed.emit();
+  }
+
+  dispose(): void {
+    this._disposed = true;
+    this._socket?.close();
+  }
+}

@@ -1,0 +1,59 @@
+/** Operation JSON as the server and the kernel report it (DESIGN.md's contract). */
+export interface IOperation {
+  id: string;
+  name: string;
+  kind: string;
+  kernel_id: string | null;
+  client_session: string | null;
+  cell_id: string | null;
+  policy: 'cancel' | 'continue' | 'detach';
+  state: 'pending' | 'running' | 'completed' | 'failed' | 'cancelled';
+  reason: string | null;
+  pids: number[];
+  started: number;
+  ended: number | null;
+  exit_code: number | null;
+  progress: { n: number; total: number | null } | null;
+}
+
+/** One message of the server's event stream. */
+export interface IOperationEvent {
+  event: 'snapshot' | 'started' | 'cancel_requested' | 'ended' | 'progress';
+  kernel_id?: string;
+  operation?: IOperation;
+  operations?: IOperation[];
+}
+
+export interface ISettings {
+  stopButtonScope: 'kernel' | 'session';
+  cancelOnClose: boolean;
+  stopBeforeRerun: boolean;
+}
+
+/** Words for a reason, as the widget and the panel show it. */
+export function describeReason(reason: string | null): string {
+  const words: { [key: string]: string } = {
+    user: 'by you',
+    cell_rerun: 'cell re-run',
+    cell_deleted: 'cell deleted',
+    kernel_interrupt: 'kernel interrupted',
+    kernel_restart: 'kernel restarted',
+    kernel_shutdown: 'kernel shut down',
+    kernel_died: 'kernel died',
+    client_disconnected: 'browser disconnected',
+    tab_closed: 'notebook closed',
+    timeout: 'timed out',
+    server_shutdown: 'server stopped'
+  };
+  return reason ? words[reason] ?? reason : '';
+}
+
+export function formatElapsed(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  const m = Math.floor(s / 60);
+  const h = Math.floor(m / 60);
+  if (h) {
+    return `${h}h${String(m % 60).padStart(2, '0')}m`;
+  }
+  return m ? `${m}m${String(s % 60).padStart(2, '0')}s` : `${s}s`;
+}
