@@ -8,18 +8,21 @@ import pytest
 
 from tests.helpers.procs import cookie_carriers, descendants, kill_pids
 
-# Long-lived helpers of the test process itself (the registry's watchdog) are not leaks.
-_ALLOWED = ("jupyter_cancel.core.watchdog",)
-
-
 def _is_allowed(pid: int) -> bool:
+    """Long-lived helpers of the session itself are not leaks: the test process's own
+    watchdog, and the browser a UI module shares between its tests (and its renderers)."""
+    import os
+
     import psutil
 
     try:
-        cmd = " ".join(psutil.Process(pid).cmdline())
+        proc = psutil.Process(pid)
+        cmd = " ".join(proc.cmdline())
+        if "jupyter_cancel.core.watchdog" in cmd:
+            return proc.ppid() == os.getpid()
+        return "chromium" in cmd or "chrome_crashpad" in cmd
     except psutil.Error:
         return True
-    return any(a in cmd for a in _ALLOWED)
 
 
 @pytest.fixture(autouse=True)

@@ -55,6 +55,7 @@ class OperationsHandler(_Base):
         kernel_id = self.get_argument("kernel_id", None)
         if kernel_id is not None and kernel_id not in self.kernel_manager:
             raise web.HTTPError(404, f"no such kernel: {kernel_id}")
+        await self.tracker.refresh(kernel_id)
         self.finish(json.dumps({"operations": self.tracker.operations(kernel_id)}))
 
 

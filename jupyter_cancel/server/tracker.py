@@ -45,10 +45,9 @@ class Tracker:
         link = self.links.get(kernel_id)
         if link is not None:
             return link
-        try:
-            manager = self.km.get_kernel(kernel_id)
-        except KeyError:
+        if kernel_id not in self.km:
             return None
+        manager = self.km.get_kernel(kernel_id)
         link = KernelLink(kernel_id, manager, self._on_event)
         try:
             link.connect()
@@ -79,6 +78,12 @@ class Tracker:
             if data is not None:
                 return link, data
         return None
+
+    async def refresh(self, kernel_id: str | None = None) -> None:
+        """Ask the kernels for their current operations (live pids): one control round trip
+        each, concurrently, bounded; a kernel that does not answer keeps its last view."""
+        links = [link for link in self.all_links() if kernel_id is None or link.kernel_id == kernel_id]
+        await asyncio.gather(*(link.request({"action": "list"}, 0.5) for link in links))
 
     def operations(self, kernel_id: str | None = None) -> list[dict[str, Any]]:
         links = self.all_links()

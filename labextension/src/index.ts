@@ -205,6 +205,7 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
       void panel.sessionContext.ready.then(watch);
       panel.disposed.connect(() => {
         const info = connections.get(panel);
+        console.debug('jupyter_cancel: notebook closed', info, current);
         connections.delete(panel);
         if (info && current.cancelOnClose) {
           void clientClosed(info.clientId, info.kernelId).catch(err =>

@@ -30,29 +30,27 @@ export class OperationsPanel extends Widget {
   render(): void {
     const ops = this.store.operations();
     const now = Date.now() / 1000;
-    const rows = ops.map(op => {
-      const row = document.createElement('tr');
+    const live = this.store.live().length;
+    this.node.innerHTML = `
+      <div class="jc-panel-head">Running work <span class="jc-panel-count">${live} running</span></div>
+      <ul class="jc-list"></ul>
+      ${ops.length ? '' : '<div class="jc-empty">Nothing has run yet. Work started with jc.run, jc.start, jc.progress or !cmd shows here.</div>'}`;
+    const list = this.node.querySelector('ul')!;
+    for (const op of ops) {
+      const row = document.createElement('li');
       row.className = `jc-row jc-state-${op.state}`;
       row.dataset.id = op.id;
-      const cells = [
-        op.name,
-        op.cell_id ? op.cell_id.slice(0, 8) : '',
-        op.kernel_id ? op.kernel_id.slice(0, 8) : '',
-        formatElapsed((op.ended ?? now) - op.started),
-        op.state,
-        describeReason(op.reason)
-      ];
-      for (const text of cells) {
-        const td = document.createElement('td');
-        td.textContent = text;
-        td.title = text;
-        row.appendChild(td);
-      }
-      const td = document.createElement('td');
+      row.title = `${op.name}\ncell ${op.cell_id ?? '-'} · kernel ${op.kernel_id ?? '-'}\nclick to show its cell`;
+      const head = document.createElement('div');
+      head.className = 'jc-row-head';
+      const name = document.createElement('span');
+      name.className = 'jc-row-name';
+      name.textContent = op.name;
+      head.appendChild(name);
       if (op.state === 'running' || op.state === 'pending') {
         const stop = document.createElement('button');
         stop.className = 'jc-row-stop jp-mod-styled jp-mod-warn';
-        stop.textContent = '■';
+        stop.textContent = '■ Stop';
         stop.title = `Stop ${op.name}`;
         stop.onclick = event => {
           event.stopPropagation();
@@ -62,20 +60,18 @@ export class OperationsPanel extends Widget {
             stop.disabled = false;
           });
         };
-        td.appendChild(stop);
+        head.appendChild(stop);
       }
-      row.appendChild(td);
+      const meta = document.createElement('div');
+      meta.className = 'jc-row-meta';
+      const reason = op.reason ? ` — ${describeReason(op.reason)}` : '';
+      meta.textContent =
+        `${op.state}${reason} · ${formatElapsed((op.ended ?? now) - op.started)}` +
+        ` · cell ${op.cell_id ? op.cell_id.slice(0, 8) : '-'} · kernel ${op.kernel_id ? op.kernel_id.slice(0, 8) : '-'}`;
+      row.appendChild(head);
+      row.appendChild(meta);
       row.onclick = () => this.reveal(op);
-      return row;
-    });
-    const live = this.store.live().length;
-    this.node.innerHTML = `
-      <div class="jc-panel-head">Running work <span class="jc-panel-count">${live} running</span></div>
-      <table class="jc-table"><thead><tr>
-        <th>name</th><th>cell</th><th>kernel</th><th>elapsed</th><th>state</th><th>reason</th><th></th>
-      </tr></thead><tbody></tbody></table>
-      ${ops.length ? '' : '<div class="jc-empty">Nothing has run yet. Work started with jc.run, jc.start, jc.progress or !cmd shows here.</div>'}`;
-    const body = this.node.querySelector('tbody')!;
-    rows.forEach(row => body.appendChild(row));
+      list.appendChild(row);
+    }
   }
 }

@@ -1,0 +1,110 @@
+"""A real JupyterLab server (subprocess on 127.0.0.1) and a real Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nbformat
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROME_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LabServer:
+    def __init__(self, root: Path, *extra: str) -> None:
+        self.root = root
+        self.port = free_port()
+        self.token = uuid.uuid4().hex
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(root / "lab.log", "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+             f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
+             f"--ServerApp.root_dir={root}", "--LabApp.news_url=", "--JupyterCancel.tab_close_grace=30", *extra],
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"token {self.token}"}, timeout=30)
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if self.http.get("/api/status").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("JupyterLab did not start: " + (root / "lab.log").read_text()[-3000:])
+            time.sleep(0.2)
+
+    def notebook(self, name: str, cells: list[str]) -> str:
+        nb = nbformat.v4.new_notebook()
+        nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+        nbformat.write(nb, self.root / name)
+        return name
+
+    def operations(self) -> list[dict[str, Any]]:
+        return self.http.get("/jupyter-cancel/api/operations").json()["operations"]
+
+    def shutdown_kernels(self) -> None:
+        for k in self.http.get("/api/kernels").json():
+            self.http.delete(f"/api/kernels/{k['id']}")
+        for s in self.http.get("/api/sessions").json():
+            self.http.delete(f"/api/sessions/{s['id']}")
+
+    def stop(self) -> None:
+        self.shutdown_kernels()
+        os.killpg(self.proc.pid, signal.SIGINT)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.http.close()
+        self.log.close()
+
+
+class NotebookPage:
+    """One notebook open in Lab."""
+
+    def __init__(self, lab: LabServer, page: Any, name: str) -> None:
+        self.lab, self.page, self.name = lab, page, name
+        page.goto(f"{lab.url}/lab/tree/{name}?token={lab.token}&reset")
+        # Wait for the kernel, not the toolbar (the toolbar says idle before a kernel exists).
+        page.wait_for_selector("text=/\\(ipykernel\\) \\| Idle/", timeout=60000)
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=30000)
+        news = page.locator(".jp-toast-button", has_text="No")  # "get Jupyter news?" toast
+        if news.count():
+            news.first.click()
+
+    def cell(self, index: int) -> Any:
+        return self.page.locator(".jp-NotebookPanel:visible .jp-Notebook .jp-Cell").nth(index)
+
+    def run(self, index: int) -> None:
+        self.cell(index).locator(".jp-InputArea-prompt").click()
+        self.page.keyboard.press("Shift+Enter")
+
+    def wait_idle(self, timeout: float = 30000) -> None:
+        self.page.wait_for_selector("text=/\\(ipykernel\\) \\| Idle/", timeout=timeout)
+
+    def screenshot(self, path: Path, locator: Any = None) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (locator or self.page).screenshot(path=str(path))

@@ -1,0 +1,121 @@
+"""JupyterLab + the extension in a real Chromium: stop buttons work while the cell is busy."""
+
+from __future__ import annotations
+
+import time
+
+from tests.helpers.kernel import wait_gone
+from tests.helpers.lab import NotebookPage
+from tests.helpers.procs import TREE, alive, wait_ready
+
+HEAD = "import jupyter_cancel as jc, sys, time\n"
+
+
+def tree(ready, mode="three", **kw) -> str:
+    extra = "".join(f", {k}={v!r}" for k, v in kw.items())
+    return f"[sys.executable, {TREE!r}, {mode!r}, {str(ready)!r}]{extra}"
+
+
+def test_widget_stop_works_while_the_cell_is_busy(lab, page, shots):
+    ready = lab.root / "w1"
+    name = lab.notebook("widget.ipynb", [HEAD + f"op = jc.start({tree(ready)[:-1]}], name='make -j4 (demo tree)')\ntime.sleep(120)"])
+    nb = NotebookPage(lab, page, name)
+    nb.run(0)
+    pids = wait_ready(ready, 3)
+    widget = page.locator(".jc-op").first
+    widget.wait_for()
+    page.wait_for_selector(".jc-op[data-state=running] .jc-op-stop")
+    nb.screenshot(shots / "widget-running.png", nb.cell(0))
+    widget.locator(".jc-op-stop").click()
+    clicked = time.monotonic()
+    page.wait_for_selector(".jc-op[data-state=cancelled]", timeout=1000)
+    assert time.monotonic() - clicked < 1.0
+    assert wait_gone(pids, timeout=0) == []
+    assert "Stopped — by you" in widget.inner_text()
+    assert "exit 130" in widget.inner_text()
+    nb.screenshot(shots / "widget-stopped.png", nb.cell(0))
+
+
+def test_toolbar_stops_all_work_of_the_notebook(lab, page):
+    a, b = lab.root / "t1", lab.root / "t2"
+    name = lab.notebook("toolbar.ipynb", [HEAD + f"bg = jc.start({tree(a)}, display=False)", f"jc.run({tree(b)})"])
+    nb = NotebookPage(lab, page, name)
+    nb.run(0)
+    nb.wait_idle()
+    nb.run(1)
+    pids = wait_ready(a, 3) + wait_ready(b, 3)
+    page.wait_for_selector(".jc-stop-all[data-count='2']")
+    page.locator(".jc-stop-all button").click()
+    assert wait_gone(pids, timeout=3) == []
+    page.wait_for_selector(".jc-stop-all[data-count='0']")
+
+
+def test_closing_a_notebook_kills_its_work_not_the_others(lab, browser, page):
+    mine, theirs = lab.root / "c1", lab.root / "c2"
+    n1 = lab.notebook("close1.ipynb", [HEAD + f"op = jc.start({tree(mine)}, display=False)"])
+    n2 = lab.notebook("close2.ipynb", [HEAD + f"op = jc.start({tree(theirs)}, display=False)"])
+    other_context = browser.new_context()
+    other = other_context.new_page()
+    try:
+        nb1 = NotebookPage(lab, page, n1)
+        nb1.run(0)
+        nb2 = NotebookPage(lab, other, n2)
+        nb2.run(0)
+        p1, p2 = wait_ready(mine, 3), wait_ready(theirs, 3)
+        # Close the notebook's document tab in Lab (the server's grace here is 30 s: only
+        # the extension's immediate signal can make this fast).
+        page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current .lm-TabBar-tabCloseIcon").click()
+        page.locator(".jp-Dialog button", has_text="Discard").click()  # "save your work?"
+        assert wait_gone(p1, timeout=3) == []
+        assert [p for p in p2 if alive(p)] == p2
+        # Closing the whole browser tab: the beacon.
+        other.close(run_before_unload=True)
+        assert wait_gone(p2, timeout=3) == []
+    finally:
+        other_context.close()
+
+
+def test_rerun_of_a_busy_cell_leaves_one_live_copy_and_runs(lab, page):
+    ready = lab.root / "r1"
+    name = lab.notebook("rerun.ipynb", [HEAD + f"jc.run({tree(ready, 'child')})"])
+    nb = NotebookPage(lab, page, name)
+    nb.run(0)
+    (first,) = wait_ready(ready, 1)
+    nb.run(0)  # Shift+Enter again while the cell is busy
+    pids = wait_ready(ready, 2)
+    second = pids[1]
+    assert wait_gone([first], timeout=0) == []
+    assert alive(second), "the re-run was aborted instead of executed"
+    live = [o for o in lab.operations() if o["state"] == "running"]
+    assert len(live) == 1 and live[0]["pids"] and second in live[0]["pids"]
+    cancelled = [o for o in lab.operations() if o["state"] == "cancelled"]
+    assert [o["reason"] for o in cancelled] == ["cell_rerun"]
+
+
+def test_panel_lists_operations_live_and_stops_them(lab, page, shots):
+    ready = lab.root / "p1"
+    name = lab.notebook("panel.ipynb", [HEAD + f"op = jc.start({tree(ready)}, display=False, name='llama-server (demo)')"])
+    nb = NotebookPage(lab, page, name)
+    page.locator(".jp-SideBar [data-id='jupyter-cancel-panel']").click()
+    nb.run(0)
+    pids = wait_ready(ready, 3)
+    row = page.locator(".jc-row.jc-state-running", has_text="llama-server (demo)")
+    row.wait_for()
+    nb.screenshot(shots / "panel.png")
+    row.locator(".jc-row-stop").click()
+    assert wait_gone(pids, timeout=3) == []
+    page.locator(".jc-row.jc-state-cancelled", has_text="llama-server (demo)").wait_for()
+
+
+def test_progress_shows_progress_and_stops_on_click(lab, page, shots):
+    name = lab.notebook("progress.ipynb", [HEAD + "for i in jc.progress(range(2000), desc='embedding'):\n    time.sleep(0.05)"])
+    nb = NotebookPage(lab, page, name)
+    nb.run(0)
+    widget = page.locator(".jc-op").first
+    widget.wait_for()
+    page.wait_for_function("() => { const c = document.querySelector('.jc-op-count'); return c && parseFloat(c.textContent) >= 5; }")
+    nb.screenshot(shots / "progress-running.png", nb.cell(0))
+    widget.locator(".jc-op-stop").click()
+    page.wait_for_selector(".jc-op[data-state=cancelled]", timeout=2000)
+    nb.wait_idle()
+    assert "Cancelled: embedding — user" in nb.cell(0).inner_text()
