@@ -22,6 +22,7 @@ from .errors import Cancelled
 from .model import Policy, Reason, State
 from .operation import Operation
 from .proctree import Tree, spawn
+from .progress import BuildProgress
 from .registry import Registry
 from .runners import CancelScope, ProcessRunner, TaskRunner, root_identity
 
@@ -121,6 +122,7 @@ def start(
         key=key,
         owner=owner if owner is not None else _host.owner(),
     )
+    op.on_output(BuildProgress())
     if display:
         _host.show(op)
     if not reg.register(op, announce=False) or op.cancel_requested:
@@ -157,10 +159,17 @@ def run(cmd: str | Sequence[str], **kwargs: Any) -> Operation:
     return op.result()
 
 
-def scope(name: str | None = None, *, policy: str | Policy = Policy.CANCEL, grace: float | None = None) -> CancelScope:
+def scope(
+    name: str | None = None,
+    *,
+    policy: str | Policy = Policy.CANCEL,
+    grace: float | None = None,
+    timeout: float | None = None,
+    kind: str = "scope",
+) -> CancelScope:
     """A cancel scope for in-process work: ``with jc.scope() as s: ... s.raise_if_cancelled()``."""
     reg = registry()
-    op = reg.new(name=name or "scope", kind="scope", policy=policy, grace=grace, owner=_host.owner())
+    op = reg.new(name=name or kind, kind=kind, policy=policy, grace=grace, timeout=timeout, owner=_host.owner())
 
     def enter(scope: CancelScope) -> None:
         op._runner = scope
@@ -228,8 +237,7 @@ class Progress:
         self.desc = desc or "progress"
         self.n: float = 0
         self.renderer: Any = None
-        self._scope = scope(self.desc)
-        self._scope.operation.kind = "progress"
+        self._scope = scope(self.desc, kind="progress")
         self._entered = False
         self._last = 0.0
         _host.show_progress(self)
