@@ -1,0 +1,36 @@
+"""The demo notebooks execute (nbclient, a real python3 kernel) with their long steps cut short."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")))
+def test_notebook_executes(name, tmp_path, monkeypatch):
+    for item in NOTEBOOKS.iterdir():
+        if item.suffix in (".ipynb", ".py"):
+            shutil.copy(item, tmp_path / item.name)
+    monkeypatch.setenv("JUPYTER_CANCEL_DEMO_QUICK", "1")
+    nb = nbformat.read(tmp_path / name, as_version=4)
+    client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    assert errors == []
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "Traceback" not in text
+    if name.startswith("00"):
+        assert "cancelled user 130 []" in text
+    if name.startswith("01"):
+        assert "completed exit 0" in text and "left running: []" in text
+    if name.startswith("02"):
+        assert "24 of 24 embedded" in text
+    if name.startswith("03"):
+        assert "40 tokens" in text
