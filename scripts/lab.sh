@@ -3,4 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/jupyter lab --notebook-dir=notebooks --ServerApp.port_retries=0 "$@"
+args=(--notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port_retries=0)
+[ "$(id -u)" = 0 ] && args+=(--allow-root)
+[ -z "${DISPLAY:-}" ] && args+=(--no-browser)  # headless: open the printed URL yourself
+echo "Open the URL below; start with notebooks/00-walkthrough.ipynb. Ctrl+C twice stops the server."
+exec .venv/bin/jupyter lab "${args[@]}" "$@"

@@ -92,8 +92,12 @@ export class OperationView extends DOMWidgetView {
       : n
         ? `${n}${rate ? ' · ' + rate : ''}`
         : rate;
+    const follow = this._tail.scrollTop + this._tail.clientHeight >= this._tail.scrollHeight - 4;
     this._tail.textContent = m.get('tail');
     this._tail.style.display = m.get('tail') ? '' : 'none';
+    if (follow) {
+      this._tail.scrollTop = this._tail.scrollHeight; // keep showing the newest lines
+    }
     this._stop.style.display = state === 'running' || state === 'pending' ? '' : 'none';
     this.renderStatus();
   }

@@ -119,3 +119,31 @@ def test_progress_shows_progress_and_stops_on_click(lab, page, shots):
     page.wait_for_selector(".jc-op[data-state=cancelled]", timeout=2000)
     nb.wait_idle()
     assert "Cancelled: embedding — user" in nb.cell(0).inner_text()
+
+
+def test_demo_build_notebook_progress_and_stop(lab, page, shots):
+    """The README's story: open the build demo, watch make -j4 progress, stop it mid-build."""
+    import shutil
+    from pathlib import Path
+
+    demo = Path(__file__).resolve().parents[2] / "notebooks"
+    shutil.copy(demo / "01-build-you-can-stop.ipynb", lab.root / "build-demo.ipynb")
+    shutil.copy(demo / "demo_support.py", lab.root / "demo_support.py")
+    nb = NotebookPage(lab, page, "build-demo.ipynb")
+    nb.run(1)  # generate the project
+    nb.wait_idle(60000)
+    nb.run(2)  # make clean; make -j4
+    widget = page.locator(".jc-op", has_text="make -j4").first
+    widget.wait_for()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.jc-op-count')].some(c => parseFloat(c.textContent) >= 3)",
+        timeout=60000,
+    )
+    nb.screenshot(shots / "build-running.png", nb.cell(2))
+    widget.locator(".jc-op-stop").click()
+    page.wait_for_selector(".jc-op[data-state=cancelled]", timeout=3000)
+    nb.wait_idle()
+    ops = [o for o in lab.operations() if o["name"] == "make -j4"]
+    assert ops and ops[-1]["state"] == "cancelled" and ops[-1]["pids"] == []
+    assert "Cancelled: make -j4 — user" in nb.cell(2).inner_text()
+    nb.screenshot(shots / "build-stopped.png", nb.cell(2))
