@@ -284,6 +284,69 @@ class _Member:
             self.fd = None
 
 
+class Termination:
+    """One termination of a set of trees, in two steps: ``signal`` (SIGTERM to every
+    process group and member: fast, safe to call from a signal handler's thread) and
+    ``finish`` (wait up to each grace, freeze and SIGKILL what is left, re-collect)."""
+
+    def __init__(self, trees: Sequence[Tree]) -> None:
+        self.trees = list(trees)
+        self.live: dict[int, _Member] = {}
+        self.outcome = Outcome()
+        self.started = 0.0
+
+    def signal(self) -> Termination:
+        self.started = time.monotonic()
+        if self.trees:
+            _enroll(self.trees, self.live)
+            for member in _children_first(self.live.values()):
+                _signal_group(member, self.live, signal.SIGTERM)
+                member.signal(signal.SIGTERM)
+        return self
+
+    def close(self) -> None:
+        for member in self.live.values():
+            member.close()
+        self.live.clear()
+
+    def finish(self) -> Outcome:
+        trees, live, outcome = self.trees, self.live, self.outcome
+        if not trees:
+            return outcome
+        try:
+            by_id = {t.op_id: t for t in trees}
+            deadlines = {op_id: self.started + t.grace for op_id, t in by_id.items()}
+            _wait(live, deadlines, outcome)
+            # Forks made while dying, and whatever ignores SIGTERM: freeze, re-collect, kill.
+            for _ in range(_FORK_ROUNDS):
+                _enroll(trees, live)
+                if not live:
+                    break
+                for member in live.values():
+                    member.signal(signal.SIGSTOP)
+                _enroll(trees, live)
+                for t in trees:
+                    if t.cgroup is not None:
+                        t.cgroup.kill()
+                for member in live.values():
+                    log.warning(
+                        "operation %s: pid %d outlived its grace, sending SIGKILL",
+                        member.tree.op_id,
+                        member.proc.pid,
+                    )
+                    outcome.killed.setdefault(member.tree.op_id, []).append(member.proc.pid)
+                    member.signal(signal.SIGKILL)
+                kill_deadline = time.monotonic() + KILL_WAIT
+                _wait(live, {op_id: kill_deadline for op_id in by_id}, outcome)
+                if live:
+                    break  # unkillable: more rounds will not help
+            for member in live.values():
+                outcome.alive.setdefault(member.tree.op_id, []).append(member.proc.pid)
+        finally:
+            self.close()
+        return outcome
+
+
 def terminate(trees: Sequence[Tree]) -> Outcome:
     """Terminate every tree: SIGTERM, wait up to each tree's grace, SIGKILL, wait.
 
@@ -292,48 +355,7 @@ def terminate(trees: Sequence[Tree]) -> Outcome:
     around the kill. Returns what went and what survived (uninterruptible sleep).
     Never raises for a process that vanished meanwhile.
     """
-    outcome = Outcome()
-    if not trees:
-        return outcome
-    by_id = {t.op_id: t for t in trees}
-    live: dict[int, _Member] = {}
-    try:
-        _enroll(trees, live)
-        for member in _children_first(live.values()):
-            _signal_group(member, live, signal.SIGTERM)
-            member.signal(signal.SIGTERM)
-        start = time.monotonic()
-        deadlines = {op_id: start + t.grace for op_id, t in by_id.items()}
-        _wait(live, deadlines, outcome)
-        # Forks made while dying, and whatever ignores SIGTERM: freeze, re-collect, kill.
-        for _ in range(_FORK_ROUNDS):
-            _enroll(trees, live)
-            if not live:
-                break
-            for member in live.values():
-                member.signal(signal.SIGSTOP)
-            _enroll(trees, live)
-            for t in trees:
-                if t.cgroup is not None:
-                    t.cgroup.kill()
-            for member in live.values():
-                log.warning(
-                    "operation %s: pid %d outlived its grace, sending SIGKILL",
-                    member.tree.op_id,
-                    member.proc.pid,
-                )
-                outcome.killed.setdefault(member.tree.op_id, []).append(member.proc.pid)
-                member.signal(signal.SIGKILL)
-            kill_deadline = time.monotonic() + KILL_WAIT
-            _wait(live, {op_id: kill_deadline for op_id in by_id}, outcome)
-            if live:
-                break  # unkillable: more rounds will not help
-        for member in live.values():
-            outcome.alive.setdefault(member.tree.op_id, []).append(member.proc.pid)
-    finally:
-        for member in live.values():
-            member.close()
-    return outcome
+    return Termination(trees).signal().finish()
 
 
 def _enroll(trees: Sequence[Tree], live: dict[int, _Member]) -> None:

@@ -30,7 +30,7 @@ from .model import (
 )
 from .monitor import Monitor
 from .operation import Operation
-from .proctree import Tree, terminate
+from .proctree import Termination, Tree, terminate
 from .runners import ProcessRunner
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class Registry:
         if self._subscribers:
             self._emit("started", op)  # now with its root process: a server can act on it
         if op.cancel_requested:
-            self._terminate([op], wait=True)
+            self._terminate([op])
 
     # -- selecting -------------------------------------------------------------------
     def get(self, op_id: str) -> Operation:
@@ -245,17 +245,19 @@ class Registry:
             else:
                 op._runner.request_cancel(op)
         if procs:
+            # SIGTERM goes out now, in the caller; waiting and escalating may go to a worker.
+            termination = self._begin(procs)
             if wait:
-                self._terminate(procs, wait=True)
+                self._complete(procs, termination)
             else:
-                self._pool().submit(self._terminate, procs, wait=True)
+                self._pool().submit(self._complete, procs, termination)
         if wait:
             for op in others:
                 if op._runner is not None and not op._runner.wait_gone(op, op.grace):
                     log.warning("operation %s did not stop within %.1fs of its cancel", op.id, op.grace)
         return chosen
 
-    def _terminate(self, ops: Sequence[Operation], *, wait: bool) -> None:
+    def _begin(self, ops: Sequence[Operation]) -> Termination:
         trees: list[Tree] = []
         for op in ops:
             runner = op._runner
@@ -264,7 +266,10 @@ class Registry:
                 # It ended on its own just before the cancel: that is a completion.
                 self._finish_exit(op, runner.popen.returncode, cancelled=False)
             trees.append(runner.tree)
-        outcome = terminate(trees)
+        return Termination(trees).signal()
+
+    def _complete(self, ops: Sequence[Operation], termination: Termination) -> None:
+        outcome = termination.finish()
         for op in ops:
             runner = op._runner
             assert isinstance(runner, ProcessRunner)
@@ -277,6 +282,9 @@ class Registry:
             except Exception:
                 returncode = None
             self._finish_exit(op, returncode, cancelled=True)
+
+    def _terminate(self, ops: Sequence[Operation]) -> None:
+        self._complete(ops, self._begin(ops))
 
     def _remember(self, op_id: str, reason: str) -> None:
         now = time.monotonic()

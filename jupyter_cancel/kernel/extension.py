@@ -51,7 +51,8 @@ class KernelIntegration:
             except Exception:
                 log.debug("no comm manager: plain output only", exc_info=True)
         if self.registry._use_watchdog:
-            self.registry._get_watchdog()  # started now, so it is up before any death
+            # Started and waited for now (~0.1 s, once): work started later is covered from its first ms.
+            self.registry._get_watchdog().wait_ready(5.0)
 
     def uninstall(self) -> None:
         self.shell.events.unregister("pre_run_cell", self.pre_run_cell)
@@ -135,7 +136,9 @@ class KernelIntegration:
         ).start()
 
     def _busy_sigint(self, signum: int, frame: Any) -> None:
-        self._interrupt()
+        # SIGTERM now, before IPython spends the GIL on the KeyboardInterrupt traceback;
+        # the waiting and escalation run on a worker.
+        self.registry.cancel_all(Reason.KERNEL_INTERRUPT, wait=False)
         raise KeyboardInterrupt
 
     def _idle_sigint(self, signum: int, frame: Any) -> None:
