@@ -40,6 +40,7 @@ HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
 #: How long to wait for processes to vanish after SIGKILL before calling them unkillable.
 KILL_WAIT = 1.0
 _FORK_ROUNDS = 5
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 #: Switch off the cookie sweep (bench/escapes.py measures what each mechanism catches).
 USE_COOKIE_SWEEP = True
 
@@ -100,10 +101,15 @@ def _protected() -> frozenset[int]:
 class Snapshot:
     """One pass over /proc: parent of every process, and the cookie each one carries."""
 
-    def __init__(self, *, cookies: bool = True) -> None:
+    def __init__(self, *, cookies: bool = True, since: float | None = None) -> None:
+        """``since``: only processes started at or after this time (epoch seconds) can carry
+        a cookie we look for: older ones' environments are not read (most of /proc)."""
         self.children: dict[int, list[int]] = {}
         self.cookie: dict[bytes, list[int]] = {}
         protected = _protected()
+        min_ticks = -1.0
+        if since is not None:
+            min_ticks = (since - psutil.boot_time()) * _CLK_TCK - 2  # ticks since boot, with slack
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
@@ -111,9 +117,10 @@ class Snapshot:
             try:
                 with open(f"/proc/{pid}/stat", "rb") as fh:
                     stat = fh.read()
-                ppid = int(stat[stat.rindex(b")") + 2 :].split(b" ", 2)[1])
+                fields = stat[stat.rindex(b")") + 2 :].split(b" ", 20)
+                ppid = int(fields[1])
                 self.children.setdefault(ppid, []).append(pid)
-                if cookies and pid not in protected:
+                if cookies and pid not in protected and int(fields[19]) >= min_ticks:
                     with open(f"/proc/{pid}/environ", "rb") as fh:
                         op_id = _cookie_of(fh.read())
                     if op_id is not None:
@@ -360,7 +367,9 @@ def terminate(trees: Sequence[Tree]) -> Outcome:
 
 def _enroll(trees: Sequence[Tree], live: dict[int, _Member]) -> None:
     # One /proc pass serves every tree without a cgroup.
-    snap = Snapshot() if os.path.isdir("/proc") and any(t.cgroup is None for t in trees) else None
+    snap = None
+    if os.path.isdir("/proc") and any(t.cgroup is None for t in trees):
+        snap = Snapshot(since=_earliest_root(trees))
     for t in trees:
         for pid, proc in t.collect(snap).items():
             if pid in live:
@@ -368,6 +377,19 @@ def _enroll(trees: Sequence[Tree], live: dict[int, _Member]) -> None:
             member = _Member(proc, t)
             if member.open():
                 live[pid] = member
+
+
+def _earliest_root(trees: Sequence[Tree]) -> float | None:
+    """The earliest root start: nothing of these trees can be older. None if unknown."""
+    times = []
+    for t in trees:
+        if t.root is None:
+            return None
+        try:
+            times.append(t.root.create_time())
+        except psutil.Error:
+            return None
+    return min(times) if times else None
 
 
 def _children_first(members: Iterable[_Member]) -> list[_Member]:
