@@ -24,10 +24,10 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import jupyter_cancel as jc  # noqa: E402
-from jupyter_cancel.core import Registry  # noqa: E402
-from jupyter_cancel.core.cgroup import Cgroup  # noqa: E402
-from tests.helpers.procs import alive, tree_cmd, wait_ready  # noqa: E402
+import jupyter_cancel as jc
+from jupyter_cancel.core import Registry
+from jupyter_cancel.core.cgroup import Cgroup
+from tests.helpers.procs import alive, tree_cmd, wait_ready
 
 
 def pct(values: list[float], q: float) -> float:
@@ -51,14 +51,18 @@ def bench_cancel(n: int) -> None:
             op.cancel()
             lat.append((time.perf_counter() - t) * 1000)
             gone_all(pids)
-    print(f"cancel -> 3-process tree (setsid grandchild) gone: p50 {pct(lat, 50):.2f} ms  p99 {pct(lat, 99):.2f} ms  (n={n})")
+    print(
+        f"cancel -> 3-process tree (setsid grandchild) gone: p50 {pct(lat, 50):.2f} ms  p99 {pct(lat, 99):.2f} ms  (n={n})"
+    )
 
 
 def bench_launch(n: int) -> None:
     bare, ours = [], []
     for _ in range(n):
         t = time.perf_counter()
-        p = subprocess.Popen(["sleep", "30"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        p = subprocess.Popen(
+            ["sleep", "30"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        )
         bare.append((time.perf_counter() - t) * 1000)
         p.kill()
         p.wait()
@@ -68,7 +72,9 @@ def bench_launch(n: int) -> None:
         ours.append((time.perf_counter() - t) * 1000)
         op.cancel()
     b, o = statistics.median(bare), statistics.median(ours)
-    print(f"launch: Popen p50 {b:.2f} ms, jc.start p50 {o:.2f} ms, overhead +{o - b:.2f} ms  (n={n}, cgroup={Cgroup.available()})")
+    print(
+        f"launch: Popen p50 {b:.2f} ms, jc.start p50 {o:.2f} ms, overhead +{o - b:.2f} ms  (n={n}, cgroup={Cgroup.available()})"
+    )
 
 
 def bench_throughput(n: int) -> None:
@@ -102,7 +108,9 @@ def bench_idle_cpu(n: int, seconds: float) -> None:
     c1, t1 = me.cpu_times(), time.perf_counter()
     used = (c1.user - c0.user + c1.system - c0.system) / (t1 - t0) * 100
     jc.cancel_all()
-    print(f"owner CPU with {n} operations running, nothing happening: {used:.3f} % of a core over {seconds:.0f} s")
+    print(
+        f"owner CPU with {n} operations running, nothing happening: {used:.3f} % of a core over {seconds:.0f} s"
+    )
     del ops
 
 
@@ -136,7 +144,9 @@ def bench_watchdog(n: int) -> None:
             owner.stdout.close()
             wd.wait(5)
             gone_all(pids)
-    print(f"owner SIGKILL -> its trees gone (watchdog): p50 {pct(lat, 50):.1f} ms  p99 {pct(lat, 99):.1f} ms  (n={n})")
+    print(
+        f"owner SIGKILL -> its trees gone (watchdog): p50 {pct(lat, 50):.1f} ms  p99 {pct(lat, 99):.1f} ms  (n={n})"
+    )
 
 
 def main() -> None:
@@ -144,7 +154,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     q = args.quick
-    print(f"# {platform.node()} {platform.platform()} {os.cpu_count()} cores python {platform.python_version()}")
+    print(
+        f"# {platform.node()} {platform.platform()} {os.cpu_count()} cores python {platform.python_version()}"
+    )
     bench_cancel(20 if q else 200)
     bench_launch(20 if q else 200)
     bench_throughput(20_000 if q else 300_000)

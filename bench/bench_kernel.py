@@ -13,7 +13,6 @@ import argparse
 import os
 import select
 import signal
-import statistics
 import sys
 import tempfile
 import time
@@ -21,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.helpers.kernel import Kernel  # noqa: E402
-from tests.helpers.procs import TREE, alive  # noqa: E402
+from tests.helpers.kernel import Kernel
+from tests.helpers.procs import TREE, alive
 
 
 def pct(values: list[float], q: float) -> float:
@@ -94,8 +93,10 @@ def main() -> None:
         t = time.time()
         base.append((float(k.execute("import time; print(time.time())", cell="plain").stdout) - t) * 1000)
     report("re-run of the cell -> old tree gone", lat)
-    print(f"  delay before the new code starts: p50 {pct(delay, 50):.1f} ms p99 {pct(delay, 99):.1f} ms; "
-          f"same cell without work: p50 {pct(base, 50):.1f} ms -> added p50 {pct(delay, 50) - pct(base, 50):.1f} ms")
+    print(
+        f"  delay before the new code starts: p50 {pct(delay, 50):.1f} ms p99 {pct(delay, 99):.1f} ms; "
+        f"same cell without work: p50 {pct(base, 50):.1f} ms -> added p50 {pct(delay, 50) - pct(base, 50):.1f} ms"
+    )
     # control-channel cancel while the cell sleeps
     lat = []
     for i in range(n):

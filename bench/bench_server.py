@@ -29,7 +29,7 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.helpers.procs import TREE, alive  # noqa: E402
+from tests.helpers.procs import TREE, alive
 
 TOKEN = uuid.uuid4().hex
 
@@ -50,13 +50,24 @@ class Server:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         args = [
-            sys.executable, "-m", "jupyter_server", "--no-browser", "--allow-root",
-            f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0", "--ServerApp.ip=127.0.0.1",
-            f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}",
+            sys.executable,
+            "-m",
+            "jupyter_server",
+            "--no-browser",
+            "--allow-root",
+            f"--ServerApp.port={self.port}",
+            "--ServerApp.port_retries=0",
+            "--ServerApp.ip=127.0.0.1",
+            f"--IdentityProvider.token={TOKEN}",
+            f"--ServerApp.root_dir={root}",
             f"--JupyterCancel.tab_close_grace={tab_close_grace}",
             f"--ServerApp.jpserver_extensions=jupyter_cancel={enabled}",
         ]
-        self.proc = subprocess.Popen(args + ["--JupyterCancel.log_level=DEBUG"] if os.environ.get("BENCH_DEBUG") else args, stdout=subprocess.DEVNULL, stderr=None if os.environ.get("BENCH_DEBUG") else subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            args + ["--JupyterCancel.log_level=DEBUG"] if os.environ.get("BENCH_DEBUG") else args,
+            stdout=subprocess.DEVNULL,
+            stderr=None if os.environ.get("BENCH_DEBUG") else subprocess.DEVNULL,
+        )
         self.http = httpx.Client(base_url=self.base, headers={"Authorization": f"token {TOKEN}"}, timeout=60)
         deadline = time.monotonic() + 60
         while True:
@@ -87,12 +98,32 @@ class Client:
 
     def send(self, code: str, cell: str) -> str:
         msg_id = str(uuid.uuid4())
-        self.ws.write_message(json.dumps({
-            "header": {"msg_id": msg_id, "msg_type": "execute_request", "session": self.session, "username": "b",
-                       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "version": "5.3"},
-            "parent_header": {}, "metadata": {"cellId": cell}, "channel": "shell", "buffers": [],
-            "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-                        "allow_stdin": False, "stop_on_error": True}}))
+        self.ws.write_message(
+            json.dumps(
+                {
+                    "header": {
+                        "msg_id": msg_id,
+                        "msg_type": "execute_request",
+                        "session": self.session,
+                        "username": "b",
+                        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                        "version": "5.3",
+                    },
+                    "parent_header": {},
+                    "metadata": {"cellId": cell},
+                    "channel": "shell",
+                    "buffers": [],
+                    "content": {
+                        "code": code,
+                        "silent": False,
+                        "store_history": True,
+                        "user_expressions": {},
+                        "allow_stdin": False,
+                        "stop_on_error": True,
+                    },
+                }
+            )
+        )
         return msg_id
 
     async def execute(self, code: str, cell: str) -> dict:
@@ -103,8 +134,11 @@ class Client:
                 return msg["content"]
 
     async def tree(self, cell: str, ready: Path, stock: bool) -> list[int]:
-        launch = (f"subprocess.Popen([sys.executable, {TREE!r}, 'three', {str(ready)!r}])" if stock
-                  else f"jc.start([sys.executable, {TREE!r}, 'three', {str(ready)!r}], display=False)")
+        launch = (
+            f"subprocess.Popen([sys.executable, {TREE!r}, 'three', {str(ready)!r}])"
+            if stock
+            else f"jc.start([sys.executable, {TREE!r}, 'three', {str(ready)!r}], display=False)"
+        )
         prefix = "" if stock else "import jupyter_cancel as jc\n"
         reply = await self.execute(f"{prefix}import sys, subprocess\n_p = {launch}", cell)
         assert reply["status"] == "ok", reply
@@ -127,12 +161,14 @@ async def gone_after(pids, trigger, timeout=30.0):
     t = time.perf_counter()
     action = asyncio.ensure_future(trigger())  # e.g. DELETE returns only once the kernel exited
     try:
+
         def wait():
             for fd in fds:
                 left = t + timeout - time.perf_counter()
                 if left <= 0 or not select.select([fd], [], [], left)[0]:
                     return None
             return (time.perf_counter() - t) * 1000
+
         return await loop.run_in_executor(None, wait)
     finally:
         await action
@@ -165,7 +201,9 @@ async def scenarios(server: Server, tmp: Path, n: int, stock: bool, grace_runs: 
         await c.connect()
         if not stock:
             for _ in range(100):  # the server loads the extension into new kernels
-                r = await c.execute("import sys; print('jupyter_cancel.kernel.extension' in sys.modules)", "probe")
+                r = await c.execute(
+                    "import sys; print('jupyter_cancel.kernel.extension' in sys.modules)", "probe"
+                )
                 if r["status"] == "ok":
                     break
         return c
@@ -196,8 +234,12 @@ async def scenarios(server: Server, tmp: Path, n: int, stock: bool, grace_runs: 
         return pids, live[-1] if live else None
 
     if not stock:
-        await measure("REST cancel of one operation", n, one,
-                      lambda op_id: post(f"/jupyter-cancel/api/operations/{op_id}/cancel"))
+        await measure(
+            "REST cancel of one operation",
+            n,
+            one,
+            lambda op_id: post(f"/jupyter-cancel/api/operations/{op_id}/cancel"),
+        )
 
     async def rerun_setup():
         return await c.tree("same", ready(), stock), None
@@ -234,7 +276,9 @@ async def scenarios(server: Server, tmp: Path, n: int, stock: bool, grace_runs: 
         return await cl.tree("s", ready(), stock), k
 
     async def shutdown(k):
-        await asyncio.get_running_loop().run_in_executor(None, lambda: server.http.delete(f"/api/kernels/{k}"))
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: server.http.delete(f"/api/kernels/{k}")
+        )
 
     await measure("REST shutdown (DELETE)", max(3, n // 4), shutdown_setup, shutdown)
     for k in server.http.get("/api/kernels").json():
@@ -267,7 +311,9 @@ def main() -> None:
                 print(f"with extension | {label}: {lat.count(None)} of {len(lat)} runs left processes")
                 lat = [x for x in lat if x is not None]
             if lat:
-                print(f"with extension | {label}: p50 {pct(lat, 50):.1f} ms  p99 {pct(lat, 99):.1f} ms  (n={len(lat)})")
+                print(
+                    f"with extension | {label}: p50 {pct(lat, 50):.1f} ms  p99 {pct(lat, 99):.1f} ms  (n={len(lat)})"
+                )
     server_grace[0] = 0.0
     server = Server(False, 0.0, str(tmp))
     try:

@@ -16,10 +16,10 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import jupyter_cancel as jc  # noqa: E402
-from jupyter_cancel.core import proctree  # noqa: E402
-from jupyter_cancel.core.cgroup import Cgroup  # noqa: E402
-from tests.helpers.procs import alive, tree_cmd, wait_ready  # noqa: E402
+import jupyter_cancel as jc
+from jupyter_cancel.core import proctree
+from jupyter_cancel.core.cgroup import Cgroup
+from tests.helpers.procs import alive, tree_cmd, wait_ready
 
 SHAPES = [
     ("child + grandchild", "grandchild", 2),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .core import CancelScope as CancelScope
 from .core import Cancelled as Cancelled
+from .core import CancelScope as CancelScope
 from .core import JupyterCancelError as JupyterCancelError
 from .core import Operation as Operation
 from .core import Policy as Policy

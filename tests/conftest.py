@@ -8,6 +8,7 @@ import pytest
 
 from tests.helpers.procs import cookie_carriers, descendants, kill_pids
 
+
 def _is_allowed(pid: int) -> bool:
     """Long-lived helpers of the session itself are not leaks: the test process's own
     watchdog, and the browser a UI module shares between its tests (and its renderers)."""
@@ -32,9 +33,7 @@ def no_leaks(request):
     deadline = time.monotonic() + 5.0
     while True:
         now = {**descendants(), **cookie_carriers()}
-        leaked = {
-            pid: ct for pid, ct in now.items() if before.get(pid) != ct and not _is_allowed(pid)
-        }
+        leaked = {pid: ct for pid, ct in now.items() if before.get(pid) != ct and not _is_allowed(pid)}
         if not leaked or time.monotonic() > deadline:
             break
         time.sleep(0.05)  # processes being reaped by a kernel or the server on their way out

@@ -25,8 +25,8 @@ from .registry import Registry as Registry
 from .runners import CancelScope as CancelScope
 
 __all__ = [
-    "Cancelled",
     "CancelScope",
+    "Cancelled",
     "Host",
     "JupyterCancelError",
     "Operation",
@@ -37,9 +37,9 @@ __all__ = [
     "State",
     "cancel",
     "cancel_all",
+    "default_registry",
     "operations",
     "progress",
-    "default_registry",
     "run",
     "scope",
     "set_host",

@@ -169,7 +169,9 @@ def scope(
 ) -> CancelScope:
     """A cancel scope for in-process work: ``with jc.scope() as s: ... s.raise_if_cancelled()``."""
     reg = registry()
-    op = reg.new(name=name or kind, kind=kind, policy=policy, grace=grace, timeout=timeout, owner=_host.owner())
+    op = reg.new(
+        name=name or kind, kind=kind, policy=policy, grace=grace, timeout=timeout, owner=_host.owner()
+    )
 
     def enter(scope: CancelScope) -> None:
         op._runner = scope
@@ -194,7 +196,7 @@ def task(
         coro.close()
         raise RuntimeError("jc.task needs a running event loop (call it from async code)") from None
     reg = registry()
-    label = name or getattr(coro, "__qualname__", "task")
+    label = name or str(getattr(coro, "__qualname__", "task"))
     op = reg.new(name=label, kind="task", policy=policy, grace=grace, owner=_host.owner())
     new_task = loop.create_task(coro, name=f"jupyter_cancel:{op.id}")
     runner = TaskRunner(new_task, loop)
@@ -253,7 +255,7 @@ class Progress:
             self._render(force=True)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._render(force=True)
         self._scope.__exit__(*exc)
         self._render(force=True)
@@ -307,7 +309,9 @@ class _TextBar:
         sys.stderr.flush()
 
 
-def progress(iterable: Iterable[T] | None = None, total: float | None = None, desc: str | None = None) -> Progress:
+def progress(
+    iterable: Iterable[T] | None = None, total: float | None = None, desc: str | None = None
+) -> Progress:
     """``for x in jc.progress(items): ...``: a bar with a stop; ``Cancelled`` at the next step."""
     return Progress(iterable, total, desc)
 

@@ -27,7 +27,7 @@ ExitHandler = Callable[["Operation", int], None]
 
 
 class _Watch:
-    __slots__ = ("op", "runner", "decoder", "pipe", "pidfd")
+    __slots__ = ("decoder", "op", "pidfd", "pipe", "runner")
 
     def __init__(self, op: Operation, runner: ProcessRunner) -> None:
         self.op = op
@@ -97,7 +97,9 @@ class Monitor:
         with self._lock:
             pending, self._pending = self._pending, []
         for w in pending:
-            if w.runner.popen.returncode is not None or (w.pidfd is None and w.runner.popen.poll() is not None):
+            if w.runner.popen.returncode is not None or (
+                w.pidfd is None and w.runner.popen.poll() is not None
+            ):
                 self._exited(w)
                 continue
             if w.pipe is not None:

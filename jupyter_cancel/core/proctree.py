@@ -244,7 +244,7 @@ class Outcome:
 class _Member:
     """One verified process: signals go through its pidfd when there is one."""
 
-    __slots__ = ("proc", "fd", "tree")
+    __slots__ = ("fd", "proc", "tree")
 
     def __init__(self, proc: psutil.Process, tree: Tree) -> None:
         self.proc = proc

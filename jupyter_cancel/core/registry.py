@@ -87,7 +87,9 @@ class Registry:
             op_id=op_id,
         )
 
-    def register(self, op: Operation, *, supersede_reason: str = Reason.SUPERSEDED, announce: bool = True) -> bool:
+    def register(
+        self, op: Operation, *, supersede_reason: str = Reason.SUPERSEDED, announce: bool = True
+    ) -> bool:
         """Make ``op`` live. False if it was cancelled before it could start.
 
         With ``op.key`` set, live work under the same key is cancelled first and waited
@@ -204,7 +206,9 @@ class Registry:
                 return []  # known but already done: idempotent
         return self.cancel_ops([op], reason, wait=wait, force=True)
 
-    def cancel_where(self, reason: str = Reason.USER, *, wait: bool = True, **filters: Any) -> list[Operation]:
+    def cancel_where(
+        self, reason: str = Reason.USER, *, wait: bool = True, **filters: Any
+    ) -> list[Operation]:
         """Cancel the live operations matching ``filters`` (see ``select``) that ``reason`` applies to."""
         reason = to_reason(reason)
         return self.cancel_ops(self.select(**filters), reason, wait=wait)

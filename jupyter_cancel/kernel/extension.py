@@ -167,7 +167,9 @@ class KernelIntegration:
         self.host.changed(event, data)
         kernel = self.kernel
         try:
-            kernel.session.send(kernel.iopub_socket, control.EVENT, {"event": event, "operation": data}, parent={})
+            kernel.session.send(
+                kernel.iopub_socket, control.EVENT, {"event": event, "operation": data}, parent={}
+            )
         except Exception:
             log.debug("could not publish %s", event, exc_info=True)
 

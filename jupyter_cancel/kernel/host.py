@@ -16,7 +16,9 @@ from ..core.operation import Operation
 
 #: The cell a piece of code belongs to. Set before each cell runs; asyncio tasks copy it,
 #: and threads carry it on the Thread object (see ``install_thread_owner``).
-_OWNER: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("jupyter_cancel_owner", default=None)
+_OWNER: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "jupyter_cancel_owner", default=None
+)
 _THREAD_ATTR = "_jupyter_cancel_owner"
 #: Output of one operation published at most this often (the last bytes always arrive).
 FLUSH_INTERVAL = 0.05
@@ -32,7 +34,7 @@ def kernel_id_of(kernel: Any) -> str | None:
     except Exception:
         return None
     # jupyter_server names it kernel-<kernel_id>.json; elsewhere the stem is the best id there is.
-    stem = name[: -len(".json")] if name.endswith(".json") else name
+    stem = name.removesuffix(".json")
     return stem[len("kernel-") :] if stem.startswith("kernel-") else stem or None
 
 

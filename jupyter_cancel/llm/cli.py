@@ -29,7 +29,9 @@ def stream_cli(
     Raises ``Cancelled`` on stop, re-run, interrupt or ``timeout`` (reason ``timeout``).
     """
     limit = llm_timeout(timeout)
-    op = api.start(cmd, name=name or "LLM", timeout=limit, shell=shell, cwd=cwd, env=env, grace=grace, **kwargs)
+    op = api.start(
+        cmd, name=name or "LLM", timeout=limit, shell=shell, cwd=cwd, env=env, grace=grace, **kwargs
+    )
     rate = TokenRate(op)
     op.on_output(lambda _op, text: rate.add(text))
     try:

@@ -58,8 +58,9 @@ def main() -> int:
     with open(args.out, "a") as out:
         for start in range(0, len(texts), args.batch):
             chunk = texts[start : start + args.batch]
-            for text, vec in zip(chunk, embed(chunk)):
-                out.write(json.dumps({"text": text, "embedding": vec}) + "\n")
+            out.writelines(
+                json.dumps({"text": text, "embedding": vec}) + "\n" for text, vec in zip(chunk, embed(chunk))
+            )
             out.flush()
             done += len(chunk)
             print(f"[{done}/{len(texts)}] embedded", flush=True)

@@ -26,7 +26,6 @@ _AUTOLOAD = "%load_ext jupyter_cancel"
 #: ServerApp's own classes); ``jupyter cancel`` alone starts a server with the extension.
 
 
-
 class JupyterCancel(ExtensionApp):
     """Stop work launched from notebooks: tab close, interrupt, restart, shutdown, death."""
 
@@ -53,9 +52,9 @@ class JupyterCancel(ExtensionApp):
     llm_timeout = Float(
         300.0, help="Default timeout in seconds of LLM operations in kernels the server starts (10–3600)."
     ).tag(config=True)
-    default_policy = Unicode("cancel", help="Policy of operations that do not name one: cancel, continue, detach.").tag(
-        config=True
-    )
+    default_policy = Unicode(
+        "cancel", help="Policy of operations that do not name one: cancel, continue, detach."
+    ).tag(config=True)
     load_kernel_extension = Bool(
         True, help="Load the kernel extension into every IPython kernel the server starts."
     ).tag(config=True)
@@ -71,7 +70,9 @@ class JupyterCancel(ExtensionApp):
     def _check_seconds(self, proposal: dict[str, Any]) -> float:
         value = float(proposal["value"])
         if not 0 <= value <= 3600:
-            raise TraitError(f"JupyterCancel.{proposal['trait'].name} must be between 0 and 3600 seconds, not {value}")
+            raise TraitError(
+                f"JupyterCancel.{proposal['trait'].name} must be between 0 and 3600 seconds, not {value}"
+            )
         return value
 
     @validate("default_policy")
@@ -155,8 +156,14 @@ class JupyterCancel(ExtensionApp):
         stream = manager.connect_shell()
         msg = manager.session.msg(
             "execute_request",
-            {"code": code, "silent": True, "store_history": False, "user_expressions": {}, "allow_stdin": False,
-             "stop_on_error": False},
+            {
+                "code": code,
+                "silent": True,
+                "store_history": False,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": False,
+            },
         )
         manager.session.send(stream, msg)
         # The shell socket closes once the request is out; ZMQ delivers it (linger).

@@ -9,9 +9,7 @@ ENDED = Counter(
     "Operations that ended, by final state and cancel reason.",
     ["state", "reason"],
 )
-CANCEL_REQUESTS = Counter(
-    "jupyter_cancel_cancel_requests_total", "Cancel requests by reason.", ["reason"]
-)
+CANCEL_REQUESTS = Counter("jupyter_cancel_cancel_requests_total", "Cancel requests by reason.", ["reason"])
 CANCEL_LATENCY = Histogram(
     "jupyter_cancel_cancel_latency_seconds",
     "From a cancel request to the operation's whole tree being gone.",

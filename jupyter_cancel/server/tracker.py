@@ -20,8 +20,6 @@ from ..core.proctree import Tree, terminate
 from . import metrics
 from .kernels import KernelLink
 
-
-
 EVENT_SCHEMA = "https://github.com/jupyter-cancel/jupyter_cancel/events/operation/v1"
 Listener = Callable[[dict[str, Any]], None]
 _CTIME_TOLERANCE = 0.005
@@ -122,13 +120,20 @@ class Tracker:
         wait = self.app.control_timeout if timeout is None else timeout
         started = time.monotonic()
         reply = await link.request(content, wait)
-        self.log.debug("cancel %s on kernel %s: reply in %.1f ms", content, kernel_id, (time.monotonic() - started) * 1000)
+        self.log.debug(
+            "cancel %s on kernel %s: reply in %.1f ms",
+            content,
+            kernel_id,
+            (time.monotonic() - started) * 1000,
+        )
         if reply is not None and reply.get("status") == "ok":
             return list(reply.get("cancelled") or [])
         if reply is not None:
             self.log.warning("kernel %s refused a cancel: %s", kernel_id, reply.get("evalue"))
             return []
-        return await self._terminate_known(link, reason, ids=ids, cell_id=cell_id, client_session=client_session)
+        return await self._terminate_known(
+            link, reason, ids=ids, cell_id=cell_id, client_session=client_session
+        )
 
     async def _terminate_known(
         self,
@@ -158,7 +163,9 @@ class Tracker:
         await asyncio.get_running_loop().run_in_executor(None, terminate, trees)
         for op in chosen:
             metrics.CANCEL_REQUESTS.labels(reason).inc()
-            data = link.mark(op["id"], state="cancelled", reason=reason, exit_code=130, ended=time.time(), pids=[])
+            data = link.mark(
+                op["id"], state="cancelled", reason=reason, exit_code=130, ended=time.time(), pids=[]
+            )
             if data is not None:
                 data = dict(data, cancel_latency=time.monotonic() - started)
                 self._on_event(link.kernel_id, "ended", data)
@@ -181,7 +188,9 @@ class Tracker:
         link = self.links.get(kernel_id)
         if link is None:
             return
-        self.log.info("kernel %s %s: ending its work", kernel_id, "died" if state == "dead" else "restarted after dying")
+        self.log.info(
+            "kernel %s %s: ending its work", kernel_id, "died" if state == "dead" else "restarted after dying"
+        )
         loop = asyncio.get_event_loop()
         loop.create_task(self._after_death(link))
 
@@ -213,7 +222,8 @@ class Tracker:
             return
         loop = asyncio.get_event_loop()
         self._countdowns[key] = loop.call_later(
-            self.app.tab_close_grace, lambda: loop.create_task(self._client_gone(key, Reason.CLIENT_DISCONNECTED))
+            self.app.tab_close_grace,
+            lambda: loop.create_task(self._client_gone(key, Reason.CLIENT_DISCONNECTED)),
         )
 
     async def _client_gone(self, key: tuple[str, str], reason: str) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from typing import Any
 
 from ipywidgets import DOMWidget
 from traitlets import Float, Int, Unicode
@@ -79,7 +78,9 @@ class WidgetFeeder:
         with WidgetFeeder._lock:
             WidgetFeeder._dirty[id(self)] = self
             if WidgetFeeder._thread is None:
-                WidgetFeeder._thread = threading.Thread(target=WidgetFeeder._run, name="jupyter_cancel-widgets", daemon=True)
+                WidgetFeeder._thread = threading.Thread(
+                    target=WidgetFeeder._run, name="jupyter_cancel-widgets", daemon=True
+                )
                 WidgetFeeder._thread.start()
             WidgetFeeder._lock.notify()
 

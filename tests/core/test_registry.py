@@ -21,7 +21,12 @@ def test_select_by_cell_session_kernel_and_cancel_is_idempotent():
     reg = Registry(watchdog=False)
     scopes = []
     for cell, session in [("a", "s1"), ("a", "s2"), ("b", "s1")]:
-        s = api.CancelScope(reg.new(name=cell, kind="scope", owner={"cell_id": cell, "client_session": session, "kernel_id": "k"}), lambda sc: (setattr(sc.operation, "_runner", sc), reg.register(sc.operation)))
+        s = api.CancelScope(
+            reg.new(
+                name=cell, kind="scope", owner={"cell_id": cell, "client_session": session, "kernel_id": "k"}
+            ),
+            lambda sc: (setattr(sc.operation, "_runner", sc), reg.register(sc.operation)),
+        )
         s.__enter__()
         scopes.append(s)
     assert {o.name for o in reg.select(cell_id="a")} == {"a"}
@@ -162,7 +167,7 @@ def test_process_operations_from_threads_all_cancelled(tmp_path):
     ops, lock = [], threading.Lock()
 
     def worker(n):
-        for i in range(5):
+        for _ in range(5):
             op = jc.start(["sleep", "60"], display=False)
             with lock:
                 ops.append(op)
@@ -202,7 +207,11 @@ def test_slow_subscriber_never_delays_a_cancel(tmp_path):
     deadline = time.monotonic() + 5
     while len(seen) < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert seen == [("started", "running", None), ("cancel_requested", "running", "user"), ("ended", "cancelled", "user")]
+    assert seen == [
+        ("started", "running", None),
+        ("cancel_requested", "running", "user"),
+        ("ended", "cancelled", "user"),
+    ]
 
 
 def test_timeout_cancels_with_reason_timeout():
@@ -212,7 +221,9 @@ def test_timeout_cancels_with_reason_timeout():
 
 
 def test_run_raises_cancelled_and_output_is_a_bounded_tail():
-    op = jc.run([ "python3", "-c", "import sys\nfor i in range(20000): sys.stdout.write('x'*99+'\\n')"], display=False)
+    op = jc.run(
+        ["python3", "-c", "import sys\nfor i in range(20000): sys.stdout.write('x'*99+'\\n')"], display=False
+    )
     assert op.state is jc.State.COMPLETED and len(op.output) == 64 * 1024
     threading.Timer(0.3, jc.cancel_all).start()
     with pytest.raises(jc.Cancelled) as info:

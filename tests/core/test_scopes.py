@@ -40,21 +40,19 @@ def test_scope_on_cancel_unblocks_a_blocking_read():
 
 
 def test_scope_raise_if_cancelled_and_late_callback_runs_at_once():
-    with pytest.raises(jc.Cancelled) as info:
-        with jc.scope("loop") as s:
-            jc.cancel(s.operation, reason="stop please")
-            called = []
-            s.on_cancel(lambda: called.append(1))
-            assert called == [1] and s.cancelled
-            s.raise_if_cancelled()
+    with pytest.raises(jc.Cancelled) as info, jc.scope("loop") as s:
+        jc.cancel(s.operation, reason="stop please")
+        called = []
+        s.on_cancel(lambda: called.append(1))
+        assert called == [1] and s.cancelled
+        s.raise_if_cancelled()
     assert info.value.reason == "stop please"
     assert s.operation.state is jc.State.CANCELLED
 
 
 def test_scope_failure_and_completion_states():
-    with pytest.raises(ZeroDivisionError):
-        with jc.scope("bad") as s:
-            1 / 0
+    with pytest.raises(ZeroDivisionError), jc.scope("bad") as s:
+        1 / 0
     assert s.operation.state is jc.State.FAILED
     with jc.scope("good") as g:
         pass

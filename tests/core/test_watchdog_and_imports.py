@@ -56,8 +56,21 @@ def test_public_api_is_pinned():
     import jupyter_cancel as jc
 
     expected = {
-        "run", "start", "progress", "scope", "task", "operations", "cancel", "cancel_all",
-        "Operation", "Cancelled", "CancelScope", "JupyterCancelError", "Policy", "Reason", "State",
+        "run",
+        "start",
+        "progress",
+        "scope",
+        "task",
+        "operations",
+        "cancel",
+        "cancel_all",
+        "Operation",
+        "Cancelled",
+        "CancelScope",
+        "JupyterCancelError",
+        "Policy",
+        "Reason",
+        "State",
         "__version__",
     }
     assert set(jc.__all__) == expected

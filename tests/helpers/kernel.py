@@ -52,14 +52,22 @@ class Kernel:
     def pid(self) -> int:
         return self.km.provisioner.process.pid
 
-    def send(self, code: str, *, cell: str = "cell-1", session: str | None = None, deleted=None, stop_on_error=True) -> str:
+    def send(
+        self, code: str, *, cell: str = "cell-1", session: str | None = None, deleted=None, stop_on_error=True
+    ) -> str:
         metadata: dict[str, Any] = {"cellId": cell}
         if deleted:
             metadata["deletedCells"] = deleted
         msg = self.kc.session.msg(
             "execute_request",
-            {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-             "allow_stdin": False, "stop_on_error": stop_on_error},
+            {
+                "code": code,
+                "silent": False,
+                "store_history": True,
+                "user_expressions": {},
+                "allow_stdin": False,
+                "stop_on_error": stop_on_error,
+            },
             metadata=metadata,
         )
         msg["header"]["session"] = session or self.session

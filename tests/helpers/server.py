@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -60,13 +59,28 @@ class Client:
 
     def send(self, code: str, cell: str, *, channel: str = "shell", msg_type: str = "execute_request") -> str:
         msg_id = str(uuid.uuid4())
-        content = {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-                   "allow_stdin": False, "stop_on_error": True}
+        content = {
+            "code": code,
+            "silent": False,
+            "store_history": True,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        }
         msg = {
-            "header": {"msg_id": msg_id, "msg_type": msg_type, "session": self.session, "username": "test",
-                       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(), "version": "5.3"},
-            "parent_header": {}, "metadata": {"cellId": cell}, "content": content,
-            "channel": channel, "buffers": [],
+            "header": {
+                "msg_id": msg_id,
+                "msg_type": msg_type,
+                "session": self.session,
+                "username": "test",
+                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+                "version": "5.3",
+            },
+            "parent_header": {},
+            "metadata": {"cellId": cell},
+            "content": content,
+            "channel": channel,
+            "buffers": [],
         }
         self.ws.write_message(json.dumps(msg))
         return msg_id
@@ -125,8 +139,9 @@ class ServerHarness:
         self.clients.append(client)
         return client
 
-    async def start_tree(self, client: Client, cell: str = "cell-1", mode: str = "three", count: int = 3,
-                         opts: str = "") -> list[int]:
+    async def start_tree(
+        self, client: Client, cell: str = "cell-1", mode: str = "three", count: int = 3, opts: str = ""
+    ) -> list[int]:
         self.n += 1
         ready = self.tmp / f"ready-{self.n}"
         r = await client.execute(

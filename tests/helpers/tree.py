@@ -9,7 +9,6 @@ Members sleep until signalled. Nothing here sleeps to "wait for readiness": the 
 import os
 import signal
 import sys
-import time
 
 
 def announce(ready):
@@ -42,6 +41,7 @@ def main(mode, ready):
         announce(ready)
         park()
     if mode == "fork_on_term":
+
         def on_term(*_):
             # Fork a fresh child as we die: a process forking while the tree is killed.
             r, w = os.pipe()
@@ -55,6 +55,7 @@ def main(mode, ready):
             fork(late)
             os.read(r, 1)  # exit only once the late child is up
             os._exit(0)
+
         signal.signal(signal.SIGTERM, on_term)
         announce(ready)
         park()
@@ -66,28 +67,35 @@ def main(mode, ready):
         announce(ready)
         park()
     if mode in ("setsid", "three"):
+
         def grand():
             os.setsid()
             announce(ready)
             park()
+
         def child():
             fork(grand)
             announce(ready)
             park()
+
         fork(child)
         announce(ready)
         park()
     if mode in ("daemon", "envclear"):
+
         def daemon():
             os.setsid()
+
             # classic double fork: the grandchild is reparented to init
             def grand():
                 if mode == "envclear":
                     os.execve(sys.executable, [sys.executable, __file__, "child", ready], {})
                 announce(ready)
                 park()
+
             fork(grand)
             os._exit(0)
+
         fork(daemon)
         announce(ready)
         park()

@@ -12,7 +12,9 @@ from tests.helpers.kernel import Kernel, wait_gone
 from tests.helpers.procs import TREE
 
 
-def start_tree(k: Kernel, cell: str, ready: str, mode: str = "three", count: int = 3, opts: str = "", **kw) -> list[int]:
+def start_tree(
+    k: Kernel, cell: str, ready: str, mode: str = "three", count: int = 3, opts: str = "", **kw
+) -> list[int]:
     r = k.execute(
         f"import sys\nop = jc.start([sys.executable, {TREE!r}, {mode!r}, {ready!r}], display=False{opts})\n"
         f"from tests.helpers.procs import wait_ready\nfrom pathlib import Path\n"
@@ -99,9 +101,16 @@ def test_control_cancel_answers_while_cell_sleeps(kernel, tmp_path):
 
 
 def test_malformed_control_content_gets_error_reply_and_kernel_lives(kernel):
-    for content in [{}, {"action": "explode"}, {"action": "cancel"}, {"action": "cancel", "operation_ids": "x"},
-                    {"action": "cancel", "cell_id": 5}, {"action": "cancel", "all": "yes"},
-                    {"action": "cancel", "all": True, "reason": ""}, {"action": "list", "evil": 1}]:
+    for content in [
+        {},
+        {"action": "explode"},
+        {"action": "cancel"},
+        {"action": "cancel", "operation_ids": "x"},
+        {"action": "cancel", "cell_id": 5},
+        {"action": "cancel", "all": "yes"},
+        {"action": "cancel", "all": True, "reason": ""},
+        {"action": "list", "evil": 1},
+    ]:
         reply = kernel.control(content)
         assert reply["status"] == "error" and reply["ename"] in ("ValueError", "TypeError"), (content, reply)
     reply = kernel.control({"action": "cancel", "operation_ids": ["not-yet-known"]})
@@ -111,7 +120,7 @@ def test_malformed_control_content_gets_error_reply_and_kernel_lives(kernel):
 
 def test_interrupt_while_busy_cancels_foreground_and_background(kernel, tmp_path):
     bg = start_tree(kernel, "bg", str(tmp_path / "bg"))
-    msg = kernel.send(f"jc.run(['sleep', '1000'])", cell="fg")
+    msg = kernel.send("jc.run(['sleep', '1000'])", cell="fg")
     ops = kernel.wait_for_ops(2)
     fg = [p for o in ops if o["cell_id"] == "fg" for p in o["pids"]]
     kernel.km.interrupt_kernel()
@@ -191,7 +200,9 @@ def test_kernel_sigkill_watchdog_cleans_up_within_a_second(tmp_path):
 
 
 def test_cancelled_renders_as_one_line(kernel):
-    r = kernel.execute("import threading\nthreading.Timer(0.5, jc.cancel_all).start()\njc.run(['sleep', '60'], name='long job')")
+    r = kernel.execute(
+        "import threading\nthreading.Timer(0.5, jc.cancel_all).start()\njc.run(['sleep', '60'], name='long job')"
+    )
     assert r.errors[0]["traceback"] == ["\x1b[0;33mCancelled:\x1b[0m long job — user"]
 
 
@@ -201,7 +212,9 @@ def test_live_output_and_bounded_memory_for_a_gigabyte(kernel):
     proc = psutil.Process(kernel.pid)
     before = proc.memory_info().rss
     peak = before
-    msg = kernel.send("op = jc.run('yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 1000000000', shell=True)")
+    msg = kernel.send(
+        "op = jc.run('yes 0123456789abcdefghijklmnopqrstuvwxyz | head -c 1000000000', shell=True)"
+    )
     deadline = time.monotonic() + 120
     result = None
     while time.monotonic() < deadline:
@@ -215,3 +228,19 @@ def test_live_output_and_bounded_memory_for_a_gigabyte(kernel):
     assert "characters of output skipped" in result.stdout
     assert len(result.stdout) < 50 * 1024 * 1024
     assert kernel.value("len(op.output)") == 64 * 1024
+
+
+def test_unload_ext_removes_every_hook(kernel, tmp_path):
+    r = kernel.execute(
+        "%unload_ext jupyter_cancel\nimport signal\nprint(get_ipython().system.__func__.__qualname__, signal.getsignal(signal.SIGINT).__name__)"
+    )
+    assert r.ok and r.stdout.split() == ["ZMQInteractiveShell.system_piped", "default_int_handler"]
+    r = kernel.execute("!echo plain again")
+    assert r.stdout.replace("\r\n", "\n") == "plain again\n"  # pexpect, as stock IPython
+    assert kernel.value("len(jc.operations())") == 0
+    import pytest
+
+    with pytest.raises(Exception):  # nobody answers the control request any more
+        kernel.control({"action": "list"}, timeout=1)
+    r = kernel.execute("%load_ext jupyter_cancel")  # and it loads again
+    assert r.ok and kernel.control({"action": "list"})["status"] == "ok"

@@ -53,7 +53,9 @@ def test_cli_stream_ignoring_sigterm_is_killed_and_keeps_its_tokens():
     t, _ = cancel_when(started)
     began = time.monotonic()
     with pytest.raises(jc.Cancelled) as info:
-        stream_cli([sys.executable, SLOW, "--ignore-term"], name="llama-cli (stand-in)", grace=0.5, display=False)
+        stream_cli(
+            [sys.executable, SLOW, "--ignore-term"], name="llama-cli (stand-in)", grace=0.5, display=False
+        )
     t.join()
     op = info.value.operation
     assert op.state is jc.State.CANCELLED and op.returncode == -9  # SIGKILL at the grace
@@ -80,7 +82,9 @@ def test_http_stream_cancel_while_blocked_closes_connection_within_50ms():
         while not slow.stats()["disconnects"] and time.monotonic() < deadline:
             time.sleep(0.005)
         (seen,) = slow.stats()["disconnects"]
-        assert seen["time"] - sent["t"] < 0.05, f"server saw the disconnect {seen['time'] - sent['t']:.3f}s after cancel"
+        assert seen["time"] - sent["t"] < 0.05, (
+            f"server saw the disconnect {seen['time'] - sent['t']:.3f}s after cancel"
+        )
     finally:
         slow.shutdown()
         slow.server_close()
@@ -115,6 +119,7 @@ def test_batch_cancel_keeps_partial_results(server):
     result = batch(describe, range(100), desc="describe")
     assert result.cancelled and result.reason == "user"
     assert result.results == [f"item {i}" for i in range(5)]
+
     # within an item: a stream the item started stops with the batch
     def ask(item):
         return stream_chat(f"q{item}", url=server.url, model="demo", max_tokens=3 if item < 2 else 100000)
@@ -147,6 +152,8 @@ def test_bad_endpoints_give_clear_errors_and_leave_nothing(server):
 
 
 def test_build_progress_drives_the_bar():
-    script = "for i in 10 45 99 100; do echo \"[ $i%] Building C object\"; sleep 0.15; done; echo '[3/8] ninja'"
+    script = (
+        "for i in 10 45 99 100; do echo \"[ $i%] Building C object\"; sleep 0.15; done; echo '[3/8] ninja'"
+    )
     op = jc.run(script, shell=True, display=False)
     assert op.progress is not None and op.progress["total"] in (100.0, 8.0)

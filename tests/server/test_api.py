@@ -25,14 +25,31 @@ async def test_list_and_cancel_one_operation(harness):
     c = await harness.connect(kid)
     a = await harness.start_tree(c, cell="a")
     b = await harness.start_tree(c, cell="b")
-    ops = (await harness.api("GET", "jupyter-cancel", "api", "operations", params={"kernel_id": kid}))["operations"]
+    ops = (await harness.api("GET", "jupyter-cancel", "api", "operations", params={"kernel_id": kid}))[
+        "operations"
+    ]
     assert {o["cell_id"] for o in ops} == {"a", "b"}
-    fields = {"id", "name", "kind", "kernel_id", "client_session", "cell_id", "policy", "state", "reason",
-              "pids", "started", "ended", "exit_code", "progress"}
+    fields = {
+        "id",
+        "name",
+        "kind",
+        "kernel_id",
+        "client_session",
+        "cell_id",
+        "policy",
+        "state",
+        "reason",
+        "pids",
+        "started",
+        "ended",
+        "exit_code",
+        "progress",
+    }
     assert all(fields <= set(o) for o in ops)
     target = next(o for o in ops if o["cell_id"] == "a")
-    done = await harness.api("POST", "jupyter-cancel", "api", "operations", target["id"], "cancel",
-                             body={"reason": "stop button"})
+    done = await harness.api(
+        "POST", "jupyter-cancel", "api", "operations", target["id"], "cancel", body={"reason": "stop button"}
+    )
     assert done["state"] == "cancelled" and done["reason"] == "stop button" and done["exit_code"] == 130
     assert await wait_gone(a, timeout=0) == []
     assert left_alive(b) == b
@@ -48,13 +65,22 @@ async def test_bad_requests_change_nothing(harness, jp_fetch):
     await expect(404, jp_fetch(*base, "operations", "nope", "cancel", method="POST", body="{}"))
     await expect(404, jp_fetch(*base, "kernels", "nope", "cancel", method="POST", body="{}"))
     await expect(404, jp_fetch(*base, "operations", params={"kernel_id": "nope"}))
-    for body in ["not json", "[1]", json.dumps({"reason": ""}), json.dumps({"reason": 5}),
-                 json.dumps({"cell_id": 3}), json.dumps({"surprise": 1})]:
+    for body in [
+        "not json",
+        "[1]",
+        json.dumps({"reason": ""}),
+        json.dumps({"reason": 5}),
+        json.dumps({"cell_id": 3}),
+        json.dumps({"surprise": 1}),
+    ]:
         err = await expect(400, jp_fetch(*base, "kernels", kid, "cancel", method="POST", body=body))
         assert err.response.body  # a message says what is wrong
     # no auth: 403 for the API (no token, no cookie)
     await expect(403, jp_fetch(*base, "operations", headers={"Authorization": ""}))
-    await expect(403, jp_fetch(*base, "kernels", kid, "cancel", method="POST", body="{}", headers={"Authorization": ""}))
+    await expect(
+        403,
+        jp_fetch(*base, "kernels", kid, "cancel", method="POST", body="{}", headers={"Authorization": ""}),
+    )
     assert left_alive(pids) == pids
     ops = (await harness.api("GET", *base, "operations"))["operations"]
     assert [o["state"] for o in ops] == ["running"]
@@ -98,7 +124,9 @@ async def test_metrics_on_the_servers_metrics_endpoint(harness, jp_fetch):
     kid = await harness.start_kernel()
     c = await harness.connect(kid)
     await harness.start_tree(c)
-    await harness.api("POST", "jupyter-cancel", "api", "kernels", kid, "cancel", body={"reason": "kernel_interrupt"})
+    await harness.api(
+        "POST", "jupyter-cancel", "api", "kernels", kid, "cancel", body={"reason": "kernel_interrupt"}
+    )
     await asyncio.sleep(0.2)
     text = (await jp_fetch("metrics")).body.decode()
     assert 'jupyter_cancel_operations_ended_total{reason="kernel_interrupt",state="cancelled"}' in text
@@ -110,15 +138,27 @@ async def test_client_closed_beacon_cancels_at_once(harness):
     kid = await harness.start_kernel()
     c = await harness.connect(kid)
     pids = await harness.start_tree(c)
-    r = await harness.api("POST", "jupyter-cancel", "api", "clients", c.session, "closed", body={"kernel_id": kid})
+    r = await harness.api(
+        "POST", "jupyter-cancel", "api", "clients", c.session, "closed", body={"kernel_id": kid}
+    )
     assert len(r["cancelled"]) == 1 and await wait_gone(pids, timeout=0) == []
 
 
 def test_bad_config_is_refused_at_startup(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "jupyter_server", "--JupyterCancel.llm_timeout=5", "--ServerApp.port=0",
-         "--allow-root", "--no-browser", f"--ServerApp.root_dir={tmp_path}"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "jupyter_server",
+            "--JupyterCancel.llm_timeout=5",
+            "--ServerApp.port=0",
+            "--allow-root",
+            "--no-browser",
+            f"--ServerApp.root_dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode != 0, out.stderr[-2000:]
     assert "llm_timeout must be between 10 and 3600" in out.stderr
@@ -126,8 +166,28 @@ def test_bad_config_is_refused_at_startup(tmp_path):
 
 def test_traits_documented_in_help_all():
     # `jupyter server --help-all` lists only ServerApp's own classes; extensions document theirs here.
-    out = subprocess.run([sys.executable, "-c", "from jupyter_cancel.server.app import main; main()", "--help-all"],
-                         capture_output=True, text=True, timeout=60)
-    for trait in ("grace", "tab_close_grace", "cancel_on_interrupt", "cancel_on_rerun", "cancel_on_tab_close",
-                  "cancel_on_restart", "llm_timeout", "default_policy"):
+    out = subprocess.run(
+        [sys.executable, "-c", "from jupyter_cancel.server.app import main; main()", "--help-all"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    for trait in (
+        "grace",
+        "tab_close_grace",
+        "cancel_on_interrupt",
+        "cancel_on_rerun",
+        "cancel_on_tab_close",
+        "cancel_on_restart",
+        "llm_timeout",
+        "default_policy",
+    ):
         assert f"--JupyterCancel.{trait}" in out.stdout, trait
+
+
+async def test_autoload_can_be_switched_off(harness, jp_serverapp):
+    jp_serverapp.web_app.settings["jupyter_cancel"].load_kernel_extension = False
+    kid = await harness.start_kernel()
+    c = await harness.connect(kid)
+    r = await c.execute("import sys; print('jupyter_cancel.kernel.extension' in sys.modules)")
+    assert r["stdout"] == "False\n"

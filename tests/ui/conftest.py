@@ -9,7 +9,9 @@ import pytest
 
 from tests.helpers.lab import CHROME_ARGS, CHROMIUM, LabServer
 
-SHOTS = Path(os.environ.get("JUPYTER_CANCEL_SCREENSHOTS", Path(__file__).resolve().parents[2] / "docs" / "screenshots"))
+SHOTS = Path(
+    os.environ.get("JUPYTER_CANCEL_SCREENSHOTS", Path(__file__).resolve().parents[2] / "docs" / "screenshots")
+)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,10 @@ def tree(ready, mode="three", **kw) -> str:
 
 def test_widget_stop_works_while_the_cell_is_busy(lab, page, shots):
     ready = lab.root / "w1"
-    name = lab.notebook("widget.ipynb", [HEAD + f"op = jc.start({tree(ready)[:-1]}], name='make -j4 (demo tree)')\ntime.sleep(120)"])
+    name = lab.notebook(
+        "widget.ipynb",
+        [HEAD + f"op = jc.start({tree(ready)[:-1]}], name='make -j4 (demo tree)')\ntime.sleep(120)"],
+    )
     nb = NotebookPage(lab, page, name)
     nb.run(0)
     pids = wait_ready(ready, 3)
@@ -38,7 +41,9 @@ def test_widget_stop_works_while_the_cell_is_busy(lab, page, shots):
 
 def test_toolbar_stops_all_work_of_the_notebook(lab, page):
     a, b = lab.root / "t1", lab.root / "t2"
-    name = lab.notebook("toolbar.ipynb", [HEAD + f"bg = jc.start({tree(a)}, display=False)", f"jc.run({tree(b)})"])
+    name = lab.notebook(
+        "toolbar.ipynb", [HEAD + f"bg = jc.start({tree(a)}, display=False)", f"jc.run({tree(b)})"]
+    )
     nb = NotebookPage(lab, page, name)
     nb.run(0)
     nb.wait_idle()
@@ -94,7 +99,9 @@ def test_rerun_of_a_busy_cell_leaves_one_live_copy_and_runs(lab, page):
 
 def test_panel_lists_operations_live_and_stops_them(lab, page, shots):
     ready = lab.root / "p1"
-    name = lab.notebook("panel.ipynb", [HEAD + f"op = jc.start({tree(ready)}, display=False, name='llama-server (demo)')"])
+    name = lab.notebook(
+        "panel.ipynb", [HEAD + f"op = jc.start({tree(ready)}, display=False, name='llama-server (demo)')"]
+    )
     nb = NotebookPage(lab, page, name)
     page.locator(".jp-SideBar [data-id='jupyter-cancel-panel']").click()
     nb.run(0)
@@ -108,12 +115,17 @@ def test_panel_lists_operations_live_and_stops_them(lab, page, shots):
 
 
 def test_progress_shows_progress_and_stops_on_click(lab, page, shots):
-    name = lab.notebook("progress.ipynb", [HEAD + "for i in jc.progress(range(2000), desc='embedding'):\n    time.sleep(0.05)"])
+    name = lab.notebook(
+        "progress.ipynb",
+        [HEAD + "for i in jc.progress(range(2000), desc='embedding'):\n    time.sleep(0.05)"],
+    )
     nb = NotebookPage(lab, page, name)
     nb.run(0)
     widget = page.locator(".jc-op").first
     widget.wait_for()
-    page.wait_for_function("() => { const c = document.querySelector('.jc-op-count'); return c && parseFloat(c.textContent) >= 5; }")
+    page.wait_for_function(
+        "() => { const c = document.querySelector('.jc-op-count'); return c && parseFloat(c.textContent) >= 5; }"
+    )
     nb.screenshot(shots / "progress-running.png", nb.cell(0))
     widget.locator(".jc-op-stop").click()
     page.wait_for_selector(".jc-op[data-state=cancelled]", timeout=2000)
