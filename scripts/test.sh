@@ -12,4 +12,7 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 bash scripts/setup.sh
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+.venv/bin/ruff check jupyter_cancel tests bench
+.venv/bin/ruff format --check jupyter_cancel tests bench
+.venv/bin/mypy  # strict, on jupyter_cancel/core (pyproject)
 exec .venv/bin/python -m pytest -ra -p no:logging "$@"
