@@ -255,9 +255,9 @@ class Progress:
             self._render(force=True)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         self._render(force=True)
-        self._scope.__exit__(*exc)
+        self._scope.__exit__(exc_type, exc, tb)
         self._render(force=True)
 
     def __iter__(self) -> Iterator[Any]:
