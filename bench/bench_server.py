@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
 import os
 import select
@@ -30,6 +29,7 @@ from tornado.websocket import websocket_connect
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.helpers.procs import TREE, alive
+from tests.helpers.server import execute_request, wait_until_up
 
 TOKEN = uuid.uuid4().hex
 
@@ -69,16 +69,7 @@ class Server:
             stderr=None if os.environ.get("BENCH_DEBUG") else subprocess.DEVNULL,
         )
         self.http = httpx.Client(base_url=self.base, headers={"Authorization": f"token {TOKEN}"}, timeout=60)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if self.http.get("/api/status").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("server did not start")
-            time.sleep(0.1)
+        wait_until_up(self.http, self.proc, 60)
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)
@@ -97,33 +88,9 @@ class Client:
         self.ws = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {TOKEN}"}))
 
     def send(self, code: str, cell: str) -> str:
-        msg_id = str(uuid.uuid4())
-        self.ws.write_message(
-            json.dumps(
-                {
-                    "header": {
-                        "msg_id": msg_id,
-                        "msg_type": "execute_request",
-                        "session": self.session,
-                        "username": "b",
-                        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                        "version": "5.3",
-                    },
-                    "parent_header": {},
-                    "metadata": {"cellId": cell},
-                    "channel": "shell",
-                    "buffers": [],
-                    "content": {
-                        "code": code,
-                        "silent": False,
-                        "store_history": True,
-                        "user_expressions": {},
-                        "allow_stdin": False,
-                        "stop_on_error": True,
-                    },
-                }
-            )
-        )
+        msg = execute_request(code, cell, self.session)
+        self.ws.write_message(json.dumps(msg))
+        msg_id = msg["header"]["msg_id"]
         return msg_id
 
     async def execute(self, code: str, cell: str) -> dict:

@@ -8,13 +8,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import nbformat
+
+from tests.helpers.server import wait_until_up
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROME_ARGS = [
@@ -65,16 +66,10 @@ class LabServer:
         self.http = httpx.Client(
             base_url=self.url, headers={"Authorization": f"token {self.token}"}, timeout=30
         )
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if self.http.get("/api/status").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("JupyterLab did not start: " + (root / "lab.log").read_text()[-3000:])
-            time.sleep(0.2)
+        try:
+            wait_until_up(self.http, self.proc, 90, "JupyterLab")
+        except RuntimeError as err:
+            raise RuntimeError(f"{err}: " + (root / "lab.log").read_text()[-3000:]) from None
 
     def notebook(self, name: str, cells: list[str]) -> str:
         nb = nbformat.v4.new_notebook()

@@ -50,6 +50,48 @@ async def wait_gone(pids: list[int], timeout: float = 5.0) -> list[int]:
         await asyncio.sleep(0.01)
 
 
+def execute_request(code: str, cell: str, session: str) -> dict[str, Any]:
+    """An execute_request as JupyterLab sends it over the kernel websocket (JSON protocol)."""
+    return {
+        "header": {
+            "msg_id": str(uuid.uuid4()),
+            "msg_type": "execute_request",
+            "session": session,
+            "username": "test",
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "version": "5.3",
+        },
+        "parent_header": {},
+        "metadata": {"cellId": cell},
+        "content": {
+            "code": code,
+            "silent": False,
+            "store_history": True,
+            "user_expressions": {},
+            "allow_stdin": False,
+            "stop_on_error": True,
+        },
+        "channel": "shell",
+        "buffers": [],
+    }
+
+
+def wait_until_up(http: Any, proc: Any, timeout: float, what: str = "server") -> None:
+    """Block until a Jupyter server answers /api/status (raises if it died or took too long)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if http.get("/api/status").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.1)
+
+
 class Client:
     """One browser connection to one kernel: a websocket with its session_id."""
 
@@ -57,33 +99,10 @@ class Client:
         self.ws = ws
         self.session = session
 
-    def send(self, code: str, cell: str, *, channel: str = "shell", msg_type: str = "execute_request") -> str:
-        msg_id = str(uuid.uuid4())
-        content = {
-            "code": code,
-            "silent": False,
-            "store_history": True,
-            "user_expressions": {},
-            "allow_stdin": False,
-            "stop_on_error": True,
-        }
-        msg = {
-            "header": {
-                "msg_id": msg_id,
-                "msg_type": msg_type,
-                "session": self.session,
-                "username": "test",
-                "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                "version": "5.3",
-            },
-            "parent_header": {},
-            "metadata": {"cellId": cell},
-            "content": content,
-            "channel": channel,
-            "buffers": [],
-        }
+    def send(self, code: str, cell: str) -> str:
+        msg = execute_request(code, cell, self.session)
         self.ws.write_message(json.dumps(msg))
-        return msg_id
+        return msg["header"]["msg_id"]
 
     async def execute(self, code: str, cell: str = "cell-1", timeout: float = 30) -> dict[str, Any]:
         msg_id = self.send(code, cell)
