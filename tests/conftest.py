@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import time
+import uuid
 
 import pytest
 
-from tests.helpers.procs import cookie_carriers, descendants, kill_pids
+from tests.helpers.procs import SESSION_MARK, cookie_carriers, descendants, kill_pids
+
+
+def pytest_configure(config):
+    os.environ.setdefault(SESSION_MARK, uuid.uuid4().hex)
 
 
 def _is_allowed(pid: int) -> bool:

@@ -134,3 +134,22 @@ def test_sweep_finds_only_cookie_carriers(tmp_path):
     assert os.getpid() not in {p.pid for p in found[op.id]}
     op.cancel()
     assert proctree.sweep([op.id]) == {}
+
+
+def test_leak_check_sees_our_cookie_carriers_only(tmp_path):
+    """The fixture that fails leaking tests must see our leaks and nobody else's processes."""
+    from tests.helpers.procs import SESSION_MARK, cookie_carriers
+
+    env = dict(os.environ, JUPYTER_CANCEL_OP="leak-probe")
+    ours = subprocess.Popen(tree_cmd("child", tmp_path / "ours"), env=env)
+    env_other = {k: v for k, v in env.items() if k != SESSION_MARK}
+    theirs = subprocess.Popen(tree_cmd("child", tmp_path / "theirs"), env=env_other)
+    try:
+        wait_ready(tmp_path / "ours", 1)
+        wait_ready(tmp_path / "theirs", 1)
+        found = cookie_carriers()
+        assert ours.pid in found and theirs.pid not in found
+    finally:
+        for p in (ours, theirs):
+            p.kill()
+            p.wait()

@@ -11,6 +11,9 @@ import psutil
 
 TREE = str(Path(__file__).with_name("tree.py"))
 COOKIE = b"JUPYTER_CANCEL_OP="
+#: Set for the whole test session and inherited by everything it starts, so that leak checks
+#: look only at our own processes, never at another user's work on a shared machine.
+SESSION_MARK = "JUPYTER_CANCEL_TEST_SESSION"
 
 
 def tree_cmd(mode: str, ready: Path) -> list[str]:
@@ -40,16 +43,19 @@ def alive(pid: int) -> bool:
 
 
 def cookie_carriers() -> dict[int, float]:
-    """Processes whose environment carries an operation cookie: (pid → create_time)."""
+    """Processes this test session started (directly or not) whose environment carries an
+    operation cookie: (pid → create_time)."""
     found = {}
     me = os.getpid()
+    mark = f"{SESSION_MARK}={os.environ.get(SESSION_MARK, '')}".encode()
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) == me:
             continue
         try:
             with open(f"/proc/{entry}/environ", "rb") as fh:
                 env = fh.read()
-            if env.startswith(COOKIE) or b"\0" + COOKIE in env:
+            ours = env.startswith(mark + b"\0") or b"\0" + mark + b"\0" in env
+            if ours and (env.startswith(COOKIE) or b"\0" + COOKIE in env):
                 proc = psutil.Process(int(entry))
                 if proc.status() != psutil.STATUS_ZOMBIE:
                     found[proc.pid] = proc.create_time()
