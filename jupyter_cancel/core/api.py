@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from .cgroup import Cgroup
 from .errors import Cancelled
-from .model import Policy, Reason, State
+from .model import Policy, Reason, State, to_policy
 from .operation import Operation
 from .proctree import Tree, spawn
 from .progress import BuildProgress
@@ -58,6 +58,7 @@ class Host:
 _lock = threading.Lock()
 _registry: Registry | None = None
 _host: Host = Host()
+_default_policy: Policy = Policy.CANCEL
 
 
 def registry() -> Registry:
@@ -78,6 +79,16 @@ def set_host(host: Host | None) -> None:
 
 def host() -> Host:
     return _host
+
+
+def set_default_policy(policy: str | Policy) -> None:
+    """The policy of work that names none (the server's ``JupyterCancel.default_policy``)."""
+    global _default_policy
+    _default_policy = to_policy(policy)
+
+
+def _policy(policy: str | Policy | None) -> str | Policy:
+    return _default_policy if policy is None else policy
 
 
 def _argv(cmd: str | Sequence[str], shell: bool) -> list[str]:
@@ -102,7 +113,7 @@ def start(
     cwd: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
     name: str | None = None,
-    policy: str | Policy = Policy.CANCEL,
+    policy: str | Policy | None = None,
     timeout: float | None = None,
     grace: float | None = None,
     display: bool = True,
@@ -116,7 +127,7 @@ def start(
     op = reg.new(
         name=label[:200],
         kind="process",
-        policy=policy,
+        policy=_policy(policy),
         grace=grace,
         timeout=timeout,
         key=key,
@@ -162,7 +173,7 @@ def run(cmd: str | Sequence[str], **kwargs: Any) -> Operation:
 def scope(
     name: str | None = None,
     *,
-    policy: str | Policy = Policy.CANCEL,
+    policy: str | Policy | None = None,
     grace: float | None = None,
     timeout: float | None = None,
     kind: str = "scope",
@@ -184,7 +195,7 @@ def task(
     coro: Coroutine[Any, Any, T],
     name: str | None = None,
     *,
-    policy: str | Policy = Policy.CANCEL,
+    policy: str | Policy | None = None,
     grace: float | None = None,
 ) -> asyncio.Task[T]:
     """Schedule ``coro`` on the running event loop as an operation; return the Task."""
@@ -197,7 +208,7 @@ def task(
         raise RuntimeError("jc.task needs a running event loop (call it from async code)") from None
     reg = registry()
     label = name or str(getattr(coro, "__qualname__", "task"))
-    op = reg.new(name=label, kind="task", policy=policy, grace=grace, owner=_host.owner())
+    op = reg.new(name=label, kind="task", policy=_policy(policy), grace=grace, owner=_host.owner())
     new_task = loop.create_task(coro, name=f"jupyter_cancel:{op.id}")
     runner = TaskRunner(new_task, loop)
     op._runner = runner

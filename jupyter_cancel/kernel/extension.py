@@ -35,6 +35,9 @@ class KernelIntegration:
         self.registry: Registry = api.registry()
         self.host = KernelHost(self.kernel, kernel_id_of(self.kernel) if self.kernel else None)
         self._saved: dict[str, Any] = {}
+        #: Set by the server (JupyterCancel.cancel_on_rerun / cancel_on_interrupt) via ``configure``.
+        self.cancel_on_rerun = True
+        self.cancel_on_interrupt = True
 
     # -- install / uninstall -------------------------------------------------------
     def install(self) -> None:
@@ -126,11 +129,13 @@ class KernelIntegration:
         if isinstance(deleted, list) and deleted:
             cells = [c for c in deleted if isinstance(c, str)]
             self.registry.cancel_where(Reason.CELL_DELETED, cell_id=cells)
-        if cell_id:
+        if cell_id and self.cancel_on_rerun:
             # The new run starts only once the old run's work is gone (bounded wait).
             self.registry.cancel_where(Reason.CELL_RERUN, cell_id=cell_id)
 
     def _interrupt(self) -> None:
+        if not self.cancel_on_interrupt:
+            return
         threading.Thread(
             target=self.registry.cancel_all, args=(Reason.KERNEL_INTERRUPT,), name="jupyter_cancel-interrupt"
         ).start()
@@ -138,7 +143,8 @@ class KernelIntegration:
     def _busy_sigint(self, signum: int, frame: Any) -> None:
         # SIGTERM now, before IPython spends the GIL on the KeyboardInterrupt traceback;
         # the waiting and escalation run on a worker.
-        self.registry.cancel_all(Reason.KERNEL_INTERRUPT, wait=False)
+        if self.cancel_on_interrupt:
+            self.registry.cancel_all(Reason.KERNEL_INTERRUPT, wait=False)
         raise KeyboardInterrupt
 
     def _idle_sigint(self, signum: int, frame: Any) -> None:
@@ -152,7 +158,8 @@ class KernelIntegration:
 
     async def interrupt_request(self, stream: Any, ident: Any, parent: Any) -> None:
         # Cancel from the control thread too: a cell stuck in C code handles SIGINT late.
-        self.registry.cancel_all(Reason.KERNEL_INTERRUPT, wait=False)
+        if self.cancel_on_interrupt:
+            self.registry.cancel_all(Reason.KERNEL_INTERRUPT, wait=False)
         await self._saved["interrupt_request"](stream, ident, parent)
 
     def control_request(self, stream: Any, ident: Any, parent: Any) -> None:
@@ -197,6 +204,34 @@ def load(shell: Any) -> None:
     integration.install()
     _installed = integration
     log.info("jupyter_cancel loaded (kernel %s)", integration.host.kernel_id)
+
+
+def configure(
+    *,
+    grace: float | None = None,
+    default_policy: str | None = None,
+    cancel_on_rerun: bool | None = None,
+    cancel_on_interrupt: bool | None = None,
+    llm_timeout: float | None = None,
+) -> None:
+    """Settings the server passes to kernels it starts (its ``c.JupyterCancel.*`` config)."""
+    import os
+
+    from ..core.model import to_grace
+    from ..llm.config import ENV
+
+    registry = api.registry()
+    if grace is not None:
+        registry.grace = to_grace(grace)
+    if default_policy is not None:
+        api.set_default_policy(default_policy)
+    if llm_timeout is not None:
+        os.environ[ENV] = str(float(llm_timeout))
+    if _installed is not None:
+        if cancel_on_rerun is not None:
+            _installed.cancel_on_rerun = bool(cancel_on_rerun)
+        if cancel_on_interrupt is not None:
+            _installed.cancel_on_interrupt = bool(cancel_on_interrupt)
 
 
 def unload(shell: Any) -> None:

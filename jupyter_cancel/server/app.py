@@ -147,11 +147,18 @@ class JupyterCancel(ExtensionApp):
         spec = getattr(manager, "kernel_name", "") or ""
         if not spec.startswith("python"):
             return
+        settings = {
+            "grace": self.grace,
+            "default_policy": self.default_policy,
+            "cancel_on_rerun": self.cancel_on_rerun,
+            "cancel_on_interrupt": self.cancel_on_interrupt,
+            "llm_timeout": self.llm_timeout,
+        }
         code = (
             f"{_AUTOLOAD}\n"
-            f"import jupyter_cancel.core as _jc_core; _jc_core.default_registry().grace = {self.grace!r}\n"
-            f"import os as _jc_os; _jc_os.environ.setdefault('JUPYTER_CANCEL_LLM_TIMEOUT', {str(self.llm_timeout)!r})\n"
-            f"del _jc_core, _jc_os"
+            "from jupyter_cancel.kernel.extension import configure as _jc_configure\n"
+            f"_jc_configure(**{settings!r})\n"
+            "del _jc_configure"
         )
         stream = manager.connect_shell()
         msg = manager.session.msg(

@@ -191,3 +191,20 @@ async def test_autoload_can_be_switched_off(harness, jp_serverapp):
     c = await harness.connect(kid)
     r = await c.execute("import sys; print('jupyter_cancel.kernel.extension' in sys.modules)")
     assert r["stdout"] == "False\n"
+
+
+async def test_server_config_reaches_the_kernels_it_starts(harness, jp_serverapp):
+    app = jp_serverapp.web_app.settings["jupyter_cancel"]
+    app.cancel_on_rerun = False
+    app.default_policy = "continue"
+    app.llm_timeout = 42.0
+    kid = await harness.start_kernel()
+    c = await harness.connect(kid)
+    pids = await harness.start_tree(c, cell="same")
+    r = await c.execute(
+        "from jupyter_cancel.llm import llm_timeout\nprint(jc.operations()[0].policy.value, llm_timeout())", cell="same"
+    )
+    assert r["stdout"].split() == ["continue", "42.0"]
+    assert left_alive(pids) == pids, "re-run cancelled although cancel_on_rerun is off"
+    r = await harness.api("POST", "jupyter-cancel", "api", "kernels", kid, "cancel", body={})
+    assert len(r["cancelled"]) == 1 and await wait_gone(pids) == []
