@@ -181,7 +181,12 @@ def scope(
     """A cancel scope for in-process work: ``with jc.scope() as s: ... s.raise_if_cancelled()``."""
     reg = registry()
     op = reg.new(
-        name=name or kind, kind=kind, policy=policy, grace=grace, timeout=timeout, owner=_host.owner()
+        name=name or kind,
+        kind=kind,
+        policy=_policy(policy),
+        grace=grace,
+        timeout=timeout,
+        owner=_host.owner(),
     )
 
     def enter(scope: CancelScope) -> None:

@@ -230,3 +230,18 @@ def test_run_raises_cancelled_and_output_is_a_bounded_tail():
         jc.run(["sleep", "60"], display=False)
     assert info.value.reason == "user" and info.value.operation.exit_code == 130
     assert info.value._render_traceback_()[0].endswith("sleep 60 — user")
+
+
+def test_default_policy_applies_to_work_that_names_none():
+    api.set_default_policy("continue")
+    try:
+        with jc.scope("s") as s:
+            assert s.operation.policy is jc.Policy.CONTINUE
+        op = jc.start(["true"], display=False)
+        assert op.policy is jc.Policy.CONTINUE
+        assert jc.start(["true"], display=False, policy="cancel").policy is jc.Policy.CANCEL
+        with pytest.raises(ValueError, match="policy"):
+            api.set_default_policy("sometimes")
+    finally:
+        api.set_default_policy("cancel")
+    assert jc.start(["true"], display=False).policy is jc.Policy.CANCEL

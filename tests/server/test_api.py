@@ -202,7 +202,8 @@ async def test_server_config_reaches_the_kernels_it_starts(harness, jp_serverapp
     c = await harness.connect(kid)
     pids = await harness.start_tree(c, cell="same")
     r = await c.execute(
-        "from jupyter_cancel.llm import llm_timeout\nprint(jc.operations()[0].policy.value, llm_timeout())", cell="same"
+        "from jupyter_cancel.llm import llm_timeout\nprint(jc.operations()[0].policy.value, llm_timeout())",
+        cell="same",
     )
     assert r["stdout"].split() == ["continue", "42.0"]
     assert left_alive(pids) == pids, "re-run cancelled although cancel_on_rerun is off"
