@@ -23,7 +23,6 @@ import select
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -458,13 +457,3 @@ def _wait_psutil(live: dict[int, _Member], deadlines: Mapping[str, float], outco
         for member in list(live.values()):
             if member.proc.pid in gone_pids or member.gone():
                 _reap(member, live, outcome)
-
-
-def platform_notes() -> dict[str, bool]:
-    """Which mechanisms this platform offers (for the README's table and diagnostics)."""
-    return {
-        "linux": sys.platform.startswith("linux"),
-        "pidfd": HAVE_PIDFD,
-        "proc_environ_sweep": os.path.isdir("/proc"),
-        "cgroup_v2": Cgroup.available(),
-    }

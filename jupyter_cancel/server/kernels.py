@@ -54,11 +54,18 @@ class KernelLink:
     def get(self, op_id: str) -> dict[str, Any] | None:
         return self.live.get(op_id) or self.done.get(op_id)
 
-    def _update(self, data: dict[str, Any]) -> None:
+    def _update(self, data: dict[str, Any], event: str | None = None) -> None:
+        """Merge what the kernel said of one operation. An operation seen for the first time
+        while running (a lost iopub message, a list reply) is announced as ``started``, so
+        the event stream and the running gauge never see an end without a start."""
         op_id = data.get("id")
         if not isinstance(op_id, str):
             return
         data = dict(data, kernel_id=data.get("kernel_id") or self.kernel_id)
+        new = op_id not in self.live and op_id not in self.done
+        if new and event != "started" and (event is not None or data.get("state") in ("pending", "running")):
+            self.live[op_id] = dict(data, state="running", reason=None)
+            self.on_event(self.kernel_id, "started", self.live[op_id])
         if data.get("state") in ("completed", "failed", "cancelled"):
             self.live.pop(op_id, None)
             self.done[op_id] = data
@@ -96,7 +103,7 @@ class KernelLink:
         content = msg.get("content") or {}
         data, event = content.get("operation"), content.get("event")
         if isinstance(data, dict) and isinstance(event, str):
-            self._update(data)
+            self._update(data, event)
             self.on_event(self.kernel_id, event, self.get(data.get("id", "")) or data)
 
     def _on_control(self, msg_list: list[Any]) -> None:
