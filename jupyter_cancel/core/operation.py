@@ -178,7 +178,7 @@ class Operation:
 
     def cancel(self, reason: str = "user", *, wait: bool = True) -> bool:
         """Cancel this operation; True if this call requested it (False if already done)."""
-        return bool(self._registry.cancel(self.id, reason=reason, wait=wait, force=True))
+        return bool(self._registry.cancel(self.id, reason=reason, wait=wait))
 
     def on_output(self, listener: OutputListener) -> None:
         """Call ``listener(op, text)`` for each chunk of output from now on."""

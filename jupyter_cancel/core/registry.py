@@ -187,7 +187,6 @@ class Registry:
         *,
         wait: bool = True,
         remember: bool = False,
-        force: bool = False,
     ) -> list[Operation]:
         """Cancel one operation by id; return it if this call cancelled it.
 
