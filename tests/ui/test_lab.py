@@ -159,3 +159,24 @@ def test_demo_build_notebook_progress_and_stop(lab, page, shots):
     assert ops and ops[-1]["state"] == "cancelled" and ops[-1]["pids"] == []
     assert "Cancelled: make -j4 — user" in nb.cell(2).inner_text()
     nb.screenshot(shots / "build-stopped.png", nb.cell(2))
+
+
+def test_notebook7_widget_stop_and_toolbar(lab, page):
+    """The same extension in Notebook 7's notebook view (/notebooks/...)."""
+    ready = lab.root / "n7"
+    name = lab.notebook(
+        "nb7.ipynb", [HEAD + f"op = jc.start({tree(ready)[:-1]}], name='nb7 tree')\ntime.sleep(120)"]
+    )
+    page.goto(f"{lab.url}/notebooks/{name}?token={lab.token}")
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60000)
+    page.wait_for_selector(".jc-stop-all")  # our toolbar button is there
+    deadline = time.monotonic() + 60
+    while not [k for k in lab.http.get("/api/kernels").json() if k["execution_state"] == "idle"]:
+        assert time.monotonic() < deadline, "the kernel never became idle"
+        time.sleep(0.1)
+    page.locator(".jp-Notebook .jp-Cell").first.locator(".jp-InputArea-prompt").click()
+    page.keyboard.press("Shift+Enter")
+    pids = wait_ready(ready, 3)
+    page.wait_for_selector(".jc-op[data-state=running] .jc-op-stop").click()
+    page.wait_for_selector(".jc-op[data-state=cancelled]", timeout=1000)
+    assert wait_gone(pids, timeout=0.5) == []
