@@ -59,7 +59,8 @@ def main() -> int:
         for start in range(0, len(texts), args.batch):
             chunk = texts[start : start + args.batch]
             out.writelines(
-                json.dumps({"text": text, "embedding": vec}) + "\n" for text, vec in zip(chunk, embed(chunk))
+                json.dumps({"text": text, "embedding": vec}) + "\n"
+                for text, vec in zip(chunk, embed(chunk), strict=True)
             )
             out.flush()
             done += len(chunk)
