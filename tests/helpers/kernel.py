@@ -9,9 +9,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import psutil
 from jupyter_client import KernelManager
 from jupyter_core.paths import jupyter_runtime_dir
+
+from tests.helpers.procs import left_alive
 
 
 @dataclass
@@ -146,14 +147,6 @@ class Kernel:
 def wait_gone(pids, timeout: float = 5.0) -> list[int]:
     """Pids still alive (zombies count as gone) after waiting up to ``timeout``."""
     deadline = time.monotonic() + timeout
-    while True:
-        left = []
-        for pid in pids:
-            try:
-                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                    left.append(pid)
-            except psutil.NoSuchProcess:
-                pass
-        if not left or time.monotonic() > deadline:
-            return left
+    while (left := left_alive(pids)) and time.monotonic() <= deadline:
         time.sleep(0.01)
+    return left

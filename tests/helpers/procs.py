@@ -20,14 +20,24 @@ def tree_cmd(mode: str, ready: Path) -> list[str]:
     return [sys.executable, TREE, mode, str(ready)]
 
 
+def announced(ready: Path) -> list[int]:
+    """Pids the members of a tree wrote to its ready file so far."""
+    try:
+        return [int(x) for x in ready.read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def left_alive(pids) -> list[int]:
+    """The pids still running (a zombie counts as gone: it holds nothing)."""
+    return [pid for pid in pids if alive(pid)]
+
+
 def wait_ready(ready: Path, count: int, timeout: float = 10.0) -> list[int]:
     """Pids announced in ``ready`` once ``count`` members are up (raises on timeout)."""
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            pids = [int(x) for x in ready.read_text().split()]
-        except FileNotFoundError:
-            pids = []
+        pids = announced(ready)
         if len(pids) >= count:
             return pids
         if time.monotonic() > deadline:

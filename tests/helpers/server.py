@@ -11,34 +11,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from tests.helpers.procs import TREE
+from tests.helpers.procs import TREE, announced, left_alive
 
 
 async def wait_ready(path: Path, count: int, timeout: float = 20.0) -> list[int]:
+    """``procs.wait_ready`` for a test that shares its loop with the server."""
     deadline = time.monotonic() + timeout
-    while True:
-        try:
-            pids = [int(x) for x in path.read_text().split()]
-        except FileNotFoundError:
-            pids = []
-        if len(pids) >= count:
-            return pids
+    while len(pids := announced(path)) < count:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{path}: {len(pids)} of {count} announced")
         await asyncio.sleep(0.01)
-
-
-def left_alive(pids: list[int]) -> list[int]:
-    out = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                out.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return out
+    return pids
 
 
 async def wait_gone(pids: list[int], timeout: float = 5.0) -> list[int]:
