@@ -1,6 +1,7 @@
 import { ICodeCellModel } from '@jupyterlab/cells';
 import { INotebookCellExecutor, runCell } from '@jupyterlab/notebook';
 
+import { announce } from './announce';
 import { controlRequest } from './request';
 import { ISettings } from './tokens';
 
@@ -37,6 +38,7 @@ export function createExecutor(settings: () => ISettings): INotebookCellExecutor
       const { cell, sessionContext } = options;
       const kernel = sessionContext?.session?.kernel;
       const model = cell.model as ICodeCellModel;
+      announce(kernel); // before the execute_request, on the same channel: seen first
       if (settings().stopBeforeRerun && kernel && model.type === 'code' && model.executionState === 'running') {
         try {
           const reply = await controlRequest(kernel, { action: 'cancel', cell_id: model.id, reason: 'cell_rerun' });

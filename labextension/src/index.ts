@@ -6,6 +6,7 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
+import { announce, forget } from './announce';
 import { createExecutor } from './executor';
 import { OperationsPanel } from './panel';
 import { beaconClosed, cancelKernel, clientClosed, controlRequest } from './request';
@@ -120,20 +121,6 @@ class StopAllButton extends Widget {
   }
 }
 
-/** Tell the kernel a frontend with this extension is here: it then shows the rich widget. */
-function announce(kernel: Kernel.IKernelConnection | null | undefined, announced: WeakSet<object>): void {
-  if (!kernel || announced.has(kernel)) {
-    return;
-  }
-  announced.add(kernel);
-  try {
-    const comm = kernel.createComm('jupyter_cancel');
-    void comm.open({ version: MODULE_VERSION });
-  } catch (err) {
-    console.debug('jupyter_cancel: no comm', err);
-  }
-}
-
 const mainPlugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
   description: 'Stop button, running-work panel and tab-close signal.',
@@ -172,7 +159,6 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
     app.shell.add(sidebar, 'left', { rank: 650 });
 
     const connections = new Map<NotebookPanel, IConnectionInfo>();
-    const announced = new WeakSet<object>();
     const remember = (panel: NotebookPanel) => {
       const kernel = panel.sessionContext.session?.kernel;
       if (kernel) {
@@ -187,17 +173,15 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
         const kernel = panel.sessionContext.session?.kernel;
         kernel?.statusChanged.connect((k, status) => {
           if (status === 'restarting' || status === 'autorestarting') {
-            announced.delete(k);
+            forget(k);
           } else if (status === 'idle') {
-            announce(k, announced);
+            announce(k);
           }
         });
-        if (kernel?.status === 'idle') {
-          announce(kernel, announced);
-        }
+        announce(kernel);
         kernel?.iopubMessage.connect((k, msg) => {
           if ((msg.header.msg_type as string) === 'jupyter_cancel_event') {
-            announce(k, announced); // the extension was loaded after we connected
+            announce(k); // the extension was loaded after we connected
           }
         });
       };
