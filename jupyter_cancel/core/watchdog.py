@@ -18,6 +18,7 @@ import select
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any
 
@@ -184,7 +185,7 @@ def main(stream: IO[bytes], owner: int | None = None) -> int:
             registered[str(message["register"])] = message
         elif "forget" in message:
             registered.pop(str(message["forget"]), None)
-    log.debug("owner gone at %.6f", __import__("time").time())
+    log.debug("owner gone at %.6f", time.time())
     trees = [
         Tree(
             op_id=op_id,

@@ -134,17 +134,13 @@ class KernelIntegration:
             self.registry.cancel_where(Reason.CELL_RERUN, cell_id=cell_id)
 
     def _interrupt(self) -> None:
-        if not self.cancel_on_interrupt:
-            return
-        threading.Thread(
-            target=self.registry.cancel_all, args=(Reason.KERNEL_INTERRUPT,), name="jupyter_cancel-interrupt"
-        ).start()
-
-    def _busy_sigint(self, signum: int, frame: Any) -> None:
-        # SIGTERM now, before IPython spends the GIL on the KeyboardInterrupt traceback;
-        # the waiting and escalation run on a worker.
+        """Every trigger of an interrupt lands here: SIGTERM goes out now (before IPython
+        spends the GIL on a KeyboardInterrupt traceback); waiting and escalation run on a worker."""
         if self.cancel_on_interrupt:
             self.registry.cancel_all(Reason.KERNEL_INTERRUPT, wait=False)
+
+    def _busy_sigint(self, signum: int, frame: Any) -> None:
+        self._interrupt()
         raise KeyboardInterrupt
 
     def _idle_sigint(self, signum: int, frame: Any) -> None:
@@ -158,8 +154,7 @@ class KernelIntegration:
 
     async def interrupt_request(self, stream: Any, ident: Any, parent: Any) -> None:
         # Cancel from the control thread too: a cell stuck in C code handles SIGINT late.
-        if self.cancel_on_interrupt:
-            self.registry.cancel_all(Reason.KERNEL_INTERRUPT, wait=False)
+        self._interrupt()
         await self._saved["interrupt_request"](stream, ident, parent)
 
     def control_request(self, stream: Any, ident: Any, parent: Any) -> None:
