@@ -93,16 +93,16 @@ def to_policy(value: object) -> Policy:
         return Policy(value)
     except ValueError:
         allowed = ", ".join(p.value for p in Policy)
-        raise ValueError(f"policy must be one of {allowed}, not {value!r}") from None
+        raise ValueError(f"policy must be one of {allowed}, not {short(value)}") from None
 
 
 def to_grace(value: object) -> float:
     """Validate a grace period in seconds (0 to 3600)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"grace must be a number of seconds, not {value!r}")
+        raise ValueError(f"grace must be a number of seconds, not {short(value)}")
     grace = float(value)
     if math.isnan(grace) or not 0 <= grace <= 3600:
-        raise ValueError(f"grace must be between 0 and 3600 seconds, not {value!r}")
+        raise ValueError(f"grace must be between 0 and 3600 seconds, not {short(value)}")
     return grace
 
 
@@ -111,15 +111,45 @@ def to_timeout(value: object) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"timeout must be a number of seconds or None, not {value!r}")
+        raise ValueError(f"timeout must be a number of seconds or None, not {short(value)}")
     timeout = float(value)
     if math.isnan(timeout) or timeout <= 0:
-        raise ValueError(f"timeout must be positive, not {value!r}")
+        raise ValueError(f"timeout must be positive, not {short(value)}")
     return timeout
+
+
+#: Longest text a user may send as a reason or id; error messages quote at most ``QUOTE``.
+MAX_TEXT = 200
+QUOTE = 60
+
+
+def short(value: object) -> str:
+    """``repr(value)`` cut to ``QUOTE`` characters: errors and logs never echo input unbounded."""
+    if isinstance(value, str) and len(value) > QUOTE:
+        return repr(value[:QUOTE]) + f"… ({len(value)} chars)"
+    if isinstance(value, (list, dict, tuple)) and len(value) > 8:
+        return f"a {type(value).__name__} of {len(value)} items"
+    text = repr(value)
+    return text if len(text) <= QUOTE else text[:QUOTE] + "…"
+
+
+def to_text(value: object, what: str) -> str:
+    """Validate a user-supplied string: at most ``MAX_TEXT`` characters, valid Unicode
+    (a lone surrogate such as ``"\\ud800"`` cannot be sent on to a kernel or a log)."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string, not {type(value).__name__}")
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"{what} must be at most {MAX_TEXT} characters, not {len(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} is not valid Unicode (a lone surrogate)") from None
+    return value
 
 
 def to_reason(value: object) -> str:
     """Validate a cancel reason: a non-empty string of at most 200 characters."""
-    if not isinstance(value, str) or not value.strip() or len(value) > 200:
-        raise ValueError(f"reason must be a non-empty string (≤ 200 chars), not {value!r}")
-    return value
+    reason = to_text(value, "reason")
+    if not reason.strip():
+        raise ValueError("reason must not be empty")
+    return reason

@@ -65,6 +65,7 @@ class Operation:
     """
 
     __slots__ = (
+        "_announced",
         "_done",
         "_listeners",
         "_registry",
@@ -129,6 +130,7 @@ class Operation:
         self._registry = registry
         self._runner: Runner | None = None
         self._done: threading.Event | None = None  # made on first wait(): most never wait
+        self._announced = False  # "started" went out to subscribers (the registry's lock guards it)
         self._tail: Tail | None = None
         self._listeners: list[OutputListener] = []
 
@@ -224,6 +226,8 @@ class Operation:
             "exit_code": self.exit_code,
             "progress": self.progress,
             "tags": self.tags,
+            "grace": self.grace,
+            "unkillable": list(self.unkillable),
         }
         ident = getattr(self._runner, "identity", None)
         if ident is not None:

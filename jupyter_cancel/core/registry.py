@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import psutil
+
 from .model import (
     DEFAULT_GRACE,
     Policy,
@@ -131,9 +133,10 @@ class Registry:
                 if self._monitor is None:
                     self._monitor = Monitor(self._on_exit)
                 monitor = self._monitor
-        monitor.watch(op, runner)
         if self._subscribers:
-            self._emit("started", op)  # now with its root process: a server can act on it
+            # Announced (with its root: a server can act on it) before the monitor can see it end.
+            self._emit("started", op)
+        monitor.watch(op, runner)
         if op.cancel_requested:
             self._terminate([op])
 
@@ -380,13 +383,22 @@ class Registry:
             self._emit(event, op)
 
     def _emit(self, event: str, op: Operation) -> None:
-        data = op.to_json(pids=False)  # cheap: never scan /proc on a cancel path
-        if event == "ended":
-            data["duration"] = (op.ended or time.time()) - op.started
-            if op.cancel_requested_at is not None:
-                data["cancel_latency"] = time.monotonic() - op.cancel_requested_at
+        """Queue one event. Every operation's sequence is ``started`` → (``cancel_requested``)
+        → ``ended``, whatever thread reports what first: the lock orders the puts."""
         assert self._events is not None
-        self._events.put((event, data))
+        with self._lock:
+            if event == "started":
+                if op._announced:
+                    return
+            elif not op._announced:
+                self._events.put(("started", op.to_json(pids=False)))  # ended before it was announced
+            op._announced = True
+            data = op.to_json(pids=False)  # cheap: never scan /proc on a cancel path
+            if event == "ended":
+                data["duration"] = (op.ended or time.time()) - op.started
+                if op.cancel_requested_at is not None:
+                    data["cancel_latency"] = time.monotonic() - op.cancel_requested_at
+            self._events.put((event, data))
 
     def _dispatch(self) -> None:
         assert self._events is not None
@@ -418,8 +430,53 @@ class Registry:
             if self._watchdog is None:
                 from .watchdog import WatchdogClient
 
-                self._watchdog = WatchdogClient.start()
+                self._watchdog = WatchdogClient.start(on_lost=self._watchdog_lost)
             return self._watchdog
+
+    def _watchdog_lost(self, lost: Any) -> None:
+        """The watchdog died before its owner: start another and register the live trees again."""
+        from .watchdog import WatchdogClient
+
+        with self._lock:
+            if self.closed or self._watchdog is not lost:
+                return
+            self._watchdog = client = WatchdogClient.start(on_lost=self._watchdog_lost)
+            ops = [
+                op
+                for op in self._live.values()
+                if isinstance(op._runner, ProcessRunner) and op.policy is not Policy.DETACH
+            ]
+        for op in ops:
+            assert isinstance(op._runner, ProcessRunner)
+            client.register(op, op._runner)
+        if not client.wait_ready(5.0):
+            log.warning("the new watchdog %d did not come up", client.proc.pid)
+
+    def watchdog_health(self) -> dict[str, Any]:
+        """Whether the death watchdog is up (``pid`` None: not started, or not used)."""
+        client = self._watchdog
+        if client is None:
+            return {"used": self._use_watchdog, "pid": None, "alive": False}
+        return {"used": self._use_watchdog, "pid": client.proc.pid, "alive": bool(client.alive)}
+
+    def health(self) -> dict[str, Any]:
+        """The registry's own state: watchdog, running work, work that could not be ended."""
+        now = time.monotonic()
+        with self._lock:
+            live = list(self._live.values())
+            recent = list(self._history)
+        overdue = [
+            op.id
+            for op in live
+            if op.cancel_requested_at is not None and now - op.cancel_requested_at > op.grace + 1.0
+        ]
+        unkillable = [op.id for op in live + recent if op.unkillable and _any_alive(op.unkillable)]
+        return {
+            "watchdog": self.watchdog_health(),
+            "running": len(live),
+            "overdue": overdue,
+            "unkillable": unkillable,
+        }
 
     def close(self, reason: str = Reason.KERNEL_SHUTDOWN) -> list[Operation]:
         """Cancel everything ``reason`` applies to (not ``detach``) and refuse new work."""
@@ -429,6 +486,10 @@ class Registry:
         if self._watchdog is not None:
             self._watchdog.close()
         return cancelled
+
+
+def _any_alive(pids: Sequence[int]) -> bool:
+    return any(psutil.pid_exists(pid) for pid in pids)
 
 
 class _Timer:

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, TYPE_CHECKING, Any
 
 import psutil
@@ -38,14 +38,48 @@ _CTIME_TOLERANCE = 0.005
 class WatchdogClient:
     """The owner's end: ``register``/``forget`` lines, ``close`` for a clean exit."""
 
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], on_lost: Callable[[WatchdogClient], None] | None = None
+    ) -> None:
         self.proc = proc
         self._lock = threading.Lock()
         assert proc.stdin is not None
         self._pipe: IO[bytes] | None = proc.stdin
+        self._closing = False
+        if on_lost is not None:
+            # Blocked in waitpid until the watchdog exits (no polling): a watchdog that dies
+            # while its owner lives (SIGKILLed, OOM) is replaced and given the live trees again.
+            threading.Thread(
+                target=self._guard, args=(on_lost,), name="jupyter_cancel-watchdog-guard", daemon=True
+            ).start()
+
+    def _guard(self, on_lost: Callable[[WatchdogClient], None]) -> None:
+        try:
+            self.proc.wait()
+        except Exception:  # ECHILD: someone else reaped it; it is gone all the same
+            log.debug("waiting on watchdog %d failed", self.proc.pid, exc_info=True)
+        if self._closing:
+            return
+        log.warning(
+            "watchdog %d exited (%s) while its owner lives: restarting it",
+            self.proc.pid,
+            self.proc.returncode,
+        )
+        with self._lock:
+            pipe, self._pipe = self._pipe, None
+        if pipe is not None:
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        on_lost(self)
+
+    @property
+    def alive(self) -> bool:
+        return self._pipe is not None and self.proc.poll() is None
 
     @classmethod
-    def start(cls) -> WatchdogClient:
+    def start(cls, on_lost: Callable[[WatchdogClient], None] | None = None) -> WatchdogClient:
         env = {k: v for k, v in os.environ.items() if k != COOKIE}
         proc = subprocess.Popen(
             [sys.executable, "-m", "jupyter_cancel.core.watchdog", str(os.getpid())],
@@ -57,7 +91,7 @@ class WatchdogClient:
             env=env,
         )
         log.debug("watchdog %d started", proc.pid)
-        return cls(proc)
+        return cls(proc, on_lost)
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """Block until the watchdog has started (imports done); True if it said so in time."""
@@ -97,6 +131,7 @@ class WatchdogClient:
 
     def close(self) -> None:
         """Owner exits cleanly: the watchdog sees EOF, cleans what is left, and exits."""
+        self._closing = True
         with self._lock:
             pipe, self._pipe = self._pipe, None
         if pipe is not None:

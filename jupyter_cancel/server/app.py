@@ -15,6 +15,7 @@ from .handlers import (
     CancelOperationHandler,
     ClientClosedHandler,
     EventsHandler,
+    HealthHandler,
     OperationsHandler,
 )
 from .tracker import Tracker
@@ -110,6 +111,7 @@ class JupyterCancel(ExtensionApp):
                 (rf"{base}/kernels/(?P<kernel_id>[^/]+)/cancel", CancelKernelHandler),
                 (rf"{base}/clients/(?P<client_session>[^/]+)/closed", ClientClosedHandler),
                 (rf"{base}/events", EventsHandler),
+                (rf"{base}/health", HealthHandler),
             ]
         )
 

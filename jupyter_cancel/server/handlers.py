@@ -12,32 +12,42 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 from tornado.websocket import WebSocketHandler
 
-from ..core.model import Reason, to_reason
+from ..core.model import Reason, short, to_reason, to_text
 
 AUTH_RESOURCE = "kernels"
-_OPTIONAL_STR = ("cell_id", "client_session")
+_OPTIONAL_STR = ("cell_id", "client_session", "kernel_id")
+#: Request bodies are a few fields; anything larger is refused before it is parsed.
+MAX_BODY = 64 * 1024
 
 
 def _body(handler: APIHandler, allowed: set[str]) -> dict[str, Any]:
-    """The JSON body as an object with only ``allowed`` keys; 400 with a message otherwise."""
+    """The JSON body as an object with only ``allowed`` keys; 400 with a short message otherwise.
+
+    Messages never quote the input unbounded (they end up in the response and the log)."""
     raw = handler.request.body or b"{}"
+    if len(raw) > MAX_BODY:
+        raise web.HTTPError(400, f"body too large: {len(raw)} bytes (at most {MAX_BODY})")
     try:
         body = json.loads(raw)
-    except ValueError as err:
-        raise web.HTTPError(400, f"body is not JSON: {err}") from err
+    except (ValueError, RecursionError) as err:  # RecursionError: deeply nested arrays
+        raise web.HTTPError(400, f"body is not JSON: {short(str(err))}") from None
     if not isinstance(body, dict):
         raise web.HTTPError(400, "body must be a JSON object")
     unknown = set(body) - allowed
     if unknown:
-        raise web.HTTPError(400, f"unknown fields: {sorted(unknown)}")
+        raise web.HTTPError(400, f"unknown fields: {short(sorted(unknown))}")
     try:
         body["reason"] = to_reason(body.get("reason", Reason.USER))
+        for key in _OPTIONAL_STR:
+            if body.get(key) is not None:
+                body[key] = to_text(body[key], key)
     except ValueError as err:
-        raise web.HTTPError(400, str(err)) from err
-    for key in _OPTIONAL_STR:
-        if key in body and not isinstance(body[key], str):
-            raise web.HTTPError(400, f"{key} must be a string")
+        raise web.HTTPError(400, str(err)) from None
     return body
+
+
+def _not_found(what: str, value: str) -> web.HTTPError:
+    return web.HTTPError(404, f"no such {what}: {short(value)}")
 
 
 class _Base(ExtensionHandlerMixin, APIHandler):
@@ -54,9 +64,18 @@ class OperationsHandler(_Base):
     async def get(self) -> None:
         kernel_id = self.get_argument("kernel_id", None)
         if kernel_id is not None and kernel_id not in self.kernel_manager:
-            raise web.HTTPError(404, f"no such kernel: {kernel_id}")
+            raise _not_found("kernel", kernel_id)
         await self.tracker.refresh(kernel_id)
         self.finish(json.dumps({"operations": self.tracker.operations(kernel_id)}))
+
+
+class HealthHandler(_Base):
+    """Per kernel: is the extension answering, is its death watchdog alive, what is stuck."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        self.finish(json.dumps({"kernels": await self.tracker.health()}))
 
 
 class CancelOperationHandler(_Base):
@@ -66,7 +85,7 @@ class CancelOperationHandler(_Base):
         body = _body(self, {"reason"})
         found = self.tracker.find(op_id)
         if found is None:
-            raise web.HTTPError(404, f"no such operation: {op_id}")
+            raise _not_found("operation", op_id)
         link, _ = found
         await self.tracker.cancel(link.kernel_id, body["reason"], ids=[op_id])
         data = link.get(op_id) or {}
@@ -79,7 +98,7 @@ class CancelKernelHandler(_Base):
     async def post(self, kernel_id: str) -> None:
         body = _body(self, {"reason", "cell_id", "client_session"})
         if kernel_id not in self.kernel_manager:
-            raise web.HTTPError(404, f"no such kernel: {kernel_id}")
+            raise _not_found("kernel", kernel_id)
         cancelled = await self.tracker.cancel(
             kernel_id, body["reason"], cell_id=body.get("cell_id"), client_session=body.get("client_session")
         )
@@ -93,9 +112,13 @@ class ClientClosedHandler(_Base):
     @authorized
     async def post(self, client_session: str) -> None:
         body = _body(self, {"reason", "kernel_id"})
+        try:
+            client_session = to_text(client_session, "client session")
+        except ValueError as err:
+            raise web.HTTPError(400, str(err)) from None
         kernel_id = body.get("kernel_id")
-        if kernel_id is not None and (not isinstance(kernel_id, str) or kernel_id not in self.kernel_manager):
-            raise web.HTTPError(404, f"no such kernel: {kernel_id}")
+        if kernel_id is not None and kernel_id not in self.kernel_manager:
+            raise _not_found("kernel", kernel_id)
         cancelled = await self.tracker.tab_closed(client_session, kernel_id)
         self.finish(json.dumps({"cancelled": cancelled}))
 

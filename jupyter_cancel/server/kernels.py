@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 EventSink = Callable[[str, str, dict[str, Any]], None]
 #: Finished operations a kernel's view keeps for listing.
 HISTORY = 200
+_ENDED = ("completed", "failed", "cancelled")
 
 
 class KernelLink:
@@ -30,6 +31,11 @@ class KernelLink:
         self.done: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._control: Any = None
+        #: The kernel has answered before (its extension is loaded) and its last request went
+        #: unanswered: hung, stopped or dying. A kernel that never answers (another language,
+        #: extension not loaded yet) is never called stalled.
+        self.stalled = False
+        self._answered = False
         self._iopub: Any = None
 
     def connect(self) -> None:
@@ -54,38 +60,60 @@ class KernelLink:
     def get(self, op_id: str) -> dict[str, Any] | None:
         return self.live.get(op_id) or self.done.get(op_id)
 
-    def _update(self, data: dict[str, Any], event: str | None = None) -> None:
-        """Merge what the kernel said of one operation. An operation seen for the first time
-        while running (a lost iopub message, a list reply) is announced as ``started``, so
-        the event stream and the running gauge never see an end without a start."""
+    def _update(self, data: dict[str, Any], event: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """Merge what the kernel said of one operation; return the events to publish.
+
+        The published sequence of every operation is ``started`` → (``cancel_requested``) →
+        ``ended``, each once, whatever order the kernel's events and list replies arrive in:
+        an operation first seen mid-life (a lost iopub message, a list reply) is announced as
+        ``started``; a late ``started`` or a second ``ended`` is dropped.
+        """
         op_id = data.get("id")
         if not isinstance(op_id, str):
-            return
+            return []
         data = dict(data, kernel_id=data.get("kernel_id") or self.kernel_id)
-        new = op_id not in self.live and op_id not in self.done
-        if new and event != "started" and (event is not None or data.get("state") in ("pending", "running")):
-            self.live[op_id] = dict(data, state="running", reason=None)
-            self.on_event(self.kernel_id, "started", self.live[op_id])
-        if data.get("state") in ("completed", "failed", "cancelled"):
+        out: list[tuple[str, dict[str, Any]]] = []
+        if op_id in self.done:
+            return out  # ended already: nothing after that
+        ended = data.get("state") in _ENDED
+        previous = self.live.get(op_id)
+        if previous is None:
+            if event is None and not ended and data.get("state") not in ("pending", "running"):
+                return out
+            first = dict(data, state="running", reason=None) if ended else data
+            self.live[op_id] = first
+            out.append(("started", first))
+        elif previous.get("root") and not data.get("root"):
+            data["root"], data["cgroup"] = previous["root"], previous.get("cgroup")
+        if ended:
             self.live.pop(op_id, None)
             self.done[op_id] = data
-            self.done.move_to_end(op_id)
             while len(self.done) > HISTORY:
                 self.done.popitem(last=False)
-        elif op_id not in self.done:
-            previous = self.live.get(op_id, {})
-            if previous.get("root") and not data.get("root"):
-                data["root"], data["cgroup"] = previous["root"], previous.get("cgroup")
-            self.live[op_id] = data
+            out.append(("ended", data))
+            return out
+        if previous is not None:
+            if event == "cancel_requested" and previous.get("_cancel_announced"):
+                event = None
+            self.live[op_id] = dict(data, _cancel_announced=previous.get("_cancel_announced"))
+        if event == "cancel_requested":
+            self.live[op_id]["_cancel_announced"] = True
+            out.append(("cancel_requested", self.live[op_id]))
+        elif event not in (None, "started"):
+            out.append((event, self.live[op_id]))
+        return out
 
-    def mark(self, op_id: str, **changes: Any) -> dict[str, Any] | None:
+    def mark(self, op_id: str, event: str | None = None, **changes: Any) -> dict[str, Any] | None:
         """Record what the server did itself (a fallback termination)."""
         data = self.get(op_id)
         if data is None:
             return None
-        data = dict(data, **changes)
-        self._update(data)
-        return data
+        self._publish(self._update(dict(data, **changes), event))
+        return self.get(op_id)
+
+    def _publish(self, events: list[tuple[str, dict[str, Any]]]) -> None:
+        for event, data in events:
+            self.on_event(self.kernel_id, event, data)
 
     # -- messages --------------------------------------------------------------
     def _deserialize(self, msg_list: list[Any]) -> dict[str, Any] | None:
@@ -103,8 +131,7 @@ class KernelLink:
         content = msg.get("content") or {}
         data, event = content.get("operation"), content.get("event")
         if isinstance(data, dict) and isinstance(event, str):
-            self._update(data, event)
-            self.on_event(self.kernel_id, event, self.get(data.get("id", "")) or data)
+            self._publish(self._update(data, event))
 
     def _on_control(self, msg_list: list[Any]) -> None:
         msg = self._deserialize(msg_list)
@@ -114,7 +141,7 @@ class KernelLink:
         content = msg.get("content") or {}
         for data in content.get("operations") or []:
             if isinstance(data, dict):
-                self._update(data)
+                self._publish(self._update(data))
         if fut is not None and not fut.done():
             fut.set_result(content)
 
@@ -127,7 +154,10 @@ class KernelLink:
         self._pending[msg["header"]["msg_id"]] = fut
         self.session.send(self._control, msg)
         try:
-            return await asyncio.wait_for(fut, timeout)
+            reply = await asyncio.wait_for(fut, timeout)
         except (asyncio.TimeoutError, asyncio.CancelledError):
             self._pending.pop(msg["header"]["msg_id"], None)
+            self.stalled = self._answered
             return None
+        self._answered, self.stalled = True, False
+        return reply

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import Counter, Gauge, Histogram
 
 ENDED = Counter(
@@ -16,3 +18,13 @@ CANCEL_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 RUNNING = Gauge("jupyter_cancel_running_operations", "Operations running now, all kernels.")
+UNKILLABLE = Gauge(
+    "jupyter_cancel_unkillable_operations",
+    "Operations with processes that survived SIGKILL (uninterruptible sleep) and still exist.",
+)
+
+
+def bind(running: Callable[[], float], unkillable: Callable[[], float]) -> None:
+    """The gauges read the tracker's view when scraped: they cannot drift from it."""
+    RUNNING.set_function(running)
+    UNKILLABLE.set_function(unkillable)

@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 
 from ..core.cgroup import Cgroup
-from ..core.model import Policy, Reason, applies
+from ..core.model import Policy, Reason, applies, to_grace
 from ..core.proctree import Tree, terminate
 from . import metrics
 from .kernels import KernelLink
@@ -36,6 +36,7 @@ class Tracker:
         self.listeners: set[Listener] = set()
         self.event_logger = getattr(app.serverapp, "event_logger", None)
         self._originals: dict[str, Any] = {}
+        metrics.bind(self.running, self.unkillable)
 
     # -- links -------------------------------------------------------------------
     def link(self, kernel_id: str) -> KernelLink | None:
@@ -53,22 +54,57 @@ class Tracker:
             self.log.warning("cannot connect to kernel %s", kernel_id, exc_info=True)
             return None
         self.links[kernel_id] = link
-        for state in ("restart", "dead"):
-            manager.add_restart_callback(lambda kid=kernel_id, s=state: self._kernel_died(kid, s), state)
+        if not getattr(manager, "_jupyter_cancel_hooked", False):
+            # Once per kernel manager: it outlives its links (restarts) and keeps callbacks.
+            manager._jupyter_cancel_hooked = True
+            for state in ("restart", "dead"):
+                manager.add_restart_callback(lambda kid=kernel_id, s=state: self._kernel_died(kid, s), state)
+            self._wrap_restart(kernel_id, manager)
         return link
+
+    def _wrap_restart(self, kernel_id: str, manager: Any) -> None:
+        """Every restart of this kernel — REST, or the restarter's after a death (it calls the
+        kernel's own manager, not the multi-kernel one) — gets the extension loaded again."""
+        original = manager.restart_kernel
+
+        async def restart_kernel(*args: Any, **kwargs: Any) -> Any:
+            result = original(*args, **kwargs)
+            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                result = await result
+            self.drop(kernel_id)
+            if kernel_id in self.km:
+                self.app.autoload(kernel_id)
+                self.link(kernel_id)
+            return result
+
+        manager.restart_kernel = restart_kernel
 
     def all_links(self) -> list[KernelLink]:
         for kernel_id in list(self.km.list_kernel_ids()):
             self.link(kernel_id)
         return [self.links[k] for k in list(self.links) if k in self.km]
 
-    def drop(self, kernel_id: str) -> None:
+    def drop(self, kernel_id: str, link: KernelLink | None = None) -> None:
+        """Forget a kernel's link (only ``link`` if given: a newer one may have replaced it)."""
+        if link is not None and self.links.get(kernel_id) is not link:
+            link.close()
+            return
         link = self.links.pop(kernel_id, None)
         if link is not None:
-            for op in link.live.values():
-                if op.get("state") == "running":
-                    metrics.RUNNING.dec()
             link.close()
+
+    def running(self) -> int:
+        """Operations running now in every kernel's view (the running gauge)."""
+        return sum(len(link.live) for link in list(self.links.values()))
+
+    def unkillable(self) -> int:
+        """Operations with processes that survived SIGKILL and still exist."""
+        return sum(
+            1
+            for link in list(self.links.values())
+            for op in link.operations()
+            if any(psutil.pid_exists(pid) for pid in op.get("unkillable") or [] if isinstance(pid, int))
+        )
 
     def find(self, op_id: str) -> tuple[KernelLink, dict[str, Any]] | None:
         for link in self.all_links():
@@ -86,7 +122,7 @@ class Tracker:
     def operations(self, kernel_id: str | None = None) -> list[dict[str, Any]]:
         links = self.all_links()
         return [
-            {k: v for k, v in op.items() if k not in ("root", "cgroup")}
+            public_view(op)
             for link in links
             if kernel_id is None or link.kernel_id == kernel_id
             for op in link.operations()
@@ -160,15 +196,21 @@ class Tracker:
         self.log.warning("kernel %s did not answer: terminating %d trees itself", link.kernel_id, len(chosen))
         trees = [self._tree(op) for op in chosen]
         started = time.monotonic()
-        await asyncio.get_running_loop().run_in_executor(None, terminate, trees)
         for op in chosen:
-            metrics.CANCEL_REQUESTS.labels(reason).inc()
-            data = link.mark(
-                op["id"], state="cancelled", reason=reason, exit_code=130, ended=time.time(), pids=[]
+            link.mark(op["id"], "cancel_requested", reason=reason)
+        outcome = await asyncio.get_running_loop().run_in_executor(None, terminate, trees)
+        latency = time.monotonic() - started
+        for op in chosen:
+            link.mark(
+                op["id"],
+                state="cancelled",
+                reason=reason,
+                exit_code=130,
+                ended=time.time(),
+                pids=[],
+                cancel_latency=latency,
+                unkillable=outcome.alive.get(op["id"], []),
             )
-            if data is not None:
-                data = dict(data, cancel_latency=time.monotonic() - started)
-                self._on_event(link.kernel_id, "ended", data)
         return [op["id"] for op in chosen]
 
     def _tree(self, op: dict[str, Any]) -> Tree:
@@ -182,7 +224,11 @@ class Tracker:
             except (psutil.Error, ValueError, TypeError):
                 root = None
         cgroup = Cgroup(op["cgroup"]) if isinstance(op.get("cgroup"), str) else None
-        return Tree(op_id=op["id"], root=root, grace=self.app.grace, cgroup=cgroup)
+        try:
+            grace = to_grace(op.get("grace"))  # the operation's own grace, as the kernel would
+        except ValueError:
+            grace = self.app.grace
+        return Tree(op_id=op["id"], root=root, grace=grace, cgroup=cgroup)
 
     def _kernel_died(self, kernel_id: str, state: str) -> None:
         link = self.links.get(kernel_id)
@@ -196,7 +242,28 @@ class Tracker:
 
     async def _after_death(self, link: KernelLink) -> None:
         await self._terminate_known(link, Reason.KERNEL_DIED, ids=None, cell_id=None, client_session=None)
-        self.drop(link.kernel_id)
+        self.drop(link.kernel_id, link)
+
+    async def health(self) -> list[dict[str, Any]]:
+        """Per kernel: extension answering, watchdog alive, running and stuck operations."""
+        links = self.all_links()
+        replies = await asyncio.gather(*(link.request({"action": "health"}, 0.5) for link in links))
+        out = []
+        for link, reply in zip(links, replies, strict=True):
+            ok = reply is not None and reply.get("status") == "ok"
+            watchdog = (reply or {}).get("watchdog") if ok else None
+            out.append(
+                {
+                    "kernel_id": link.kernel_id,
+                    "extension": ok,
+                    "watchdog_alive": bool(watchdog and watchdog.get("alive")),
+                    "watchdog_pid": watchdog.get("pid") if watchdog else None,
+                    "running": (reply or {}).get("running", len(link.live)) if ok else len(link.live),
+                    "overdue": list((reply or {}).get("overdue") or []) if ok else [],
+                    "unkillable": list((reply or {}).get("unkillable") or []) if ok else [],
+                }
+            )
+        return out
 
     # -- client sessions (tab closed) -------------------------------------------
     def client_opened(self, kernel_id: str, session_id: str | None) -> None:
@@ -276,15 +343,17 @@ class Tracker:
                     await self.cancel(kernel_id, reason)
                 except Exception:
                     self.log.exception("cancelling before %s of %s failed", name, kernel_id)
+            link = self.links.get(kernel_id)
+            if name != "interrupt_kernel" and not args and link is not None and link.stalled:
+                # It did not answer us: it will not answer a shutdown_request either, and
+                # jupyter_client would wait its shutdown_wait_time (5 s) before killing it.
+                self.log.info("kernel %s does not answer: %s without waiting", kernel_id, name)
+                kwargs["now"] = True
             result = original(kernel_id, *args, **kwargs)
             if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
                 result = await result
             if name == "shutdown_kernel":
                 self.drop(kernel_id)
-            elif name == "restart_kernel":
-                self.drop(kernel_id)
-                self.app.autoload(kernel_id)
-                self.link(kernel_id)
             return result
 
         setattr(self.km, name, wrapped)
@@ -307,13 +376,10 @@ class Tracker:
 
     # -- events --------------------------------------------------------------------
     def _on_event(self, kernel_id: str, event: str, data: dict[str, Any]) -> None:
-        public = {k: v for k, v in data.items() if k not in ("root", "cgroup")}
-        if event == "started":
-            metrics.RUNNING.inc()
-        elif event == "cancel_requested":
+        public = public_view(data)
+        if event == "cancel_requested":
             metrics.CANCEL_REQUESTS.labels(str(data.get("reason"))).inc()
         elif event == "ended":
-            metrics.RUNNING.dec()
             metrics.ENDED.labels(str(data.get("state")), str(data.get("reason") or "")).inc()
             if isinstance(data.get("cancel_latency"), (int, float)):
                 metrics.CANCEL_LATENCY.observe(data["cancel_latency"])
@@ -328,6 +394,11 @@ class Tracker:
                 listener(message)
             except Exception:
                 self.listeners.discard(listener)
+
+
+def public_view(data: dict[str, Any]) -> dict[str, Any]:
+    """Operation JSON as clients see it: no process identities, no bookkeeping keys."""
+    return {k: v for k, v in data.items() if k not in ("root", "cgroup") and not k.startswith("_")}
 
 
 def _event_record(kernel_id: str, event: str, data: dict[str, Any]) -> dict[str, Any]:

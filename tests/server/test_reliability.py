@@ -1,0 +1,198 @@
+"""Defects found under faults, bad input and churn — each test failed on the code before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import signal
+import time
+
+import psutil
+import pytest
+from tornado.httpclient import HTTPClientError
+
+from tests.helpers.server import left_alive, wait_gone
+
+BASE = ("jupyter-cancel", "api")
+
+
+async def _until(predicate, timeout: float, what: str):
+    """Await ``predicate()`` (sync or async) turning truthy; its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        await asyncio.sleep(0.02)
+
+
+async def _health(harness, kid):
+    kernels = (await harness.api("GET", *BASE, "health"))["kernels"]
+    return next((k for k in kernels if k["kernel_id"] == kid), None)
+
+
+async def test_auto_restarted_kernel_gets_the_extension_back(harness):
+    """Defect 1: jupyter_client's restarter calls the kernel's own manager, not the multi one."""
+    kid = await harness.start_kernel()
+    c = await harness.connect(kid)
+    await harness.start_tree(c, cell="before")
+    manager = harness.app.kernel_manager.get_kernel(kid)
+    first = manager.provisioner.process.pid
+    os.kill(first, signal.SIGKILL)
+
+    async def restarted():
+        process = getattr(manager.provisioner, "process", None)
+        if process is None or process.pid == first:
+            return False
+        health = await _health(harness, kid)
+        return health is not None and health["extension"] and health["watchdog_alive"]
+
+    await _until(restarted, 60, "kernel not restarted with the extension")
+    c2 = await harness.connect(kid)
+    pids = await harness.start_tree(c2, cell="after")
+    ops = (await harness.api("GET", *BASE, "operations", params={"kernel_id": kid}))["operations"]
+    assert [o["cell_id"] for o in ops if o["state"] == "running"] == ["after"]
+    await harness.api("POST", "api", "kernels", kid, "interrupt")
+    assert await wait_gone(pids) == []
+
+
+async def test_killed_watchdog_is_replaced_and_still_covers_kernel_death(harness):
+    """Defect 2: a SIGKILLed watchdog is restarted and given the live trees again."""
+    kid = await harness.start_kernel()
+    c = await harness.connect(kid)
+    pids = await harness.start_tree(c)
+    health = await _health(harness, kid)  # start_tree ran jc.start: the extension is loaded
+    old = health["watchdog_pid"]
+    assert health["extension"] and health["watchdog_alive"] and old
+    os.kill(old, signal.SIGKILL)
+
+    async def replaced():
+        h = await _health(harness, kid)
+        return h if h and h["watchdog_alive"] and h["watchdog_pid"] not in (None, old) else None
+
+    new = (await _until(replaced, 30, "watchdog not replaced"))["watchdog_pid"]
+    # The server's own fallback is out of the picture: it must be the new watchdog that acts.
+    harness.app.web_app.settings["jupyter_cancel_tracker"].drop(kid)
+    manager = harness.app.kernel_manager.get_kernel(kid)
+    manager.autorestart = False
+    os.kill(manager.provisioner.process.pid, signal.SIGKILL)
+    assert await wait_gone(pids) == []
+    assert await wait_gone([new]) == []  # it did its job and exited
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[" * 100_000,
+        '{"reason": "\\ud800"}',
+        '{"cell_id": "\\ud800"}',
+        '{"client_session": "a\\udfffb"}',
+        json.dumps({"reason": "x" * (5 * 1024 * 1024)}),
+        json.dumps({"reason": "x" * 201}),
+    ],
+    ids=["nested", "surrogate-reason", "surrogate-cell", "surrogate-session", "5MiB-reason", "201-reason"],
+)
+async def test_bad_bodies_are_short_400s(harness, jp_fetch, body):
+    """Defects 3 and 4: 400, never a 500; the answer is short."""
+    kid = await harness.start_kernel()
+    c = await harness.connect(kid)
+    pids = await harness.start_tree(c)
+    with pytest.raises(HTTPClientError) as info:
+        await jp_fetch(*BASE, "kernels", kid, "cancel", method="POST", body=body)
+    assert info.value.code == 400
+    assert len(info.value.response.body) <= 1024
+    assert left_alive(pids) == pids
+    # The kernel still answers a legitimate cancel.
+    r = await harness.api("POST", *BASE, "kernels", kid, "cancel", body={})
+    assert len(r["cancelled"]) == 1 and await wait_gone(pids) == []
+
+
+async def test_unknown_long_ids_are_short_404s(harness, jp_fetch):
+    kid = await harness.start_kernel()
+    for parts in (("operations", "x" * 60_000, "cancel"), ("kernels", "y" * 60_000, "cancel")):
+        with pytest.raises(HTTPClientError) as info:
+            await jp_fetch(*BASE, *parts, method="POST", body="{}")
+        assert info.value.code == 404 and len(info.value.response.body) <= 1024
+    with pytest.raises(HTTPClientError) as info:
+        await jp_fetch(*BASE, "clients", "\N{SNOWMAN}" * 300, "closed", method="POST", body="{}")
+    assert info.value.code == 400 and len(info.value.response.body) <= 1024
+    assert kid in harness.app.kernel_manager
+
+
+async def test_instant_operations_keep_event_order_and_the_gauge(harness, jp_fetch):
+    """Defect 5: work that ends as it starts was seen as started, ended, started."""
+    ws = await harness.ws_fetch(*BASE, "events")
+    await ws.read_message()  # snapshot
+    kid = await harness.start_kernel()
+    c = await harness.connect(kid)
+    n = 300
+    r = await c.execute(
+        f"import jupyter_cancel as jc\nfor _ in range({n}): jc.start(['true'], display=False).wait(5)",
+        timeout=120,
+    )
+    assert r["reply"]["status"] == "ok", r
+    seq: dict[str, list[str]] = collections.defaultdict(list)
+    ended = 0
+    while ended < n:
+        msg = json.loads(await asyncio.wait_for(ws.read_message(), 30))
+        seq[msg["operation"]["id"]].append(msg["event"])
+        ended += msg["event"] == "ended"
+    ws.close()
+    bad = {k: v for k, v in seq.items() if v != ["started", "ended"]}
+    assert len(seq) == n and not bad, bad
+    text = (await jp_fetch("metrics")).body.decode()
+    assert "\njupyter_cancel_running_operations 0.0\n" in text
+
+
+async def test_server_fallback_uses_the_operations_own_grace(harness):
+    """Defect 6: the tree the server terminates itself has the operation's grace."""
+    kid = await harness.start_kernel()
+    c = await harness.connect(kid)
+    await harness.start_tree(c, opts=", grace=0.25")
+    tracker = harness.app.web_app.settings["jupyter_cancel_tracker"]
+    await tracker.refresh(kid)
+    (op,) = tracker.links[kid].live.values()
+    assert op["grace"] == 0.25 and tracker.app.grace == 1.0
+    assert tracker._tree(op).grace == 0.25
+    await harness.api("POST", *BASE, "kernels", kid, "cancel", body={})
+
+
+async def test_deleting_a_stopped_kernel_does_not_wait_for_a_shutdown_reply(harness):
+    """Defect 7: an unanswered control request means the kernel is killed at once."""
+    kid = await harness.start_kernel()
+    c = await harness.connect(kid)
+    pids = await harness.start_tree(c)
+    await harness.api("GET", *BASE, "operations")
+    kernel = psutil.Process(harness.app.kernel_manager.get_kernel(kid).provisioner.process.pid)
+    kernel.send_signal(signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        await harness.api("DELETE", "api", "kernels", kid)
+        took = time.monotonic() - started
+        assert await wait_gone(pids, timeout=0) == []
+        # control_timeout (1 s) + grace (1 s) + a kill; jupyter_client alone waits 5 s more.
+        assert took < 5.0, took
+        assert not kernel.is_running() or kernel.status() == psutil.STATUS_ZOMBIE
+    finally:
+        try:
+            kernel.send_signal(signal.SIGCONT)
+        except psutil.NoSuchProcess:
+            pass
+
+
+async def test_health_lists_each_kernel(harness):
+    kid = await harness.start_kernel()
+
+    async def loaded():
+        h = await _health(harness, kid)
+        return h if h and h["extension"] else None
+
+    h = await _until(loaded, 30, "extension never answered")
+    assert h["watchdog_alive"] and h["running"] == 0
+    assert h["unkillable"] == [] and h["overdue"] == []
