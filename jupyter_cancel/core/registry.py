@@ -38,6 +38,9 @@ from .runners import ProcessRunner
 log = logging.getLogger(__name__)
 
 Subscriber = Callable[[str, dict[str, Any]], None]
+BatchSubscriber = Callable[[list[tuple[str, dict[str, Any]]]], None]
+#: Most events one batch subscriber call carries (what queued up while the last call ran).
+BATCH_MAX = 500
 #: How long a cancel for an id not (yet) registered is remembered, and how many.
 TOMBSTONE_TTL = 60.0
 TOMBSTONE_MAX = 4096
@@ -55,6 +58,8 @@ class Registry:
         self._history: collections.deque[Operation] = collections.deque(maxlen=HISTORY)
         self._tombstones: collections.OrderedDict[str, tuple[float, str]] = collections.OrderedDict()
         self._subscribers: list[Subscriber] = []
+        self._batch_subscribers: list[BatchSubscriber] = []
+        self._subscribed = False
         self._events: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] | None = None
         self._monitor: Monitor | None = None
         self._timer: _Timer | None = None
@@ -118,7 +123,7 @@ class Registry:
             op.started = time.time()
         if op.timeout is not None:
             self._timers().add(op)
-        if announce and self._subscribers:
+        if announce and self._subscribed:
             self._emit("started", op)
         return True
 
@@ -133,7 +138,7 @@ class Registry:
                 if self._monitor is None:
                     self._monitor = Monitor(self._on_exit)
                 monitor = self._monitor
-        if self._subscribers:
+        if self._subscribed:
             # Announced (with its root: a server can act on it) before the monitor can see it end.
             self._emit("started", op)
         monitor.watch(op, runner)
@@ -241,7 +246,7 @@ class Registry:
             return []
         for op in chosen:
             log.info("cancelling %s (%s): %s", op.id, op.name, reason)
-            if self._subscribers:
+            if self._subscribed:
                 self._emit("cancel_requested", op)
         procs = [op for op in chosen if isinstance(op._runner, ProcessRunner)]
         others = [op for op in chosen if not isinstance(op._runner, ProcessRunner)]
@@ -359,27 +364,38 @@ class Registry:
             op._done.set()
         if self._watchdog is not None and isinstance(op._runner, ProcessRunner):
             self._watchdog.forget(op.id)
-        if self._subscribers:
+        if self._subscribed:
             self._emit("ended", op)
 
     # -- events ----------------------------------------------------------------------
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Call ``subscriber(event, operation_json)`` for every change; returns an unsubscribe."""
+        return self._add_subscriber(self._subscribers, subscriber)
+
+    def subscribe_batch(self, subscriber: BatchSubscriber) -> Callable[[], None]:
+        """Call ``subscriber([(event, operation_json), ...])`` with every change, in order, as
+        many at a time as queued up meanwhile (≤ ``BATCH_MAX``): one message per batch keeps a
+        burst of instant operations from overflowing a bounded channel (a kernel's iopub)."""
+        return self._add_subscriber(self._batch_subscribers, subscriber)
+
+    def _add_subscriber(self, where: list[Any], subscriber: Any) -> Callable[[], None]:
         with self._lock:
             if self._events is None:
                 self._events = queue.SimpleQueue()
                 threading.Thread(target=self._dispatch, name="jupyter_cancel-events", daemon=True).start()
-            self._subscribers.append(subscriber)
+            where.append(subscriber)
+            self._subscribed = True
 
         def unsubscribe() -> None:
             with self._lock:
-                if subscriber in self._subscribers:
-                    self._subscribers.remove(subscriber)
+                if subscriber in where:
+                    where.remove(subscriber)
+                self._subscribed = bool(self._subscribers or self._batch_subscribers)
 
         return unsubscribe
 
     def _changed(self, op: Operation, event: str) -> None:
-        if self._subscribers:
+        if self._subscribed:
             self._emit(event, op)
 
     def _emit(self, event: str, op: Operation) -> None:
@@ -406,11 +422,26 @@ class Registry:
             item = self._events.get()
             if item is None:
                 return
-            for subscriber in list(self._subscribers):
+            batch = [item]
+            while len(batch) < BATCH_MAX:
                 try:
-                    subscriber(*item)
+                    more = self._events.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    return
+                batch.append(more)
+            for subscriber in list(self._subscribers):
+                for one in batch:
+                    try:
+                        subscriber(*one)
+                    except Exception:
+                        log.exception("subscriber %r failed", subscriber)
+            for batch_subscriber in list(self._batch_subscribers):
+                try:
+                    batch_subscriber(batch)
                 except Exception:
-                    log.exception("subscriber %r failed", subscriber)
+                    log.exception("subscriber %r failed", batch_subscriber)
 
     # -- helpers ---------------------------------------------------------------------
     def _pool(self) -> ThreadPoolExecutor:

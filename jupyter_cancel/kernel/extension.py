@@ -48,7 +48,7 @@ class KernelIntegration:
         self.shell.system = self.system
         if self.kernel is not None:
             self._install_kernel_hooks()
-            self._saved["unsubscribe"] = self.registry.subscribe(self.publish_event)
+            self._saved["unsubscribe"] = self.registry.subscribe_batch(self.publish_events)
             try:
                 self.kernel.comm_manager.register_target("jupyter_cancel", self._frontend_announced)
             except Exception:
@@ -164,16 +164,17 @@ class KernelIntegration:
     def _frontend_announced(self, comm: Any, msg: Any) -> None:
         self.host.rich = True
 
-    def publish_event(self, event: str, data: dict[str, Any]) -> None:
-        """Every operation change goes out on iopub: the server keeps its view from these."""
-        self.host.changed(event, data)
+    def publish_events(self, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        """Every operation change goes out on iopub, in order, one message per batch (iopub
+        drops messages past its high-water mark): the server keeps its view from these."""
+        for event, data in batch:
+            self.host.changed(event, data)
         kernel = self.kernel
+        events = [{"event": event, "operation": data} for event, data in batch]
         try:
-            kernel.session.send(
-                kernel.iopub_socket, control.EVENT, {"event": event, "operation": data}, parent={}
-            )
+            kernel.session.send(kernel.iopub_socket, control.EVENT, {"events": events}, parent={})
         except Exception:
-            log.debug("could not publish %s", event, exc_info=True)
+            log.debug("could not publish %d events", len(events), exc_info=True)
 
     def system(self, cmd: str) -> None:
         """``!cmd``: the same live output as IPython's, now a cancellable operation."""

@@ -138,17 +138,19 @@ class JupyterCancel(ExtensionApp):
 
         settings["kernel_websocket_connection_class"] = TrackedConnection
 
-    def autoload(self, kernel_id: str) -> None:
-        """Load the kernel extension into a new IPython kernel (a silent execute)."""
+    async def autoload(self, kernel_id: str, timeout: float = 30.0) -> bool:
+        """Load the kernel extension into a new IPython kernel (a silent execute) and wait for
+        its reply, so that no cell a client sends after the start or restart returns can run
+        before it (two shell connections are not ordered with each other). True if loaded."""
         if not self.load_kernel_extension:
-            return
+            return False
         try:
             manager = self.serverapp.kernel_manager.get_kernel(kernel_id)
         except KeyError:
-            return
+            return False
         spec = getattr(manager, "kernel_name", "") or ""
         if not spec.startswith("python"):
-            return
+            return False
         settings = {
             "grace": self.grace,
             "default_policy": self.default_policy,
@@ -174,9 +176,31 @@ class JupyterCancel(ExtensionApp):
                 "stop_on_error": False,
             },
         )
+        replied: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def on_reply(parts: list[Any]) -> None:
+            try:
+                _, parts = manager.session.feed_identities(parts)
+                reply = manager.session.deserialize(parts)
+            except Exception:
+                return
+            if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"] and not replied.done():
+                replied.set_result(reply["content"].get("status") == "ok")
+
+        stream.on_recv(on_reply)
         manager.session.send(stream, msg)
-        # The shell socket closes once the request is out; ZMQ delivers it (linger).
-        asyncio.get_event_loop().call_later(5.0, stream.close)
+        try:
+            ok = await asyncio.wait_for(replied, timeout)
+        except asyncio.TimeoutError:
+            self.log.warning(
+                "jupyter_cancel: kernel %s did not load the extension in %.0f s", kernel_id, timeout
+            )
+            ok = False
+        finally:
+            stream.close()
+        if not ok:
+            self.log.warning("jupyter_cancel: the kernel extension did not load in kernel %s", kernel_id)
+        return ok
 
     async def stop_extension(self) -> None:
         await self.tracker.stop()

@@ -129,9 +129,13 @@ class KernelLink:
         if msg is None or msg["header"].get("msg_type") != EVENT:
             return
         content = msg.get("content") or {}
-        data, event = content.get("operation"), content.get("event")
-        if isinstance(data, dict) and isinstance(event, str):
-            self._publish(self._update(data, event))
+        events = content.get("events")
+        for item in events if isinstance(events, list) else [content]:
+            if not isinstance(item, dict):
+                continue
+            data, event = item.get("operation"), item.get("event")
+            if isinstance(data, dict) and isinstance(event, str):
+                self._publish(self._update(data, event))
 
     def _on_control(self, msg_list: list[Any]) -> None:
         msg = self._deserialize(msg_list)

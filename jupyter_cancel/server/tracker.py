@@ -73,8 +73,8 @@ class Tracker:
                 result = await result
             self.drop(kernel_id)
             if kernel_id in self.km:
-                self.app.autoload(kernel_id)
                 self.link(kernel_id)
+                await self.app.autoload(kernel_id)
             return result
 
         manager.restart_kernel = restart_kernel
@@ -327,8 +327,8 @@ class Tracker:
 
         async def start_kernel(*args: Any, **kwargs: Any) -> Any:
             kernel_id = await original_start(*args, **kwargs)
-            self.app.autoload(kernel_id)
             self.link(kernel_id)
+            await self.app.autoload(kernel_id)
             return kernel_id
 
         km.start_kernel = start_kernel

@@ -76,3 +76,55 @@ def test_public_api_is_pinned():
     assert set(jc.__all__) == expected
     for name in expected:
         assert hasattr(jc, name)
+
+
+def test_killed_watchdog_is_replaced_without_any_server(tmp_path):
+    """Plain Python: the watchdog is SIGKILLed, a new one takes over the live trees."""
+    import psutil
+
+    ready = tmp_path / "ready"
+    owner_code = textwrap.dedent(
+        f"""
+        import jupyter_cancel as jc, signal
+        a = jc.start({tree_cmd("daemon", ready)!r}, display=False)
+        print(jc.core.default_registry()._watchdog.proc.pid, flush=True)
+        signal.pause()
+        """
+    )
+    owner = subprocess.Popen([sys.executable, "-c", owner_code], stdout=subprocess.PIPE, text=True)
+    try:
+        old = int(owner.stdout.readline())
+        pids = wait_ready(ready, 2)
+        os.kill(old, signal.SIGKILL)
+
+        def watchdogs():
+            found = []
+            for p in psutil.Process(owner.pid).children():
+                try:
+                    if "jupyter_cancel.core.watchdog" in " ".join(p.cmdline()) and p.pid != old:
+                        found.append(p.pid)
+                except psutil.Error:  # the old one, a zombie until its guard reaps it
+                    continue
+            return found
+
+        new = _wait_for(watchdogs, 10)
+        assert len(new) == 1
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait()
+        psutil.Process(new[0]).wait(10)  # it ran its cleanup and exited
+        assert [p for p in pids if alive(p)] == []
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+
+
+def _wait_for(fn, timeout):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not (value := fn()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(fn.__name__)
+        time.sleep(0.01)
+    return value

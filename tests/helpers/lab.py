@@ -37,7 +37,9 @@ def free_port() -> int:
 
 
 class LabServer:
-    def __init__(self, root: Path, *extra: str) -> None:
+    """JupyterLab (or, with ``module="jupyter_server"``, a plain server) in its own session."""
+
+    def __init__(self, root: Path, *extra: str, module: str = "jupyterlab") -> None:
         self.root = root
         self.port = free_port()
         self.token = uuid.uuid4().hex
@@ -47,7 +49,7 @@ class LabServer:
             [
                 sys.executable,
                 "-m",
-                "jupyterlab",
+                module,
                 "--no-browser",
                 "--allow-root",
                 "--ServerApp.ip=127.0.0.1",
@@ -55,7 +57,7 @@ class LabServer:
                 "--ServerApp.port_retries=0",
                 f"--IdentityProvider.token={self.token}",
                 f"--ServerApp.root_dir={root}",
-                "--LabApp.news_url=",
+                *(["--LabApp.news_url="] if module == "jupyterlab" else []),
                 "--JupyterCancel.tab_close_grace=30",
                 *extra,
             ],
@@ -67,7 +69,7 @@ class LabServer:
             base_url=self.url, headers={"Authorization": f"token {self.token}"}, timeout=30
         )
         try:
-            wait_until_up(self.http, self.proc, 90, "JupyterLab")
+            wait_until_up(self.http, self.proc, 90, module)
         except RuntimeError as err:
             raise RuntimeError(f"{err}: " + (root / "lab.log").read_text()[-3000:]) from None
 

@@ -2,7 +2,8 @@
 
     python tree.py MODE READY
 
-Modes: child, grandchild, setsid, daemon, ignore_term, fork_on_term, three, envclear, exit_now.
+Modes: child, grandchild, setsid, daemon, ignore_term, fork_on_term, three, envclear, exit_now,
+chainN (N deep), wideN (N wide, half setsid).
 Members sleep until signalled. Nothing here sleeps to "wait for readiness": the test reads READY.
 """
 
@@ -33,6 +34,19 @@ def fork(fn):
 
 
 def main(mode, ready):
+    if mode.startswith("chain"):
+        # chainN: N processes, each the parent of the next (a deep tree).
+        for _ in range(int(mode[5:]) - 1):
+            if os.fork() != 0:
+                break
+        announce(ready)
+        park()
+    if mode.startswith("wide"):
+        # wideN: a root and N - 1 children, every other one in a session of its own.
+        for i in range(int(mode[4:]) - 1):
+            fork(lambda i=i: (os.setsid() if i % 2 else None, announce(ready), park()))
+        announce(ready)
+        park()
     if mode == "exit_now":
         announce(ready)
         return
