@@ -22,9 +22,9 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench_server import Client, Server  # noqa: E402
+from bench_server import Client, Server
 
-from tests.helpers.procs import left_alive  # noqa: E402
+from tests.helpers.procs import left_alive
 
 
 def kernel_of(server: Server) -> psutil.Process | None:

@@ -490,9 +490,11 @@ class Registry:
             return {"used": self._use_watchdog, "pid": None, "alive": False}
         return {"used": self._use_watchdog, "pid": client.proc.pid, "alive": bool(client.alive)}
 
-    def health(self) -> dict[str, Any]:
-        """The registry's own state: watchdog, running work, work that could not be ended."""
-        now = time.monotonic()
+    def health(self, now: float | None = None) -> dict[str, Any]:
+        """The registry's own state: watchdog, running work, work past its grace + 1 s since its
+        cancel (``overdue``), work with processes that survived SIGKILL (``unkillable``).
+        ``now`` (monotonic seconds) lets a caller drive the clock."""
+        now = time.monotonic() if now is None else now
         with self._lock:
             live = list(self._live.values())
             recent = list(self._history)

@@ -1,0 +1,55 @@
+"""Registry health (overdue work, watchdog) and the Selector's validation."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from jupyter_cancel.core import Registry, api
+from jupyter_cancel.core.model import short, to_reason
+from jupyter_cancel.core.selector import MAX_IDS, Selector
+
+
+def test_work_that_outlives_its_grace_is_reported_overdue():
+    reg = Registry(watchdog=False, grace=0.0)
+    scope = api.CancelScope(
+        reg.new(name="stubborn", kind="scope", grace=0.0),
+        lambda sc: (setattr(sc.operation, "_runner", sc), reg.register(sc.operation)),
+    )
+    scope.__enter__()
+    assert reg.health()["overdue"] == []
+    # A scope that never looks at its cancel: requested, never ended.
+    reg.cancel(scope.operation.id, wait=False)
+    assert reg.health(now=time.monotonic())["overdue"] == []
+    health = reg.health(now=time.monotonic() + 1.5)  # past grace (0) + 1 s
+    assert health["overdue"] == [scope.operation.id] and health["running"] == 1
+    assert health["watchdog"] == {"used": False, "pid": None, "alive": False}
+    scope.__exit__(None, None, None)
+    assert reg.health()["overdue"] == []
+
+
+def test_selector_validates_and_an_empty_one_matches_nothing():
+    assert Selector().empty and not Selector().matches({"id": "x"})
+    sel = Selector.from_json({"cell_id": "c", "operation_ids": ["a", "b"]})
+    assert sel.matches({"id": "a", "cell_id": "c"}) and not sel.matches({"id": "z", "cell_id": "c"})
+    assert sel.filters() == {"ids": ("a", "b"), "cell_id": "c"}
+    assert Selector.from_json(sel.to_json()) == sel
+    for bad in (
+        {"cell_id": "\ud800"},
+        {"cell_id": "x" * 201},
+        {"operation_ids": "a"},
+        {"operation_ids": ["a"] * (MAX_IDS + 1)},
+        {"all": "yes"},
+        {"client_session": 3},
+    ):
+        with pytest.raises(ValueError) as info:
+            Selector.from_json(bad)
+        assert len(str(info.value)) <= 120
+
+
+def test_errors_quote_input_short():
+    with pytest.raises(ValueError) as info:
+        to_reason("x" * 5_000_000)
+    assert len(str(info.value)) < 120
+    assert len(short("y" * 10_000)) < 90 and short([1] * 100) == "a list of 100 items"
