@@ -83,7 +83,7 @@ def bench_throughput(n: int) -> None:
     for _ in range(n):
         op = reg.new(name="x", kind="scope")
         reg.register(op)
-        reg._finish(op, jc.State.COMPLETED)
+        reg.finish(op, jc.State.COMPLETED)
     rate = n / (time.perf_counter() - t)
     print(f"registry register+complete, one thread: {rate / 1000:.0f}k/s  (n={n})")
 

@@ -22,7 +22,7 @@ from .model import Reason as Reason
 from .model import State as State
 from .operation import Operation as Operation
 from .registry import Registry as Registry
-from .runners import CancelScope as CancelScope
+from .scope import CancelScope as CancelScope
 
 __all__ = [
     "CancelScope",

@@ -17,14 +17,12 @@ import time
 from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from .cgroup import Cgroup
+from .buildoutput import BuildProgress
 from .errors import Cancelled
-from .model import Policy, Reason, State, to_policy
+from .model import Policy, Reason, to_policy
 from .operation import Operation
-from .proctree import Tree, spawn
-from .progress import BuildProgress
 from .registry import Registry
-from .runners import CancelScope, ProcessRunner, TaskRunner, root_identity
+from .scope import CancelScope
 
 T = TypeVar("T")
 
@@ -122,34 +120,25 @@ def start(
 ) -> Operation:
     """Start a process tree as an operation and return it at once (see ``run``)."""
     argv = _argv(cmd, shell)
-    reg = registry()
     label = name or (cmd if isinstance(cmd, str) else shlex.join(argv))
-    op = reg.new(
-        name=label[:200],
-        kind="process",
+
+    def prepare(op: Operation) -> None:
+        op.on_output(BuildProgress())
+        if display:
+            _host.show(op)
+
+    return registry().start(
+        argv,
+        name=label,
         policy=_policy(policy),
         grace=grace,
         timeout=timeout,
         key=key,
         owner=owner if owner is not None else _host.owner(),
+        cwd=cwd,
+        env=env,
+        prepare=prepare,
     )
-    op.on_output(BuildProgress())
-    if display:
-        _host.show(op)
-    if not reg.register(op, announce=False) or op.cancel_requested:
-        reg._finish(op, State.CANCELLED)
-        return op
-    cgroup = Cgroup.create(op.id)
-    try:
-        popen = spawn(argv, op_id=op.id, cwd=cwd, env=env, cgroup=cgroup)
-    except OSError as err:
-        op.error = str(err)
-        reg._finish(op, State.FAILED)
-        if cgroup is not None:
-            cgroup.remove()
-        raise
-    reg.attach_process(op, ProcessRunner(popen, Tree(op.id, root_identity(popen.pid), op.grace, cgroup)))
-    return op
 
 
 def run(cmd: str | Sequence[str], **kwargs: Any) -> Operation:
@@ -179,21 +168,9 @@ def scope(
     kind: str = "scope",
 ) -> CancelScope:
     """A cancel scope for in-process work: ``with jc.scope() as s: ... s.raise_if_cancelled()``."""
-    reg = registry()
-    op = reg.new(
-        name=name or kind,
-        kind=kind,
-        policy=_policy(policy),
-        grace=grace,
-        timeout=timeout,
-        owner=_host.owner(),
+    return registry().scope(
+        name or kind, kind=kind, policy=_policy(policy), grace=grace, timeout=timeout, owner=_host.owner()
     )
-
-    def enter(scope: CancelScope) -> None:
-        op._runner = scope
-        reg.register(op)
-
-    return CancelScope(op, enter)
 
 
 def task(
@@ -211,16 +188,8 @@ def task(
     except RuntimeError:
         coro.close()
         raise RuntimeError("jc.task needs a running event loop (call it from async code)") from None
-    reg = registry()
     label = name or str(getattr(coro, "__qualname__", "task"))
-    op = reg.new(name=label, kind="task", policy=_policy(policy), grace=grace, owner=_host.owner())
-    new_task = loop.create_task(coro, name=f"jupyter_cancel:{op.id}")
-    runner = TaskRunner(new_task, loop)
-    op._runner = runner
-    runner.attach(op)
-    if not reg.register(op):
-        new_task.cancel()
-    return new_task
+    return registry().task(coro, loop, name=label, policy=_policy(policy), grace=grace, owner=_host.owner())
 
 
 def operations(*, include_done: bool = False) -> list[Operation]:
@@ -255,25 +224,25 @@ class Progress:
         self.desc = desc or "progress"
         self.n: float = 0
         self.renderer: Any = None
-        self._scope = scope(self.desc, kind="progress")
+        self.scope = scope(self.desc, kind="progress")
         self._entered = False
         self._last = 0.0
         _host.show_progress(self)
 
     @property
     def operation(self) -> Operation:
-        return self._scope.operation
+        return self.scope.operation
 
     def __enter__(self) -> Progress:
         if not self._entered:
             self._entered = True
-            self._scope.__enter__()
+            self.scope.__enter__()
             self._render(force=True)
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
         self._render(force=True)
-        self._scope.__exit__(exc_type, exc, tb)
+        self.scope.__exit__(exc_type, exc, tb)
         self._render(force=True)
 
     def __iter__(self) -> Iterator[Any]:
@@ -281,10 +250,10 @@ class Progress:
             raise TypeError("jc.progress() without an iterable: use update()")
         with self:
             for item in self.iterable:
-                self._scope.raise_if_cancelled()
+                self.scope.raise_if_cancelled()
                 yield item
                 self.update(1)
-            self._scope.raise_if_cancelled()
+            self.scope.raise_if_cancelled()
 
     def update(self, n: float = 1) -> None:
         """Advance by ``n``; raises ``Cancelled`` if a stop was requested."""
@@ -292,7 +261,7 @@ class Progress:
             self.__enter__()
         self.n += n
         self._render()
-        self._scope.raise_if_cancelled()
+        self.scope.raise_if_cancelled()
 
     def close(self) -> None:
         if self._entered and not self.operation.done:

@@ -21,8 +21,10 @@ class Cancelled(JupyterCancelError):
     def __init__(self, operation: Operation | None, reason: str) -> None:
         self.operation = operation
         self.reason = reason
+        self.message: str | None = operation.message if operation is not None else None
         name = operation.name if operation is not None else "operation"
-        super().__init__(f"{name} — {reason}")
+        text = reason if self.message is None else f"{reason} ({self.message})"
+        super().__init__(f"{name} — {text}")
 
     def _render_traceback_(self) -> list[str]:
         # IPython calls this instead of printing a traceback: one clear line.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 
@@ -42,7 +43,8 @@ class Policy(str, enum.Enum):
 
 
 class Reason:
-    """Well-known cancel reasons (free text is accepted as well)."""
+    """What triggered a cancel (its *source*). Policies decide on these alone; free text a
+    caller gives is kept apart as the cancel's message (see ``CancelReason``)."""
 
     USER = "user"
     CELL_RERUN = "cell_rerun"
@@ -56,6 +58,12 @@ class Reason:
     TIMEOUT = "timeout"
     SERVER_SHUTDOWN = "server_shutdown"
     SUPERSEDED = "superseded"
+    RELEASED = "released"
+    WORKER_CLOSING = "worker_closing"
+
+
+#: Every source a cancel may name.
+SOURCES = frozenset(v for k, v in vars(Reason).items() if k.isupper() and isinstance(v, str))
 
 
 #: Reasons a policy shields an operation from.
@@ -153,3 +161,26 @@ def to_reason(value: object) -> str:
     if not reason.strip():
         raise ValueError("reason must not be empty")
     return reason
+
+
+@dataclasses.dataclass(frozen=True)
+class CancelReason:
+    """A cancel's source (a ``Reason``: what triggered it) and the caller's free text.
+
+    ``CancelReason.of("kernel_interrupt")`` names a source; any other text is a user's
+    cancel carrying that text as its message (``of("stop button")`` → source ``user``,
+    message ``"stop button"``), so a string can never borrow a trigger's policy rules.
+    """
+
+    source: str
+    message: str | None = None
+
+    @classmethod
+    def of(cls, value: object) -> CancelReason:
+        if isinstance(value, CancelReason):
+            return value
+        text = to_reason(value)
+        return cls(text) if text in SOURCES else cls(Reason.USER, text)
+
+    def __str__(self) -> str:
+        return self.source if self.message is None else f"{self.source}: {self.message}"

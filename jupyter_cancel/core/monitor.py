@@ -118,7 +118,7 @@ class Monitor:
             if not data:
                 self._close_pipe(w)
                 return
-            w.op._feed(w.decoder.decode(data))
+            w.op.feed(w.decoder.decode(data))
             if not final:
                 return  # one chunk per wake-up keeps other operations responsive
 
@@ -127,7 +127,7 @@ class Monitor:
             return
         tail = w.decoder.decode(b"", final=True)
         if tail:
-            w.op._feed(tail)
+            w.op.feed(tail)
         try:
             self._sel.unregister(w.pipe)
         except (KeyError, ValueError):

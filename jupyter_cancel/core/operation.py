@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -65,11 +64,8 @@ class Operation:
     """
 
     __slots__ = (
-        "_announced",
-        "_done",
         "_listeners",
         "_registry",
-        "_runner",
         "_tail",
         "cancel_requested_at",
         "cell_id",
@@ -81,11 +77,13 @@ class Operation:
         "kernel_id",
         "key",
         "kind",
+        "message",
         "name",
         "policy",
         "progress",
         "reason",
         "returncode",
+        "runner",
         "started",
         "state",
         "tags",
@@ -127,10 +125,10 @@ class Operation:
         self.progress: dict[str, Any] | None = None
         self.unkillable: list[int] = []
         self.error: str | None = None
+        self.message: str | None = None
         self._registry = registry
-        self._runner: Runner | None = None
-        self._done: threading.Event | None = None  # made on first wait(): most never wait
-        self._announced = False  # "started" went out to subscribers (the registry's lock guards it)
+        #: What runs the work (set once, by ``Registry.attach``); None while pending.
+        self.runner: Runner | None = None
         self._tail: Tail | None = None
         self._listeners: list[OutputListener] = []
 
@@ -161,15 +159,12 @@ class Operation:
 
     def pids(self) -> list[int]:
         """Pids of the live processes of this operation (empty for in-process work)."""
-        return self._runner.pids() if self._runner is not None else []
+        return self.runner.pids() if self.runner is not None else []
 
     # -- what callers do -----------------------------------------------------------
     def wait(self, timeout: float | None = None) -> State:
         """Block until the operation is done (or ``timeout``); return its state."""
-        done = self._registry._done_event(self)
-        if done is not None:
-            done.wait(timeout)
-        return self.state
+        return self._registry.wait(self, timeout)
 
     def result(self, timeout: float | None = None) -> Operation:
         """Wait; raise ``Cancelled`` if it was cancelled, else return self."""
@@ -189,10 +184,16 @@ class Operation:
     def set_progress(self, n: float, total: float | None = None, **extra: Any) -> None:
         """Record progress (``n`` of ``total``) and tell subscribers."""
         self.progress = {"n": n, "total": total, **extra}
-        self._registry._changed(self, "progress")
+        self._registry.changed(self, "progress")
 
-    # -- plumbing ------------------------------------------------------------------
-    def _feed(self, text: str) -> None:
+    @property
+    def registry(self) -> Registry:
+        """The registry that owns this operation's life."""
+        return self._registry
+
+    # -- what runners do -------------------------------------------------------------
+    def feed(self, text: str) -> None:
+        """Runners hand over output here: kept in the tail, passed to listeners."""
         if self.cancel_requested:
             return  # stop accepting output once a cancel was asked for
         if self._tail is None:
@@ -229,9 +230,10 @@ class Operation:
             "grace": self.grace,
             "unkillable": list(self.unkillable),
         }
-        ident = getattr(self._runner, "identity", None)
-        if ident is not None:
-            data.update(ident())
+        if self.message is not None:
+            data["message"] = self.message
+        if self.runner is not None:
+            data.update(self.runner.identity())
         return data
 
     def __repr__(self) -> str:

@@ -392,8 +392,9 @@ def _earliest_root(trees: Sequence[Tree]) -> float | None:
 
 
 def _children_first(members: Iterable[_Member]) -> list[_Member]:
-    # Deeper pids were found later by the walk; signal leaves before their parents.
-    return sorted(members, key=lambda m: m.proc.pid, reverse=True)
+    # Reversed discovery order (psutil's recipe): the walk finds parents before their
+    # children, so leaves are signalled first. Pid numbers say nothing: pids wrap.
+    return list(members)[::-1]
 
 
 def _signal_group(member: _Member, live: Mapping[int, _Member], sig: int) -> None:

@@ -7,35 +7,40 @@ a subscriber: events go through a queue to a dispatcher thread.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import heapq
 import logging
+import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
+from .cgroup import Cgroup
 from .model import (
     DEFAULT_GRACE,
+    CancelReason,
     Policy,
     Reason,
     State,
     applies,
     to_grace,
     to_policy,
-    to_reason,
     to_timeout,
 )
 from .monitor import Monitor
 from .operation import Operation
-from .proctree import Termination, Tree, terminate
-from .runners import ProcessRunner
+from .proctree import Termination, Tree, spawn, terminate
+from .runners import ProcessRunner, Runner, TaskRunner, root_identity
+from .scope import CancelScope
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Subscriber = Callable[[str, dict[str, Any]], None]
 BatchSubscriber = Callable[[list[tuple[str, dict[str, Any]]]], None]
@@ -56,10 +61,13 @@ class Registry:
         self._lock = threading.RLock()
         self._live: dict[str, Operation] = {}
         self._history: collections.deque[Operation] = collections.deque(maxlen=HISTORY)
-        self._tombstones: collections.OrderedDict[str, tuple[float, str]] = collections.OrderedDict()
+        self._tombstones: collections.OrderedDict[str, tuple[float, CancelReason]] = collections.OrderedDict()
         self._subscribers: list[Subscriber] = []
         self._batch_subscribers: list[BatchSubscriber] = []
         self._subscribed = False
+        self._waiters: dict[str, threading.Event] = {}
+        #: Operations whose ``started`` went out to subscribers (the lock guards it).
+        self._announced: set[str] = set()
         self._events: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] | None = None
         self._monitor: Monitor | None = None
         self._timer: _Timer | None = None
@@ -115,7 +123,7 @@ class Registry:
             tomb = self._tombstones.pop(op.id, None)
             if tomb is not None and tomb[0] > time.monotonic():
                 op.cancel_requested_at = time.monotonic()
-                op.reason = tomb[1]
+                op.reason, op.message = tomb[1].source, tomb[1].message
                 del self._live[op.id]
                 self._finish_locked(op, State.CANCELLED)
                 return False
@@ -127,11 +135,18 @@ class Registry:
             self._emit("started", op)
         return True
 
-    def attach_process(self, op: Operation, runner: ProcessRunner) -> None:
-        """Watch a started process tree; cancel it at once if a cancel came meanwhile."""
-        op._runner = runner
+    def attach(self, op: Operation, runner: Runner) -> None:
+        """Give ``op`` what runs it. A process tree is watched (exit, output, the death
+        watchdog) and, if a cancel came meanwhile, terminated at once."""
+        if op.runner is not None:
+            raise RuntimeError(f"operation {op.id} already has a runner")
+        op.runner = runner
+        if isinstance(runner, ProcessRunner):
+            self._watch_process(op, runner)
+
+    def _watch_process(self, op: Operation, runner: ProcessRunner) -> None:
         if self._use_watchdog and op.policy is not Policy.DETACH:
-            self._get_watchdog().register(op, runner)
+            self.watchdog().register(op, runner)
         monitor = self._monitor
         if monitor is None:
             with self._lock:
@@ -144,6 +159,83 @@ class Registry:
         monitor.watch(op, runner)
         if op.cancel_requested:
             self._terminate([op])
+
+    # -- starting work ----------------------------------------------------------------
+    def start(
+        self,
+        argv: Sequence[str],
+        *,
+        name: str,
+        policy: object = Policy.CANCEL,
+        grace: object = None,
+        timeout: object = None,
+        key: str | None = None,
+        owner: Mapping[str, Any] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        prepare: Callable[[Operation], None] | None = None,
+    ) -> Operation:
+        """Start ``argv`` as a process tree (own session, cookie, cgroup where writable) and
+        return its running operation. ``prepare(op)`` runs before the process starts (attach
+        output listeners there). A spawn failure ends the operation ``failed`` and raises."""
+        op = self.new(
+            name=name[:200], kind="process", policy=policy, grace=grace, timeout=timeout, key=key, owner=owner
+        )
+        if prepare is not None:
+            prepare(op)
+        if not self.register(op, announce=False) or op.cancel_requested:
+            self.finish(op, State.CANCELLED)
+            return op
+        cgroup = Cgroup.create(op.id)
+        try:
+            popen = spawn(argv, op_id=op.id, cwd=cwd, env=env, cgroup=cgroup)
+        except OSError as err:
+            op.error = str(err)
+            self.finish(op, State.FAILED)
+            if cgroup is not None:
+                cgroup.remove()
+            raise
+        self.attach(op, ProcessRunner(popen, Tree(op.id, root_identity(popen.pid), op.grace, cgroup)))
+        return op
+
+    def scope(
+        self,
+        name: str,
+        *,
+        kind: str = "scope",
+        policy: object = Policy.CANCEL,
+        grace: object = None,
+        timeout: object = None,
+        owner: Mapping[str, Any] | None = None,
+    ) -> CancelScope:
+        """A ``CancelScope`` whose operation registers when the block is entered."""
+        op = self.new(name=name, kind=kind, policy=policy, grace=grace, timeout=timeout, owner=owner)
+
+        def enter(scope: CancelScope) -> None:
+            self.attach(op, scope)
+            self.register(op)
+
+        return CancelScope(op, enter)
+
+    def task(
+        self,
+        coro: Coroutine[Any, Any, T],
+        loop: asyncio.AbstractEventLoop,
+        *,
+        name: str,
+        policy: object = Policy.CANCEL,
+        grace: object = None,
+        owner: Mapping[str, Any] | None = None,
+    ) -> asyncio.Task[T]:
+        """Schedule ``coro`` on ``loop`` as an operation; the Task (cancelled if a cancel came first)."""
+        op = self.new(name=name, kind="task", policy=policy, grace=grace, owner=owner)
+        new_task = loop.create_task(coro, name=f"jupyter_cancel:{op.id}")
+        runner = TaskRunner(new_task, loop)
+        self.attach(op, runner)
+        runner.watch(op)
+        if not self.register(op):
+            new_task.cancel()
+        return new_task
 
     # -- selecting -------------------------------------------------------------------
     def get(self, op_id: str) -> Operation:
@@ -191,7 +283,7 @@ class Registry:
     def cancel(
         self,
         op_id: str,
-        reason: str = Reason.USER,
+        reason: str | CancelReason = Reason.USER,
         *,
         wait: bool = True,
         remember: bool = False,
@@ -202,59 +294,64 @@ class Registry:
         for ``TOMBSTONE_TTL`` seconds and applied when that id registers).
         An explicit cancel by id applies whatever the policy.
         """
-        reason = to_reason(reason)
+        why = CancelReason.of(reason)
         with self._lock:
             op = self._live.get(op_id)
             if op is None:
                 if remember:
-                    self._remember(op_id, reason)
+                    self._remember(op_id, why)
                     return []
                 self.get(op_id)  # KeyError for an id never seen
                 return []  # known but already done: idempotent
-        return self.cancel_ops([op], reason, wait=wait, force=True)
+        return self.cancel_ops([op], why, wait=wait, force=True)
 
     def cancel_where(
-        self, reason: str = Reason.USER, *, wait: bool = True, **filters: Any
+        self, reason: str | CancelReason = Reason.USER, *, wait: bool = True, **filters: Any
     ) -> list[Operation]:
         """Cancel the live operations matching ``filters`` (see ``select``) that ``reason`` applies to."""
-        reason = to_reason(reason)
-        return self.cancel_ops(self.select(**filters), reason, wait=wait)
+        return self.cancel_ops(self.select(**filters), CancelReason.of(reason), wait=wait)
 
-    def cancel_all(self, reason: str = Reason.USER, *, wait: bool = True) -> list[Operation]:
+    def cancel_all(self, reason: str | CancelReason = Reason.USER, *, wait: bool = True) -> list[Operation]:
         return self.cancel_where(reason, wait=wait)
 
     def cancel_ops(
-        self, ops: Sequence[Operation], reason: str, *, wait: bool = True, force: bool = False
+        self,
+        ops: Sequence[Operation],
+        reason: str | CancelReason,
+        *,
+        wait: bool = True,
+        force: bool = False,
     ) -> list[Operation]:
         """Request cancellation of ``ops``; with ``wait``, return when their work is gone.
 
         Idempotent: operations already done or already being cancelled are skipped.
         Process trees are terminated together (one SIGTERM pass, one wait).
         """
+        why = CancelReason.of(reason)
         chosen: list[Operation] = []
         now = time.monotonic()
         with self._lock:
             for op in ops:
                 if op.done or op.cancel_requested:
                     continue
-                if not force and not applies(op.policy, reason):
+                if not force and not applies(op.policy, why.source):
                     continue
                 op.cancel_requested_at = now
-                op.reason = reason
+                op.reason, op.message = why.source, why.message
                 chosen.append(op)
         if not chosen:
             return []
         for op in chosen:
-            log.info("cancelling %s (%s): %s", op.id, op.name, reason)
+            log.info("cancelling %s (%s): %s", op.id, op.name, why)
             if self._subscribed:
                 self._emit("cancel_requested", op)
-        procs = [op for op in chosen if isinstance(op._runner, ProcessRunner)]
-        others = [op for op in chosen if not isinstance(op._runner, ProcessRunner)]
+        procs = [op for op in chosen if isinstance(op.runner, ProcessRunner)]
+        others = [op for op in chosen if not isinstance(op.runner, ProcessRunner)]
         for op in others:
-            if op._runner is None:
-                self._finish(op, State.CANCELLED)  # pending: never started
+            if op.runner is None:
+                self.finish(op, State.CANCELLED)  # pending: never started
             else:
-                op._runner.request_cancel(op)
+                op.runner.request_cancel(op)
         if procs:
             # SIGTERM goes out now, in the caller; waiting and escalating may go to a worker.
             termination = self._begin(procs)
@@ -264,14 +361,14 @@ class Registry:
                 self._pool().submit(self._complete, procs, termination)
         if wait:
             for op in others:
-                if op._runner is not None and not op._runner.wait_gone(op, op.grace):
+                if op.runner is not None and not op.runner.wait_gone(op, op.grace):
                     log.warning("operation %s did not stop within %.1fs of its cancel", op.id, op.grace)
         return chosen
 
     def _begin(self, ops: Sequence[Operation]) -> Termination:
         trees: list[Tree] = []
         for op in ops:
-            runner = op._runner
+            runner = op.runner
             assert isinstance(runner, ProcessRunner)
             if runner.popen.poll() is not None and runner.popen.returncode is not None:
                 # It ended on its own just before the cancel: that is a completion.
@@ -282,7 +379,7 @@ class Registry:
     def _complete(self, ops: Sequence[Operation], termination: Termination) -> None:
         outcome = termination.finish()
         for op in ops:
-            runner = op._runner
+            runner = op.runner
             assert isinstance(runner, ProcessRunner)
             alive = outcome.alive.get(op.id, [])
             if alive:
@@ -297,7 +394,7 @@ class Registry:
     def _terminate(self, ops: Sequence[Operation]) -> None:
         self._complete(ops, self._begin(ops))
 
-    def _remember(self, op_id: str, reason: str) -> None:
+    def _remember(self, op_id: str, reason: CancelReason) -> None:
         now = time.monotonic()
         self._tombstones[op_id] = (now + TOMBSTONE_TTL, reason)
         while self._tombstones:
@@ -317,7 +414,7 @@ class Registry:
             self._pool().submit(self._sweep_leftovers, op)
 
     def _sweep_leftovers(self, op: Operation) -> None:
-        runner = op._runner
+        runner = op.runner
         assert isinstance(runner, ProcessRunner)
         outcome = terminate([runner.tree])
         if outcome.gone.get(op.id):
@@ -334,23 +431,26 @@ class Registry:
             else:
                 state = State.COMPLETED if returncode == 0 else State.FAILED
             self._finish_locked(op, state)
-        if cancelled and isinstance(op._runner, ProcessRunner):
-            self._release(op._runner)
+        if cancelled and isinstance(op.runner, ProcessRunner):
+            self._release(op.runner)
 
     def _release(self, runner: ProcessRunner) -> None:
         if runner.cgroup is not None:
             runner.cgroup.remove()
 
-    def _done_event(self, op: Operation) -> threading.Event | None:
-        """The event set when ``op`` ends; None if it already has."""
+    def wait(self, op: Operation, timeout: float | None = None) -> State:
+        """Block until ``op`` ends (or ``timeout``); its state."""
         with self._lock:
             if op.done:
-                return None
-            if op._done is None:
-                op._done = threading.Event()
-            return op._done
+                return op.state
+            done = self._waiters.get(op.id)
+            if done is None:
+                done = self._waiters[op.id] = threading.Event()  # made on first wait: most never wait
+        done.wait(timeout)
+        return op.state
 
-    def _finish(self, op: Operation, state: State) -> None:
+    def finish(self, op: Operation, state: State) -> None:
+        """Record the end of ``op`` (runners call this); a second end is ignored."""
         with self._lock:
             if not op.done:
                 self._finish_locked(op, state)
@@ -360,9 +460,10 @@ class Registry:
         op.ended = time.time()
         if self._live.pop(op.id, None) is not None:
             self._history.append(op)
-        if op._done is not None:
-            op._done.set()
-        if self._watchdog is not None and isinstance(op._runner, ProcessRunner):
+        done = self._waiters.pop(op.id, None)
+        if done is not None:
+            done.set()
+        if self._watchdog is not None and isinstance(op.runner, ProcessRunner):
             self._watchdog.forget(op.id)
         if self._subscribed:
             self._emit("ended", op)
@@ -394,7 +495,8 @@ class Registry:
 
         return unsubscribe
 
-    def _changed(self, op: Operation, event: str) -> None:
+    def changed(self, op: Operation, event: str) -> None:
+        """Tell subscribers that ``op`` changed (``progress``)."""
         if self._subscribed:
             self._emit(event, op)
 
@@ -404,11 +506,14 @@ class Registry:
         assert self._events is not None
         with self._lock:
             if event == "started":
-                if op._announced:
+                if op.id in self._announced:
                     return
-            elif not op._announced:
+            elif op.id not in self._announced:
                 self._events.put(("started", op.to_json(pids=False)))  # ended before it was announced
-            op._announced = True
+            if event == "ended":
+                self._announced.discard(op.id)
+            else:
+                self._announced.add(op.id)
             data = op.to_json(pids=False)  # cheap: never scan /proc on a cancel path
             if event == "ended":
                 data["duration"] = (op.ended or time.time()) - op.started
@@ -456,13 +561,26 @@ class Registry:
                 self._timer = _Timer(self)
             return self._timer
 
-    def _get_watchdog(self) -> Any:
+    @property
+    def uses_watchdog(self) -> bool:
+        return self._use_watchdog
+
+    def watchdog(self) -> Any:
+        """The death watchdog's client, started on first use."""
         with self._lock:
             if self._watchdog is None:
                 from .watchdog import WatchdogClient
 
                 self._watchdog = WatchdogClient.start(on_lost=self._watchdog_lost)
             return self._watchdog
+
+    def start_watchdog(self, wait: float | None = None) -> bool:
+        """Start the watchdog now (not at the first process); with ``wait``, block up to that
+        many seconds until it is up. True if it is (or, without ``wait``, was started)."""
+        if not self._use_watchdog:
+            return False
+        client = self.watchdog()
+        return client.wait_ready(wait) if wait is not None else True
 
     def _watchdog_lost(self, lost: Any) -> None:
         """The watchdog died before its owner: start another and register the live trees again."""
@@ -475,11 +593,11 @@ class Registry:
             ops = [
                 op
                 for op in self._live.values()
-                if isinstance(op._runner, ProcessRunner) and op.policy is not Policy.DETACH
+                if isinstance(op.runner, ProcessRunner) and op.policy is not Policy.DETACH
             ]
         for op in ops:
-            assert isinstance(op._runner, ProcessRunner)
-            client.register(op, op._runner)
+            assert isinstance(op.runner, ProcessRunner)
+            client.register(op, op.runner)
         if not client.wait_ready(5.0):
             log.warning("the new watchdog %d did not come up", client.proc.pid)
 
@@ -511,7 +629,7 @@ class Registry:
             "unkillable": unkillable,
         }
 
-    def close(self, reason: str = Reason.KERNEL_SHUTDOWN) -> list[Operation]:
+    def close(self, reason: str | CancelReason = Reason.KERNEL_SHUTDOWN) -> list[Operation]:
         """Cancel everything ``reason`` applies to (not ``detach``) and refuse new work."""
         with self._lock:
             self.closed = True

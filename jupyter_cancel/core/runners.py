@@ -1,17 +1,16 @@
-"""What runs an operation: a process tree, a cooperative scope, or an asyncio task."""
+"""What runs an operation: the runner protocol, process trees and asyncio tasks (cooperative
+scopes are in ``scope``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import psutil
 
 from .cgroup import Cgroup
-from .errors import Cancelled
 from .model import State
 from .proctree import Tree
 
@@ -24,7 +23,19 @@ log = logging.getLogger(__name__)
 
 
 class Runner(Protocol):
-    def pids(self) -> list[int]: ...
+    """What runs an operation's work, as the registry sees it. The registry alone changes an
+    operation's state; a runner reports an end with ``op.registry.finish(op, state)``.
+
+    Process trees (``ProcessRunner``) are terminated by the registry itself, all cancelled
+    trees in one pass; every other runner stops its work through ``request_cancel``.
+    """
+
+    def pids(self) -> list[int]:
+        """Live pids of the work (empty for in-process work)."""
+
+    def identity(self) -> dict[str, Any]:
+        """What lets another process end the work safely if this one cannot (a process tree's
+        root as [pid, create_time] and its cgroup); empty for in-process work."""
 
     def request_cancel(self, op: Operation) -> None:
         """Ask the work to stop; return without waiting for it."""
@@ -63,77 +74,6 @@ class ProcessRunner:
         return op.wait(timeout).done
 
 
-class CancelScope:
-    """Cooperative cancellation for in-process work (threads, blocking clients).
-
-    ``cancelled`` turns True when a cancel is requested; ``raise_if_cancelled()`` raises
-    ``Cancelled``; ``on_cancel(cb)`` callbacks run once, in the cancelling thread, so a
-    blocking read can be unblocked (close its socket). Use as a context manager: leaving
-    the block ends the operation (``cancelled``, ``failed`` or ``completed``).
-    """
-
-    def __init__(self, op: Operation, enter: Callable[[CancelScope], None]) -> None:
-        self.operation = op
-        self._enter = enter
-        self._callbacks: list[Callable[[], Any]] = []
-        self._lock = threading.Lock()
-        self._thread: int | None = None
-        self._exited = threading.Event()
-
-    # -- the scope's side ---------------------------------------------------------
-    @property
-    def cancelled(self) -> bool:
-        return self.operation.cancel_requested
-
-    @property
-    def reason(self) -> str | None:
-        return self.operation.reason
-
-    def raise_if_cancelled(self) -> None:
-        if self.operation.cancel_requested:
-            raise Cancelled(self.operation, self.operation.reason or "cancelled")
-
-    def on_cancel(self, callback: Callable[[], Any]) -> None:
-        """Run ``callback()`` on cancel (at once if already cancelled)."""
-        with self._lock:
-            if not self.operation.cancel_requested:
-                self._callbacks.append(callback)
-                return
-        _call(callback)
-
-    def __enter__(self) -> CancelScope:
-        self._thread = threading.get_ident()
-        self._enter(self)
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        op = self.operation
-        if op.cancel_requested:
-            state = State.CANCELLED
-        elif exc is not None:
-            state = State.FAILED
-            op.error = repr(exc)
-        else:
-            state = State.COMPLETED
-        op._registry._finish(op, state)
-        self._exited.set()
-
-    # -- the canceller's side -----------------------------------------------------
-    def pids(self) -> list[int]:
-        return []
-
-    def request_cancel(self, op: Operation) -> None:
-        with self._lock:
-            callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
-            _call(callback)
-
-    def wait_gone(self, op: Operation, timeout: float) -> bool:
-        if self._thread == threading.get_ident():
-            return False  # cancelled from inside the scope: it ends when the block exits
-        return self._exited.wait(timeout)
-
-
 class TaskRunner:
     """An asyncio task registered as an operation; cancelled thread-safely."""
 
@@ -145,7 +85,12 @@ class TaskRunner:
     def pids(self) -> list[int]:
         return []
 
-    def attach(self, op: Operation) -> None:
+    def identity(self) -> dict[str, Any]:
+        return {}
+
+    def watch(self, op: Operation) -> None:
+        """Report the task's end to the registry."""
+
         def done(task: asyncio.Task[Any]) -> None:
             if task.cancelled() or op.cancel_requested:
                 state = State.CANCELLED
@@ -154,7 +99,7 @@ class TaskRunner:
                 op.error = repr(task.exception())
             else:
                 state = State.COMPLETED
-            op._registry._finish(op, state)
+            op.registry.finish(op, state)
             self._gone.set()
 
         self.task.add_done_callback(done)
@@ -174,13 +119,6 @@ class TaskRunner:
         if on_loop:
             return False  # waiting here would block the loop the task needs
         return self._gone.wait(timeout)
-
-
-def _call(callback: Callable[[], Any]) -> None:
-    try:
-        callback()
-    except Exception:
-        log.exception("on_cancel callback %r failed", callback)
 
 
 def root_identity(pid: int) -> psutil.Process | None:

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from typing import Any
 
@@ -21,7 +20,8 @@ from ..core import api
 from ..core.model import Reason
 from ..core.registry import Registry
 from . import control
-from .host import _OWNER, _THREAD_ATTR, KernelHost, current_owner, kernel_id_of
+from .adapter import KernelAdapter
+from .host import KernelHost, kernel_id_of, set_owner, tag_thread
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class KernelIntegration:
     def __init__(self, shell: Any) -> None:
         self.shell = shell
         self.kernel = getattr(shell, "kernel", None)
+        self.adapter = KernelAdapter(self.kernel) if self.kernel is not None else None
         self.registry: Registry = api.registry()
         self.host = KernelHost(self.kernel, kernel_id_of(self.kernel) if self.kernel else None)
         self._saved: dict[str, Any] = {}
@@ -46,16 +47,13 @@ class KernelIntegration:
         self._patch_thread_start()
         self._saved["system"] = self.shell.__dict__.get("system")
         self.shell.system = self.system
-        if self.kernel is not None:
-            self._install_kernel_hooks()
+        if self.adapter is not None:
+            self._install_kernel_hooks(self.adapter)
             self._saved["unsubscribe"] = self.registry.subscribe_batch(self.publish_events)
-            try:
-                self.kernel.comm_manager.register_target("jupyter_cancel", self._frontend_announced)
-            except Exception:
-                log.debug("no comm manager: plain output only", exc_info=True)
-        if self.registry._use_watchdog:
-            # Started and waited for now (~0.1 s, once): work started later is covered from its first ms.
-            self.registry._get_watchdog().wait_ready(5.0)
+            if not self.adapter.register_comm_target("jupyter_cancel", self._frontend_announced):
+                log.debug("no comm manager: plain output only")
+        # Started and waited for now (~0.1 s, once): work started later is covered from its first ms.
+        self.registry.start_watchdog(wait=5.0)
 
     def uninstall(self) -> None:
         self.shell.events.unregister("pre_run_cell", self.pre_run_cell)
@@ -64,18 +62,11 @@ class KernelIntegration:
             self.shell.__dict__.pop("system", None)
         else:
             self.shell.system = self._saved["system"]
-        if self.kernel is not None:
-            kernel = self.kernel
+        if self.adapter is not None:
             self._saved.pop("unsubscribe")()
-            try:
-                self.kernel.comm_manager.unregister_target("jupyter_cancel", self._frontend_announced)
-            except Exception:
-                pass
-            kernel.control_handlers.pop(control.REQUEST, None)
-            kernel.control_handlers["interrupt_request"] = self._saved["interrupt_request"]
-            for name in ("pre_handler_hook", "post_handler_hook", "do_shutdown"):
-                kernel.__dict__.pop(name, None)
-            signal.signal(signal.SIGINT, signal.default_int_handler)  # we are inside a cell
+            self.adapter.unregister_comm_target("jupyter_cancel", self._frontend_announced)
+            self.adapter.remove_control_handler(control.REQUEST)
+            self.adapter.restore()
         api.set_host(None)
 
     def _patch_thread_start(self) -> None:
@@ -83,38 +74,22 @@ class KernelIntegration:
         self._saved["thread_start"] = original
 
         def start(thread: threading.Thread) -> None:
-            # A thread belongs to the cell that started it, whatever cell runs later.
-            if getattr(thread, _THREAD_ATTR, None) is None:
-                setattr(thread, _THREAD_ATTR, current_owner())
+            tag_thread(thread)
             original(thread)
 
         threading.Thread.start = start  # type: ignore[method-assign]
 
-    def _install_kernel_hooks(self) -> None:
-        kernel = self.kernel
-        kernel.control_handlers[control.REQUEST] = self.control_request
-        self._saved["interrupt_request"] = kernel.control_handlers.get("interrupt_request")
-        kernel.control_handlers["interrupt_request"] = self.interrupt_request
-        # ipykernel ignores SIGINT while idle: our handler sees it, busy or idle.
-        kernel.pre_handler_hook = self.pre_handler_hook
-        kernel.post_handler_hook = self.post_handler_hook
-        original_shutdown = kernel.do_shutdown
-
-        def do_shutdown(restart: bool) -> Any:
-            self.registry.close(Reason.KERNEL_RESTART if restart else Reason.KERNEL_SHUTDOWN)
-            return original_shutdown(restart)
-
-        kernel.do_shutdown = do_shutdown
-        signal.signal(signal.SIGINT, self._busy_sigint)  # loading happens inside a cell
+    def _install_kernel_hooks(self, adapter: KernelAdapter) -> None:
+        adapter.add_control_handler(control.REQUEST, self.control_request)
+        adapter.wrap_interrupt_request(self.interrupt_request)
+        adapter.handle_sigint(busy=self._busy_sigint, idle=self._idle_sigint)
+        adapter.before_shutdown(
+            lambda restart: self.registry.close(Reason.KERNEL_RESTART if restart else Reason.KERNEL_SHUTDOWN)
+        )
 
     # -- triggers ------------------------------------------------------------------
     def pre_run_cell(self, info: Any) -> None:
-        parent: dict[str, Any] = {}
-        if self.kernel is not None:
-            try:
-                parent = self.kernel.get_parent("shell") or {}
-            except Exception:
-                parent = {}
+        parent = self.adapter.shell_parent() if self.adapter is not None else {}
         metadata = parent.get("metadata") or {}
         cell_id = getattr(info, "cell_id", None) or metadata.get("cellId")
         owner = {
@@ -123,7 +98,7 @@ class KernelIntegration:
             "cell_id": cell_id,
             "parent": parent or None,
         }
-        _OWNER.set(owner)
+        set_owner(owner)
         self.host.last_owner = owner
         deleted = metadata.get("deletedCells")
         if isinstance(deleted, list) and deleted:
@@ -146,20 +121,15 @@ class KernelIntegration:
     def _idle_sigint(self, signum: int, frame: Any) -> None:
         self._interrupt()
 
-    def pre_handler_hook(self) -> None:
-        self.kernel.saved_sigint_handler = signal.signal(signal.SIGINT, self._busy_sigint)
-
-    def post_handler_hook(self) -> None:
-        signal.signal(signal.SIGINT, self._idle_sigint)
-
-    async def interrupt_request(self, stream: Any, ident: Any, parent: Any) -> None:
+    async def interrupt_request(self, original: Any, stream: Any, ident: Any, parent: Any) -> None:
         # Cancel from the control thread too: a cell stuck in C code handles SIGINT late.
         self._interrupt()
-        await self._saved["interrupt_request"](stream, ident, parent)
+        await original(stream, ident, parent)
 
     def control_request(self, stream: Any, ident: Any, parent: Any) -> None:
         content = control.handle(self.registry, parent.get("content"))
-        self.kernel.session.send(stream, control.REPLY, content, parent, ident=ident)
+        assert self.adapter is not None
+        self.adapter.reply(stream, control.REPLY, content, parent, ident)
 
     def _frontend_announced(self, comm: Any, msg: Any) -> None:
         self.host.rich = True
@@ -169,10 +139,10 @@ class KernelIntegration:
         drops messages past its high-water mark): the server keeps its view from these."""
         for event, data in batch:
             self.host.changed(event, data)
-        kernel = self.kernel
         events = [{"event": event, "operation": data} for event, data in batch]
         try:
-            kernel.session.send(kernel.iopub_socket, control.EVENT, {"events": events}, parent={})
+            assert self.adapter is not None
+            self.adapter.publish(control.EVENT, {"events": events})
         except Exception:
             log.debug("could not publish %d events", len(events), exc_info=True)
 

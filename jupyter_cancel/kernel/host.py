@@ -38,6 +38,17 @@ def kernel_id_of(kernel: Any) -> str | None:
     return stem[len("kernel-") :] if stem.startswith("kernel-") else stem or None
 
 
+def set_owner(owner: dict[str, Any] | None) -> None:
+    """The owner tags of the code running now (set before each cell)."""
+    _OWNER.set(owner)
+
+
+def tag_thread(thread: threading.Thread) -> None:
+    """A thread belongs to the cell that started it, whatever cell runs later."""
+    if getattr(thread, _THREAD_ATTR, None) is None:
+        setattr(thread, _THREAD_ATTR, current_owner())
+
+
 def current_owner() -> dict[str, Any] | None:
     owner = _OWNER.get()
     if owner is None:

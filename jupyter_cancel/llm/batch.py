@@ -44,7 +44,7 @@ def batch(
     takes_scope = "scope" in inspect.signature(fn).parameters
     bar = api.progress(items, total=total, desc=desc)
     result: BatchResult[R] = BatchResult(total=int(bar.total) if bar.total else None)
-    scope = bar._scope
+    scope = bar.scope
     before: set[str] = set()
 
     def stop_children() -> None:
@@ -61,7 +61,7 @@ def batch(
             if scope.cancelled:
                 break  # a result finished after the stop is not kept half-trusted
             result.results.append(value)
-        bar._scope.raise_if_cancelled()
+        bar.scope.raise_if_cancelled()
     except Cancelled as err:
         result.cancelled = True
         result.reason = err.reason

@@ -13,7 +13,7 @@ import httpx
 
 from ..core import api
 from ..core.errors import Cancelled
-from ..core.runners import CancelScope
+from ..core.scope import CancelScope
 from .config import llm_timeout
 from .errors import LLMError
 from .rate import TokenRate
@@ -86,7 +86,7 @@ def stream_chat(
                             if text:
                                 parts.append(text)
                                 rate.add(text)
-                                scope.operation._feed(text)
+                                scope.operation.feed(text)
         except Cancelled:
             raise
         except httpx.ConnectError as err:

@@ -10,6 +10,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, TraitError, Unicode, validate
 
 from ..core.model import DEFAULT_GRACE, Policy
+from . import adapter
 from .handlers import (
     CancelKernelHandler,
     CancelOperationHandler,
@@ -118,25 +119,7 @@ class JupyterCancel(ExtensionApp):
     def _track_websockets(self) -> None:
         """Count each kernel websocket by its ``session_id`` (the client session)."""
         # self.settings is merged into the web app's settings after initialize_settings.
-        settings = self.settings
-        base = settings["kernel_websocket_connection_class"]
-        tracker = self.tracker
-
-        class TrackedConnection(base):  # type: ignore[misc, valid-type]
-            _jc_open = False
-
-            def connect(self) -> Any:
-                self._jc_open = True
-                tracker.client_opened(self.kernel_id, self.session_id)
-                return super().connect()
-
-            def disconnect(self) -> Any:
-                if self._jc_open:
-                    self._jc_open = False
-                    tracker.client_closed(self.kernel_id, self.session_id)
-                return super().disconnect()
-
-        settings["kernel_websocket_connection_class"] = TrackedConnection
+        adapter.track_kernel_websockets(self.settings, self.tracker.client_opened, self.tracker.client_closed)
 
     async def autoload(self, kernel_id: str, timeout: float = 30.0) -> bool:
         """Load the kernel extension into a new IPython kernel (a silent execute) and wait for

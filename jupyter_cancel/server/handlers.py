@@ -13,6 +13,8 @@ from tornado import web
 from tornado.websocket import WebSocketHandler
 
 from ..core.model import Reason, short, to_reason, to_text
+from ..core.selector import Selector
+from .tracker import public_view
 
 AUTH_RESOURCE = "kernels"
 _OPTIONAL_STR = ("cell_id", "client_session", "kernel_id")
@@ -87,9 +89,9 @@ class CancelOperationHandler(_Base):
         if found is None:
             raise _not_found("operation", op_id)
         link, _ = found
-        await self.tracker.cancel(link.kernel_id, body["reason"], ids=[op_id])
+        await self.tracker.cancel(link.kernel_id, body["reason"], Selector(operation_ids=(op_id,)))
         data = link.get(op_id) or {}
-        self.finish(json.dumps({k: v for k, v in data.items() if k not in ("root", "cgroup")}))
+        self.finish(json.dumps(public_view(data)))
 
 
 class CancelKernelHandler(_Base):
@@ -99,9 +101,8 @@ class CancelKernelHandler(_Base):
         body = _body(self, {"reason", "cell_id", "client_session"})
         if kernel_id not in self.kernel_manager:
             raise _not_found("kernel", kernel_id)
-        cancelled = await self.tracker.cancel(
-            kernel_id, body["reason"], cell_id=body.get("cell_id"), client_session=body.get("client_session")
-        )
+        selector = Selector(cell_id=body.get("cell_id"), client_session=body.get("client_session"))
+        cancelled = await self.tracker.cancel(kernel_id, body["reason"], selector)
         self.finish(json.dumps({"cancelled": cancelled}))
 
 

@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import psutil
 
 from ..core.cgroup import Cgroup
-from ..core.model import Policy, Reason, applies, to_grace
+from ..core.model import CancelReason, Policy, Reason, applies, short, to_grace
 from ..core.proctree import Tree, terminate
-from . import metrics
+from ..core.selector import Selector
+from ..kernel.control import EVENT, REPLY, REQUEST
+from . import adapter, metrics
 from .kernels import KernelLink
 
 EVENT_SCHEMA = "https://github.com/jupyter-cancel/jupyter_cancel/events/operation/v1"
@@ -35,7 +38,8 @@ class Tracker:
         self._countdowns: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self.listeners: set[Listener] = set()
         self.event_logger = getattr(app.serverapp, "event_logger", None)
-        self._originals: dict[str, Any] = {}
+        self._restores: list[adapter.Restore] = []
+        self._hooked: weakref.WeakSet[Any] = weakref.WeakSet()
         metrics.bind(self.running, self.unkillable)
 
     # -- links -------------------------------------------------------------------
@@ -54,30 +58,20 @@ class Tracker:
             self.log.warning("cannot connect to kernel %s", kernel_id, exc_info=True)
             return None
         self.links[kernel_id] = link
-        if not getattr(manager, "_jupyter_cancel_hooked", False):
+        if manager not in self._hooked:
             # Once per kernel manager: it outlives its links (restarts) and keeps callbacks.
-            manager._jupyter_cancel_hooked = True
-            for state in ("restart", "dead"):
-                manager.add_restart_callback(lambda kid=kernel_id, s=state: self._kernel_died(kid, s), state)
-            self._wrap_restart(kernel_id, manager)
+            self._hooked.add(manager)
+            adapter.on_death(manager, lambda state, kid=kernel_id: self._kernel_died(kid, state))
+            adapter.after_every_restart(manager, lambda kid=kernel_id: self._restarted(kid))
         return link
 
-    def _wrap_restart(self, kernel_id: str, manager: Any) -> None:
-        """Every restart of this kernel — REST, or the restarter's after a death (it calls the
-        kernel's own manager, not the multi-kernel one) — gets the extension loaded again."""
-        original = manager.restart_kernel
-
-        async def restart_kernel(*args: Any, **kwargs: Any) -> Any:
-            result = original(*args, **kwargs)
-            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-                result = await result
-            self.drop(kernel_id)
-            if kernel_id in self.km:
-                self.link(kernel_id)
-                await self.app.autoload(kernel_id)
-            return result
-
-        manager.restart_kernel = restart_kernel
+    async def _restarted(self, kernel_id: str) -> None:
+        """Every restart of a kernel — REST, or the restarter's after a death — gets a fresh
+        link and the extension loaded again."""
+        self.drop(kernel_id)
+        if kernel_id in self.km:
+            self.link(kernel_id)
+            await self.app.autoload(kernel_id)
 
     def all_links(self) -> list[KernelLink]:
         for kernel_id in list(self.km.list_kernel_ids()):
@@ -133,78 +127,60 @@ class Tracker:
         self,
         kernel_id: str,
         reason: str,
+        selector: Selector | None = None,
         *,
-        ids: list[str] | None = None,
-        cell_id: str | None = None,
-        client_session: str | None = None,
         timeout: float | None = None,
     ) -> list[str]:
-        """Ask the kernel to cancel; if it does not answer in time, terminate what we know."""
+        """Ask the kernel to cancel what ``selector`` names (None: all its work the reason
+        applies to); if it does not answer in time, terminate what we know ourselves."""
         link = self.link(kernel_id)
         if link is None:
             return []
-        content: dict[str, Any] = {"action": "cancel", "reason": reason}
-        if ids is not None:
-            content["operation_ids"] = ids
-        elif cell_id is not None or client_session is not None:
-            if cell_id is not None:
-                content["cell_id"] = cell_id
-            if client_session is not None:
-                content["client_session"] = client_session
-        else:
-            content["all"] = True
+        if selector is None or selector.empty:
+            selector = Selector(all=True)
+        content: dict[str, Any] = {"action": "cancel", "reason": reason, **selector.to_json()}
         wait = self.app.control_timeout if timeout is None else timeout
         started = time.monotonic()
         reply = await link.request(content, wait)
         self.log.debug(
             "cancel %s on kernel %s: reply in %.1f ms",
-            content,
+            short(content),
             kernel_id,
             (time.monotonic() - started) * 1000,
         )
         if reply is not None and reply.get("status") == "ok":
             return list(reply.get("cancelled") or [])
         if reply is not None:
-            self.log.warning("kernel %s refused a cancel: %s", kernel_id, reply.get("evalue"))
+            self.log.warning("kernel %s refused a cancel: %s", kernel_id, short(reply.get("evalue")))
             return []
-        return await self._terminate_known(
-            link, reason, ids=ids, cell_id=cell_id, client_session=client_session
-        )
+        return await self._terminate_known(link, reason, selector)
 
-    async def _terminate_known(
-        self,
-        link: KernelLink,
-        reason: str,
-        *,
-        ids: list[str] | None,
-        cell_id: str | None,
-        client_session: str | None,
-    ) -> list[str]:
-        chosen = []
-        for op in list(link.live.values()):
-            if ids is not None and op["id"] not in ids:
-                continue
-            if cell_id is not None and op.get("cell_id") != cell_id:
-                continue
-            if client_session is not None and op.get("client_session") != client_session:
-                continue
-            if ids is None and not applies(Policy(op.get("policy", "cancel")), reason):
-                continue
-            chosen.append(op)
+    async def _terminate_known(self, link: KernelLink, reason: str, selector: Selector) -> list[str]:
+        why = CancelReason.of(reason)
+        chosen = [
+            op
+            for op in list(link.live.values())
+            if selector.matches(op)
+            # Named by id: whatever the policy, as the kernel would. Otherwise the policy decides.
+            and (
+                selector.operation_ids is not None or applies(Policy(op.get("policy", "cancel")), why.source)
+            )
+        ]
         if not chosen:
             return []
         self.log.warning("kernel %s did not answer: terminating %d trees itself", link.kernel_id, len(chosen))
         trees = [self._tree(op) for op in chosen]
         started = time.monotonic()
         for op in chosen:
-            link.mark(op["id"], "cancel_requested", reason=reason)
+            link.mark(op["id"], "cancel_requested", reason=why.source, message=why.message)
         outcome = await asyncio.get_running_loop().run_in_executor(None, terminate, trees)
         latency = time.monotonic() - started
         for op in chosen:
             link.mark(
                 op["id"],
                 state="cancelled",
-                reason=reason,
+                reason=why.source,
+                message=why.message,
                 exit_code=130,
                 ended=time.time(),
                 pids=[],
@@ -241,7 +217,7 @@ class Tracker:
         loop.create_task(self._after_death(link))
 
     async def _after_death(self, link: KernelLink) -> None:
-        await self._terminate_known(link, Reason.KERNEL_DIED, ids=None, cell_id=None, client_session=None)
+        await self._terminate_known(link, Reason.KERNEL_DIED, Selector(all=True))
         self.drop(link.kernel_id, link)
 
     async def health(self) -> list[dict[str, Any]]:
@@ -298,7 +274,7 @@ class Tracker:
         if self.clients.get(key):
             return
         kernel_id, session_id = key
-        cancelled = await self.cancel(kernel_id, reason, client_session=session_id)
+        cancelled = await self.cancel(kernel_id, reason, Selector(client_session=session_id))
         if cancelled:
             self.log.info("client %s of kernel %s gone: cancelled %s", session_id, kernel_id, cancelled)
 
@@ -307,37 +283,30 @@ class Tracker:
         kernels = [kernel_id] if kernel_id else [link.kernel_id for link in self.all_links()]
         cancelled: list[str] = []
         for kid in kernels:
-            cancelled += await self.cancel(kid, Reason.TAB_CLOSED, client_session=client_session)
+            cancelled += await self.cancel(kid, Reason.TAB_CLOSED, Selector(client_session=client_session))
         return cancelled
 
     # -- kernel actions ----------------------------------------------------------
     def install(self) -> None:
-        km = self.km
-        for msg_type in ("jupyter_cancel_request", "jupyter_cancel_reply", "jupyter_cancel_event"):
-            if msg_type not in km.untracked_message_types:
-                km.untracked_message_types.append(msg_type)
+        adapter.untrack_message_types(self.km, (REQUEST, REPLY, EVENT))
         for name, reason, flag in (
             ("interrupt_kernel", Reason.KERNEL_INTERRUPT, "cancel_on_interrupt"),
             ("restart_kernel", Reason.KERNEL_RESTART, "cancel_on_restart"),
             ("shutdown_kernel", Reason.KERNEL_SHUTDOWN, "cancel_on_restart"),
         ):
-            self._wrap(name, reason, flag)
-        original_start = km.start_kernel
-        self._originals["start_kernel"] = original_start
+            self._restores.append(
+                adapter.wrap_kernel_action(self.km, name, self._acting_first(name, reason, flag))
+            )
+        self._restores.append(adapter.after_start(self.km, self._started))
 
-        async def start_kernel(*args: Any, **kwargs: Any) -> Any:
-            kernel_id = await original_start(*args, **kwargs)
-            self.link(kernel_id)
-            await self.app.autoload(kernel_id)
-            return kernel_id
+    async def _started(self, kernel_id: str) -> None:
+        self.link(kernel_id)
+        await self.app.autoload(kernel_id)
 
-        km.start_kernel = start_kernel
+    def _acting_first(self, name: str, reason: str, flag: str) -> Any:
+        """What runs around a kernel action: our cancel first, then the action."""
 
-    def _wrap(self, name: str, reason: str, flag: str) -> None:
-        original = getattr(self.km, name)
-        self._originals[name] = original
-
-        async def wrapped(kernel_id: str, *args: Any, **kwargs: Any) -> Any:
+        async def around(original: Any, kernel_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             if getattr(self.app, flag) and kernel_id in self.km:
                 try:
                     await self.cancel(kernel_id, reason)
@@ -349,19 +318,16 @@ class Tracker:
                 # jupyter_client would wait its shutdown_wait_time (5 s) before killing it.
                 self.log.info("kernel %s does not answer: %s without waiting", kernel_id, name)
                 kwargs["now"] = True
-            result = original(kernel_id, *args, **kwargs)
-            if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
-                result = await result
+            result = await original(kernel_id, *args, **kwargs)
             if name == "shutdown_kernel":
                 self.drop(kernel_id)
             return result
 
-        setattr(self.km, name, wrapped)
+        return around
 
     def uninstall(self) -> None:
-        for name, original in self._originals.items():
-            setattr(self.km, name, original)
-        self._originals.clear()
+        while self._restores:
+            self._restores.pop()()
 
     async def stop(self) -> None:
         """Server shutdown: everything but ``detach``, kernels asked first, then ourselves."""
@@ -403,7 +369,17 @@ def public_view(data: dict[str, Any]) -> dict[str, Any]:
 
 def _event_record(kernel_id: str, event: str, data: dict[str, Any]) -> dict[str, Any]:
     record: dict[str, Any] = {"action": event, "kernel_id": kernel_id, "operation_id": data.get("id")}
-    for key in ("name", "kind", "cell_id", "client_session", "policy", "state", "reason", "exit_code"):
+    for key in (
+        "name",
+        "kind",
+        "cell_id",
+        "client_session",
+        "policy",
+        "state",
+        "reason",
+        "message",
+        "exit_code",
+    ):
         if key in data:
             record[key] = data[key]
     if event == "ended":

@@ -6,16 +6,16 @@ import time
 
 import pytest
 
-from jupyter_cancel.core import Registry, api
+from jupyter_cancel.core import CancelScope, Registry
 from jupyter_cancel.core.model import short, to_reason
 from jupyter_cancel.core.selector import MAX_IDS, Selector
 
 
 def test_work_that_outlives_its_grace_is_reported_overdue():
     reg = Registry(watchdog=False, grace=0.0)
-    scope = api.CancelScope(
+    scope = CancelScope(
         reg.new(name="stubborn", kind="scope", grace=0.0),
-        lambda sc: (setattr(sc.operation, "_runner", sc), reg.register(sc.operation)),
+        lambda sc: (reg.attach(sc.operation, sc), reg.register(sc.operation)),
     )
     scope.__enter__()
     assert reg.health()["overdue"] == []

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import jupyter_cancel as jc
-from jupyter_cancel.core import Registry, api
+from jupyter_cancel.core import CancelScope, Registry, api
 from tests.helpers.procs import alive, tree_cmd, wait_ready
 
 
@@ -21,11 +21,11 @@ def test_select_by_cell_session_kernel_and_cancel_is_idempotent():
     reg = Registry(watchdog=False)
     scopes = []
     for cell, session in [("a", "s1"), ("a", "s2"), ("b", "s1")]:
-        s = api.CancelScope(
+        s = CancelScope(
             reg.new(
                 name=cell, kind="scope", owner={"cell_id": cell, "client_session": session, "kernel_id": "k"}
             ),
-            lambda sc: (setattr(sc.operation, "_runner", sc), reg.register(sc.operation)),
+            lambda sc: (reg.attach(sc.operation, sc), reg.register(sc.operation)),
         )
         s.__enter__()
         scopes.append(s)
@@ -114,7 +114,7 @@ def test_supersede_waits_until_old_tree_that_ignores_sigterm_is_dead(tmp_path):
 def test_supersede_is_bounded_when_old_work_cannot_stop():
     reg = Registry(watchdog=False, grace=0.2)
     stuck = reg.new(name="stuck", kind="scope", key="k")
-    stuck_scope = api.CancelScope(stuck, lambda s: (setattr(stuck, "_runner", s), reg.register(stuck)))
+    stuck_scope = CancelScope(stuck, lambda s: (reg.attach(stuck, s), reg.register(stuck)))
     release = threading.Event()
 
     def stuck_thread():  # a thread stuck in C code: never checks its scope
@@ -143,7 +143,7 @@ def test_many_operations_from_eight_threads_nothing_leaked(tmp_path):
         try:
             for i in range(125):
                 op = reg.new(name=f"{n}-{i}", kind="scope", owner={"cell_id": f"c{n}"})
-                sc = api.CancelScope(op, lambda s, op=op: (setattr(op, "_runner", s), reg.register(op)))
+                sc = CancelScope(op, lambda s, op=op: (reg.attach(op, s), reg.register(op)))
                 sc.__enter__()
                 if i % 2:
                     reg.cancel(op.id, wait=False)
@@ -201,7 +201,7 @@ def test_slow_subscriber_never_delays_a_cancel(tmp_path):
     reg.register(op)
     started = time.monotonic()
     reg.cancel(op.id, wait=False)
-    reg._finish(op, jc.State.CANCELLED)
+    reg.finish(op, jc.State.CANCELLED)
     assert time.monotonic() - started < 0.5
     release.set()
     deadline = time.monotonic() + 5

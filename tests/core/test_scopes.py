@@ -46,7 +46,8 @@ def test_scope_raise_if_cancelled_and_late_callback_runs_at_once():
         s.on_cancel(lambda: called.append(1))
         assert called == [1] and s.cancelled
         s.raise_if_cancelled()
-    assert info.value.reason == "stop please"
+    assert info.value.reason == "user" and info.value.message == "stop please"
+    assert str(info.value).endswith("user (stop please)")
     assert s.operation.state is jc.State.CANCELLED
 
 
@@ -99,3 +100,21 @@ def test_progress_stops_at_the_next_step():
     assert seen == [0, 1, 2, 3]
     op = jc.operations(include_done=True)[-1]
     assert op.kind == "progress" and op.state is jc.State.CANCELLED
+
+
+def test_cancel_before_entry_is_kept_and_cancelled_caught_says_how_the_block_ended():
+    from jupyter_cancel.core import Registry
+
+    reg = Registry(watchdog=False)
+    early = reg.scope("early")
+    early.cancel("kernel_interrupt")  # before the block: remembered, not lost
+    with pytest.raises(jc.Cancelled), early:
+        assert early.cancel_called
+        early.raise_if_cancelled()
+    assert early.cancelled_caught and early.operation.reason == "kernel_interrupt"
+    late = reg.scope("late")
+    with late:
+        late.cancel()
+    # Cancelled, but the block never checked: it ended normally, nothing was caught.
+    assert late.cancel_called and not late.cancelled_caught
+    assert late.operation.state is jc.State.CANCELLED

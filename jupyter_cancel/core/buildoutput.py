@@ -1,5 +1,5 @@
 """Progress read from what build tools print: make/cmake ``[ 45%]``, ninja ``[12/80]``,
-cargo ``Building [===>  ] 45/80``, pip ``Collecting``/``Installing`` lines."""
+cargo ``Building [===>  ] 45/80``. (``jc.progress``, the bar for Python loops, is in ``api``.)"""
 
 from __future__ import annotations
 

@@ -1,0 +1,111 @@
+"""The jupyter_server and jupyter_client internals the server extension relies on, in one place.
+
+Checked against jupyter_server 2.21.1 and jupyter_client 8.10.0 (and the 2.10+/8.x lines'
+same attributes): the multi-kernel manager's ``start_kernel`` / ``interrupt_kernel`` /
+``restart_kernel`` / ``shutdown_kernel`` (wrapped per instance: the class is built before
+extensions load, so ``kernel_manager_class`` cannot be replaced); a kernel's own manager's
+``restart_kernel`` (jupyter_client's restarter calls it after a death, bypassing the multi
+manager) and ``add_restart_callback(cb, "restart" | "dead")``; ``untracked_message_types``
+(control messages listed there do not flip the notebook's busy/idle status); the
+``kernel_websocket_connection_class`` setting and its ``connect``/``disconnect``,
+``kernel_id``, ``session_id``. When one of these changes, this module is what changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+Restore = Callable[[], None]
+
+
+async def _maybe_await(result: Any) -> Any:
+    if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+        return await result
+    return result
+
+
+def wrap_kernel_action(
+    km: Any,
+    name: str,
+    around: Callable[[Callable[..., Any], str, tuple[Any, ...], dict[str, Any]], Awaitable[Any]],
+) -> Restore:
+    """Replace ``km.<name>(kernel_id, ...)`` with ``around(original, kernel_id, args, kwargs)``
+    (an async function that calls ``original`` itself); returns the undo."""
+    original = getattr(km, name)
+
+    async def wrapped(kernel_id: str, *args: Any, **kwargs: Any) -> Any:
+        return await around(lambda *a, **k: _maybe_await(original(*a, **k)), kernel_id, args, kwargs)
+
+    setattr(km, name, wrapped)
+    return lambda: setattr(km, name, original)
+
+
+def after_start(km: Any, action: Callable[[str], Awaitable[None]]) -> Restore:
+    """``await action(kernel_id)`` once a kernel started, before ``start_kernel`` returns."""
+    original = km.start_kernel
+
+    async def start_kernel(*args: Any, **kwargs: Any) -> Any:
+        kernel_id = await _maybe_await(original(*args, **kwargs))
+        await action(kernel_id)
+        return kernel_id
+
+    km.start_kernel = start_kernel
+    return lambda: setattr(km, "start_kernel", original)
+
+
+def after_every_restart(manager: Any, action: Callable[[], Awaitable[None]]) -> None:
+    """``await action()`` after each restart of one kernel: REST ones and the restarter's."""
+    original = manager.restart_kernel
+
+    async def restart_kernel(*args: Any, **kwargs: Any) -> Any:
+        result = await _maybe_await(original(*args, **kwargs))
+        await action()
+        return result
+
+    manager.restart_kernel = restart_kernel
+
+
+def on_death(manager: Any, callback: Callable[[str], None]) -> None:
+    """``callback("dead")`` when the kernel died for good, ``callback("restart")`` when it died
+    and is about to be restarted by jupyter_client's restarter."""
+    for state in ("restart", "dead"):
+        manager.add_restart_callback(lambda s=state: callback(s), state)
+
+
+def untrack_message_types(km: Any, types: Iterable[str]) -> None:
+    for msg_type in types:
+        if msg_type not in km.untracked_message_types:
+            km.untracked_message_types.append(msg_type)
+
+
+def kernel_pid(manager: Any) -> int | None:
+    """The kernel process's pid (local provisioners only)."""
+    process = getattr(getattr(manager, "provisioner", None), "process", None)
+    return getattr(process, "pid", None)
+
+
+def track_kernel_websockets(
+    settings: dict[str, Any],
+    opened: Callable[[str, str | None], None],
+    closed: Callable[[str, str | None], None],
+) -> None:
+    """Call ``opened(kernel_id, session_id)`` / ``closed(...)`` for each kernel websocket."""
+    base = settings["kernel_websocket_connection_class"]
+
+    class TrackedConnection(base):  # type: ignore[misc, valid-type]
+        _jc_open = False
+
+        def connect(self) -> Any:
+            self._jc_open = True
+            opened(self.kernel_id, self.session_id)
+            return super().connect()
+
+        def disconnect(self) -> Any:
+            if self._jc_open:
+                self._jc_open = False
+                closed(self.kernel_id, self.session_id)
+            return super().disconnect()
+
+    settings["kernel_websocket_connection_class"] = TrackedConnection

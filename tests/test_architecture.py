@@ -1,0 +1,107 @@
+"""The package's shape, checked: no import circle in the core, no module reaching into
+another module's private parts, no module outside the core touching the core's internals."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "jupyter_cancel"
+
+
+def _modules(folder: Path) -> dict[str, ast.Module]:
+    return {
+        ".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts): ast.parse(p.read_text(), str(p))
+        for p in sorted(folder.rglob("*.py"))
+    }
+
+
+def _import_time_edges(name: str, tree: ast.Module) -> set[str]:
+    """Modules of the package that ``name`` imports at run time, at the top or inside a
+    function (a lazy import is still an import). Names under ``if TYPE_CHECKING:`` are
+    annotations, never executed, and not counted."""
+    package = name.rsplit(".", 1)[0]
+    typing_only = {
+        id(n)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+        for n in ast.walk(block)
+    }
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package.split(".")
+            base = base[: len(base) - node.level + 1]
+            target = ".".join(base + ([node.module] if node.module else []))
+            out.add(target)
+            if not node.module:
+                out.update(f"{target}.{a.name}" for a in node.names)
+    return out
+
+
+def test_no_import_circle_in_the_core():
+    mods = {k.removesuffix(".__init__"): v for k, v in _modules(PACKAGE / "core").items()}
+    graph = {name: {e for e in _import_time_edges(name, tree) if e in mods} for name, tree in mods.items()}
+    graph = {k: v - {k} for k, v in graph.items()}
+    package = "jupyter_cancel.core"
+    graph.pop(package, None)  # the package re-exports; its modules never import it
+    state: dict[str, int] = {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = 1
+        for nxt in graph.get(node, ()):
+            if nxt == package:
+                raise AssertionError(f"{node} imports the core package itself")
+            if state.get(nxt) == 1:
+                raise AssertionError("import circle: " + " → ".join([*path, node, nxt]))
+            if nxt not in state:
+                visit(nxt, [*path, node])
+        state[node] = 2
+
+    for name in graph:
+        if name not in state:
+            visit(name, [])
+
+
+def _private_names(tree: ast.Module) -> set[str]:
+    """Underscore names a module defines: functions, classes, attributes it assigns."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names.add(node.value)  # __slots__ entries
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+def test_no_module_reaches_into_another_modules_private_parts():
+    mods = _modules(PACKAGE)
+    ours = set().union(*(_private_names(t) for t in mods.values()))
+    bad = []
+    for name, tree in mods.items():
+        own = _private_names(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                bad += [f"{name} imports {a.name}" for a in node.names if a.name.startswith("_")]
+            if (
+                not isinstance(node, ast.Attribute)
+                or not node.attr.startswith("_")
+                or node.attr.startswith("__")
+            ):
+                continue
+            value = node.value
+            if isinstance(value, ast.Name) and value.id in ("self", "cls"):
+                continue
+            if isinstance(value, ast.Call) and ast.unparse(value.func) == "super":
+                continue  # an overridden hook of a base class (jupyter_server's ExtensionApp)
+            if node.attr in ours and node.attr not in own:
+                bad.append(f"{name}:{node.lineno} {ast.unparse(node)}")
+    assert bad == []
