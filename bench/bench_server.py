@@ -74,7 +74,11 @@ class Server:
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGINT)
         self.proc.send_signal(signal.SIGINT)  # twice skips the confirmation
-        self.proc.wait(30)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()  # ours, by pid
+            self.proc.wait()
         self.http.close()
 
 

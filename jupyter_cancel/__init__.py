@@ -20,7 +20,7 @@ from .core import scope as scope
 from .core import start as start
 from .core import task as task
 
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 __all__ = [
     "CancelScope",

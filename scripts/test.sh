@@ -15,4 +15,11 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 .venv/bin/ruff check jupyter_cancel tests bench
 .venv/bin/ruff format --check jupyter_cancel tests bench
 .venv/bin/mypy  # strict, on jupyter_cancel/core (pyproject)
+# The labextension: prettier + eslint (its node_modules come from the pip build's jlpm install).
+(
+  cd labextension
+  export PATH="$PWD/../.venv/bin:$PATH"
+  [ -d node_modules ] || jlpm install
+  jlpm lint:check
+)
 exec .venv/bin/python -m pytest -ra -p no:logging "$@"

@@ -14,7 +14,7 @@ import shlex
 import sys
 import threading
 import time
-from collections.abc import Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 from .buildoutput import BuildProgress
@@ -117,13 +117,18 @@ def start(
     display: bool = True,
     key: str | None = None,
     owner: Mapping[str, Any] | None = None,
+    on_start: Callable[[Operation], None] | None = None,
 ) -> Operation:
-    """Start a process tree as an operation and return it at once (see ``run``)."""
+    """Start a process tree as an operation and return it at once (see ``run``).
+
+    ``on_start(op)`` is called before the process starts (add output listeners there)."""
     argv = _argv(cmd, shell)
     label = name or (cmd if isinstance(cmd, str) else shlex.join(argv))
 
     def prepare(op: Operation) -> None:
         op.on_output(BuildProgress())
+        if on_start is not None:
+            on_start(op)
         if display:
             _host.show(op)
 

@@ -28,17 +28,26 @@ def stream_cli(
     Blocks until it ends; returns the Operation (``.output`` holds the text, bounded).
     Raises ``Cancelled`` on stop, re-run, interrupt or ``timeout`` (reason ``timeout``).
     """
-    limit = llm_timeout(timeout)
-    op = api.start(
-        cmd, name=name or "LLM", timeout=limit, shell=shell, cwd=cwd, env=env, grace=grace, **kwargs
-    )
-    rate = TokenRate(op)
-    op.on_output(lambda _op, text: rate.add(text))
+    rates: list[TokenRate] = []
+
+    def on_start(op: Operation) -> None:
+        rate = TokenRate(op)
+        rates.append(rate)
+        op.on_output(lambda _op, text: rate.add(text))
+
     try:
-        op.wait()
-    except KeyboardInterrupt:
-        op.cancel("kernel_interrupt")
-        raise
-    rate.report()
-    api.host().finished(op)
-    return op.result()
+        # run: the same wait, Ctrl+C and one-line Cancelled as jc.run.
+        return api.run(
+            cmd,
+            name=name or "LLM",
+            timeout=llm_timeout(timeout),
+            shell=shell,
+            cwd=cwd,
+            env=env,
+            grace=grace,
+            on_start=on_start,
+            **kwargs,
+        )
+    finally:
+        for rate in rates:
+            rate.report()

@@ -39,9 +39,18 @@ export function createExecutor(settings: () => ISettings): INotebookCellExecutor
       const kernel = sessionContext?.session?.kernel;
       const model = cell.model as ICodeCellModel;
       announce(kernel); // before the execute_request, on the same channel: seen first
-      if (settings().stopBeforeRerun && kernel && model.type === 'code' && model.executionState === 'running') {
+      if (
+        settings().stopBeforeRerun &&
+        kernel &&
+        model.type === 'code' &&
+        model.executionState === 'running'
+      ) {
         try {
-          const reply = await controlRequest(kernel, { action: 'cancel', cell_id: model.id, reason: 'cell_rerun' });
+          const reply = await controlRequest(kernel, {
+            action: 'cancel',
+            cell_id: model.id,
+            reason: 'cell_rerun'
+          });
           if (reply && reply.status === 'ok' && reply.cancelled.length) {
             await executionEnded(model, 5000);
           }

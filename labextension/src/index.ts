@@ -11,11 +11,15 @@ import { createExecutor } from './executor';
 import { OperationsPanel } from './panel';
 import { beaconClosed, cancelKernel, clientClosed, controlRequest } from './request';
 import { OperationsStore } from './store';
-import { IOperation, ISettings } from './tokens';
+import { ICancelRequest, IControlRequest, IOperation, ISettings } from './tokens';
 import { MODULE_NAME, MODULE_VERSION, OperationModel, OperationView } from './widget';
 
 const PLUGIN_ID = 'jupyter-cancel:plugin';
-const DEFAULTS: ISettings = { stopButtonScope: 'kernel', cancelOnClose: true, stopBeforeRerun: true };
+const DEFAULTS: ISettings = {
+  stopButtonScope: 'kernel',
+  cancelOnClose: true,
+  stopBeforeRerun: true
+};
 let current: ISettings = { ...DEFAULTS };
 
 const stopIcon = new LabIcon({
@@ -27,7 +31,8 @@ const stopIcon = new LabIcon({
 /** The widget's view, for jc.run / jc.start / jc.progress / !cmd displays. */
 const widgetPlugin: JupyterFrontEndPlugin<void> = {
   id: 'jupyter-cancel:widget',
-  description: 'The operation widget: progress, live output and a stop button that works while the cell is busy.',
+  description:
+    'The operation widget: progress, live output and a stop button that works while the cell is busy.',
   autoStart: true,
   requires: [IJupyterWidgetRegistry],
   activate: (_app: JupyterFrontEnd, registry: IJupyterWidgetRegistry) => {
@@ -65,7 +70,8 @@ class StopAllButton extends Widget {
     this.addClass('jc-stop-all');
     const button = document.createElement('button');
     button.className = 'jp-ToolbarButtonComponent jp-mod-minimal jp-Button';
-    button.title = 'Stop all work of this notebook (processes, LLM runs, builds) — not an interrupt';
+    button.title =
+      'Stop all work of this notebook (processes, LLM runs, builds) — not an interrupt';
     button.appendChild(stopIcon.element({ tag: 'span' }));
     const label = document.createElement('span');
     label.className = 'jc-stop-all-label';
@@ -105,15 +111,15 @@ class StopAllButton extends Widget {
     if (!kernel) {
       return;
     }
-    const body: { reason: string; client_session?: string } = { reason: 'user' };
+    const body: ICancelRequest = { reason: 'user' };
     if (current.stopButtonScope === 'session') {
       body.client_session = kernel.clientId;
     }
     try {
       await cancelKernel(kernel.id, body);
-    } catch (err) {
+    } catch {
       // No server extension (or it failed): ask the kernel directly.
-      const content = body.client_session
+      const content: IControlRequest = body.client_session
         ? { action: 'cancel', client_session: body.client_session, reason: 'user' }
         : { action: 'cancel', all: true, reason: 'user' };
       await controlRequest(kernel, content);
@@ -127,7 +133,11 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
   autoStart: true,
   requires: [INotebookTracker],
   optional: [ISettingRegistry],
-  activate: (app: JupyterFrontEnd, tracker: INotebookTracker, settingRegistry: ISettingRegistry | null) => {
+  activate: (
+    app: JupyterFrontEnd,
+    tracker: INotebookTracker,
+    settingRegistry: ISettingRegistry | null
+  ) => {
     if (settingRegistry) {
       void settingRegistry
         .load(PLUGIN_ID)

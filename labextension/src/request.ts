@@ -1,5 +1,6 @@
 import { PageConfig, URLExt } from '@jupyterlab/coreutils';
 import { Kernel, KernelMessage, ServerConnection } from '@jupyterlab/services';
+import { ICancelRequest, IControlRequest } from './tokens';
 
 const API = 'jupyter-cancel/api';
 
@@ -25,7 +26,7 @@ export function cancelOperation(id: string, reason = 'user'): Promise<unknown> {
 
 export function cancelKernel(
   kernelId: string,
-  body: { reason?: string; cell_id?: string; client_session?: string } = {}
+  body: Pick<ICancelRequest, 'reason' | 'cell_id' | 'client_session'> = {}
 ): Promise<{ cancelled: string[] }> {
   return requestAPI(`kernels/${encodeURIComponent(kernelId)}/cancel`, {
     method: 'POST',
@@ -77,7 +78,7 @@ export function eventsUrl(): string {
  */
 export async function controlRequest(
   kernel: Kernel.IKernelConnection,
-  content: { [key: string]: unknown },
+  content: IControlRequest,
   timeout = 3000
 ): Promise<{ [key: string]: any } | null> {
   const msg = KernelMessage.createMessage({

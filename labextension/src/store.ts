@@ -25,7 +25,9 @@ export class OperationsStore {
 
   live(kernelId?: string): IOperation[] {
     return this.operations().filter(
-      op => (op.state === 'running' || op.state === 'pending') && (!kernelId || op.kernel_id === kernelId)
+      op =>
+        (op.state === 'running' || op.state === 'pending') &&
+        (!kernelId || op.kernel_id === kernelId)
     );
   }
 
@@ -61,7 +63,9 @@ export class OperationsStore {
       const previous = this._ops.get(message.operation.id);
       this._ops.set(message.operation.id, { ...previous, ...message.operation });
       if (this._ops.size > 500) {
-        const oldest = this.operations().filter(op => op.state !== 'running').pop();
+        const oldest = this.operations()
+          .filter(op => op.state !== 'running')
+          .pop();
         if (oldest) {
           this._ops.delete(oldest.id);
         }

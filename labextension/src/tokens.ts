@@ -9,11 +9,35 @@ export interface IOperation {
   policy: 'cancel' | 'continue' | 'detach';
   state: 'pending' | 'running' | 'completed' | 'failed' | 'cancelled';
   reason: string | null;
+  message?: string | null;
   pids: number[];
   started: number;
   ended: number | null;
   exit_code: number | null;
   progress: { n: number; total: number | null } | null;
+}
+
+/**
+ * What to cancel: the same selector the registry, the kernel's control message and the
+ * server's REST bodies use (jupyter_cancel.core.selector.Selector). Fields combine (AND);
+ * an empty selector matches nothing; `all` alone names every operation.
+ */
+export interface ISelector {
+  operation_ids?: string[];
+  cell_id?: string;
+  client_session?: string;
+  kernel_id?: string;
+  all?: boolean;
+}
+
+/** A cancel request: a selector and what triggered it. */
+export interface ICancelRequest extends ISelector {
+  reason?: string;
+}
+
+/** The kernel's control message (jupyter_cancel_request). */
+export interface IControlRequest extends ICancelRequest {
+  action: 'cancel' | 'list' | 'health';
 }
 
 /** One message of the server's event stream. */
@@ -45,7 +69,7 @@ export function describeReason(reason: string | null): string {
     timeout: 'timed out',
     server_shutdown: 'server stopped'
   };
-  return reason ? words[reason] ?? reason : '';
+  return reason ? (words[reason] ?? reason) : '';
 }
 
 export function formatElapsed(seconds: number): string {

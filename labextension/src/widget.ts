@@ -84,8 +84,13 @@ export class OperationView extends DOMWidgetView {
     const total = m.get('total') as number | null;
     const determinate = typeof total === 'number' && total > 0;
     this._bar.classList.toggle('jc-op-indeterminate', !determinate && state === 'running');
-    this._bar.style.display = m.get('kind') === 'process' && !determinate && state !== 'running' ? 'none' : '';
-    this._fill.style.width = determinate ? `${Math.min(100, (100 * n) / total!)}%` : state === 'running' ? '' : '100%';
+    this._bar.style.display =
+      m.get('kind') === 'process' && !determinate && state !== 'running' ? 'none' : '';
+    this._fill.style.width = determinate
+      ? `${Math.min(100, (100 * n) / total!)}%`
+      : state === 'running'
+        ? ''
+        : '100%';
     const rate = m.get('rate') as string;
     this._count.textContent = determinate
       ? `${n} / ${total}${rate ? ' · ' + rate : ''}`
@@ -134,7 +139,11 @@ export class OperationView extends DOMWidgetView {
     let reply = null;
     if (kernel) {
       try {
-        reply = await controlRequest(kernel, { action: 'cancel', operation_ids: [id], reason: 'user' });
+        reply = await controlRequest(kernel, {
+          action: 'cancel',
+          operation_ids: [id],
+          reason: 'user'
+        });
       } catch (err) {
         console.warn('jupyter_cancel: control request failed', err);
       }
@@ -150,7 +159,12 @@ export class OperationView extends DOMWidgetView {
     const op = reply?.operations?.find((o: any) => o.id === id);
     if (op && op.state !== 'running') {
       // The final state is also synced by the kernel; this shows it at once.
-      this.model.set({ state: op.state, reason: op.reason, exit_code: op.exit_code, ended: op.ended });
+      this.model.set({
+        state: op.state,
+        reason: op.reason,
+        exit_code: op.exit_code,
+        ended: op.ended
+      });
     }
   }
 }
