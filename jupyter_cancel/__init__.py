@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._version import __version__ as __version__
 from .core import Cancelled as Cancelled
 from .core import CancelScope as CancelScope
 from .core import JupyterCancelError as JupyterCancelError
@@ -19,8 +20,6 @@ from .core import run as run
 from .core import scope as scope
 from .core import start as start
 from .core import task as task
-
-from ._version import __version__ as __version__
 
 __all__ = [
     "CancelScope",
