@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import time
 import uuid
 
 import pytest
 
 from tests.helpers.procs import SESSION_MARK, cookie_carriers, descendants, kill_pids
+from tests.helpers.wait import wait_gone
 
 
 def pytest_configure(config):
@@ -36,13 +36,14 @@ def _is_allowed(pid: int) -> bool:
 def no_leaks(request):
     before = {**descendants(), **cookie_carriers()}
     yield
-    deadline = time.monotonic() + 5.0
-    while True:
+
+    def leaked() -> dict[int, float]:
         now = {**descendants(), **cookie_carriers()}
-        leaked = {pid: ct for pid, ct in now.items() if before.get(pid) != ct and not _is_allowed(pid)}
-        if not leaked or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)  # processes being reaped by a kernel or the server on their way out
+        return {pid: ct for pid, ct in now.items() if before.get(pid) != ct and not _is_allowed(pid)}
+
+    # Processes on their way out (being reaped by a kernel or the server): wait for their exit.
+    wait_gone(leaked(), timeout=5.0)
+    leaked = leaked()
     if leaked:
         kill_pids(leaked)
         pytest.fail(f"test left processes alive: {sorted(leaked)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -32,7 +33,9 @@ def test_notebook_executes(name, tmp_path, monkeypatch):
     if name.startswith("00"):
         assert "cancelled user 130 []" in text
     if name.startswith("01"):
-        assert "completed exit 0" in text and "left running: []" in text
+        assert "completed exit 0" in text
+        stopped = re.search(r"cancelled user exit 130 (\d+) processes stopped, left running: \[\]", text)
+        assert stopped and int(stopped.group(1)) >= 2, text[-2000:]  # make and at least one job
     if name.startswith("02"):
         assert "24 of 24 embedded" in text
     if name.startswith("03"):

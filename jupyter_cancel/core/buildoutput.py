@@ -28,7 +28,8 @@ class BuildProgress:
         if found is not None:
             self._seen = found
         now = time.monotonic()
-        if self._seen is not None and now - self._last >= INTERVAL:
+        finished = found is not None and found[0] == found[1]  # never throttle away the last step
+        if self._seen is not None and (finished or now - self._last >= INTERVAL):
             self._last = now
             n, total = self._seen
             if op.progress is None or (op.progress.get("n"), op.progress.get("total")) != (n, total):

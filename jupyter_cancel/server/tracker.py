@@ -35,11 +35,15 @@ class Tracker:
         self.km = app.serverapp.kernel_manager
         self.links: dict[str, KernelLink] = {}
         self.clients: dict[tuple[str, str], int] = {}
-        self._countdowns: dict[tuple[str, str], asyncio.TimerHandle] = {}
+        self._countdowns: dict[tuple[str, str], Any] = {}
         self.listeners: set[Listener] = set()
         self.event_logger = getattr(app.serverapp, "event_logger", None)
         self._restores: list[adapter.Restore] = []
         self._hooked: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: Schedules the tab-close countdowns (``loop.call_later``); a test can drive its own clock.
+        self.call_later: Callable[[float, Callable[[], Any]], Any] = lambda delay, fn: (
+            asyncio.get_event_loop().call_later(delay, fn)
+        )
         metrics.bind(self.running, self.unkillable)
 
     # -- links -------------------------------------------------------------------
@@ -263,10 +267,9 @@ class Tracker:
         self.clients.pop(key, None)
         if not self.app.cancel_on_tab_close:
             return
-        loop = asyncio.get_event_loop()
-        self._countdowns[key] = loop.call_later(
+        self._countdowns[key] = self.call_later(
             self.app.tab_close_grace,
-            lambda: loop.create_task(self._client_gone(key, Reason.CLIENT_DISCONNECTED)),
+            lambda: asyncio.ensure_future(self._client_gone(key, Reason.CLIENT_DISCONNECTED)),
         )
 
     async def _client_gone(self, key: tuple[str, str], reason: str) -> None:

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import time
 
 import psutil
@@ -20,15 +21,14 @@ MODES = [("child", 1), ("grandchild", 2), ("setsid", 3), ("daemon", 2), ("three"
 
 
 @pytest.mark.parametrize(("mode", "count"), MODES)
-def test_cancel_kills_whole_tree(tmp_path, mode, count):
+def test_cancel_kills_whole_tree(tmp_path, mode, count, mechanism):
     ready = tmp_path / "ready"
     op = jc.start(tree_cmd(mode, ready), display=False, grace=2)
     pids = wait_ready(ready, count)
     assert all(alive(p) for p in pids)
-    started = time.monotonic()
     assert op.cancel() is True
-    assert time.monotonic() - started < 1.5, "SIGTERM-respecting tree must not wait for the grace"
     assert op.state is jc.State.CANCELLED
+    assert op.returncode == -15, "it honours SIGTERM: never SIGKILLed"
     assert op.reason == "user" and op.exit_code == 130
     assert [p for p in pids if alive(p)] == []
 
@@ -54,7 +54,7 @@ def test_daemon_with_cleared_env(tmp_path, monkeypatch, use_cgroup):
         psutil.Process(survivors[0]).wait(3) if alive(survivors[0]) else None
 
 
-def test_sigterm_ignored_is_killed_at_grace_not_before(tmp_path):
+def test_sigterm_ignored_is_killed_at_grace_not_before(tmp_path, mechanism):
     ready = tmp_path / "ready"
     op = jc.start(tree_cmd("ignore_term", ready), display=False, grace=0.6)
     (pid,) = wait_ready(ready, 1)
@@ -62,11 +62,11 @@ def test_sigterm_ignored_is_killed_at_grace_not_before(tmp_path):
     op.cancel()
     took = time.monotonic() - started
     assert not alive(pid)
-    assert 0.55 <= took < 2.0, took
+    assert took >= 0.6, f"SIGKILLed {took:.3f}s after SIGTERM: before its grace"
     assert op.returncode == -9 and op.exit_code == 130
 
 
-def test_fork_while_dying_is_caught(tmp_path):
+def test_fork_while_dying_is_caught(tmp_path, mechanism):
     ready = tmp_path / "ready"
     op = jc.start(tree_cmd("fork_on_term", ready), display=False, grace=0.5)
     (pid,) = wait_ready(ready, 1)
@@ -76,14 +76,14 @@ def test_fork_while_dying_is_caught(tmp_path):
     assert [p for p in late if alive(p)] == []
 
 
-def test_tree_that_exits_before_cancel_is_completed(tmp_path):
+def test_tree_that_exits_before_cancel_is_completed(mechanism):
     op = jc.start(["true"], display=False)
     assert op.wait(5) is jc.State.COMPLETED
     assert op.cancel() is False
     assert op.state is jc.State.COMPLETED and op.returncode == 0 and op.reason is None
 
 
-def test_leftover_background_process_is_ended_with_its_tree(tmp_path):
+def test_leftover_background_process_is_ended_with_its_tree(tmp_path, mechanism):
     ready = tmp_path / "ready"
     # the shell waits until its background child announced itself, then exits
     cmd = " ".join(tree_cmd("child", ready)) + f" & while [ ! -s {ready} ]; do sleep 0.01; done; exit 0"
@@ -112,7 +112,7 @@ def test_reused_identity_is_never_signalled(tmp_path):
             bystander.wait()
 
 
-def test_bystander_with_same_command_line_untouched(tmp_path):
+def test_bystander_with_same_command_line_untouched(tmp_path, mechanism):
     cmd = tree_cmd("child", tmp_path / "same")
     bystander = subprocess.Popen(cmd)
     try:
@@ -153,3 +153,37 @@ def test_leak_check_sees_our_cookie_carriers_only(tmp_path):
         for p in (ours, theirs):
             p.kill()
             p.wait()
+
+
+def test_detach_leftovers_are_not_swept(tmp_path):
+    """A detach tree's root exits leaving a background child: that child is kept (only an
+    explicit stop ends detach work); the same tree under ``cancel`` is swept (above)."""
+    ready = tmp_path / "ready"
+    cmd = " ".join(tree_cmd("child", ready)) + f" & while [ ! -s {ready} ]; do sleep 0.01; done; exit 0"
+    op = jc.start(cmd, shell=True, display=False, policy="detach")
+    (pid,) = wait_ready(ready, 1)
+    assert op.wait(5) is jc.State.COMPLETED
+    try:
+        # A kernel shutdown does not reach detach work either, finished root or not.
+        jc.core.default_registry().cancel_all("kernel_shutdown", wait=True)
+        assert alive(pid), "detach leftovers were swept"
+    finally:
+        psutil.Process(pid).kill()
+        psutil.Process(pid).wait(5)
+
+
+def test_no_cgroup_environment_switch(tmp_path):
+    code = (
+        "import jupyter_cancel as jc, sys, json\n"
+        "op = jc.start(['sleep', '60'], display=False)\n"
+        "print(json.dumps(op.to_json()['cgroup'])); op.cancel()"
+    )
+    for env, expect_cgroup in (({"JUPYTER_CANCEL_NO_CGROUP": "1"}, False), ({}, Cgroup.available())):
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert (json.loads(out.stdout) is not None) is expect_cgroup, (env, out.stdout)

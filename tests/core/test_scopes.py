@@ -118,3 +118,22 @@ def test_cancel_before_entry_is_kept_and_cancelled_caught_says_how_the_block_end
     # Cancelled, but the block never checked: it ended normally, nothing was caught.
     assert late.cancel_called and not late.cancelled_caught
     assert late.operation.state is jc.State.CANCELLED
+
+
+def test_ctrl_c_in_plain_python_run_cancels_the_tree(tmp_path):
+    """Outside Jupyter, Ctrl+C while ``jc.run`` waits ends the whole tree and raises KeyboardInterrupt."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers.procs import tree_cmd, wait_ready
+    from tests.helpers.wait import wait_gone
+
+    ready = tmp_path / "ready"
+    code = f"import jupyter_cancel as jc\njc.run({tree_cmd('three', ready)!r}, display=False)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    pids = wait_ready(ready, 3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert wait_gone(pids, timeout=0) == []

@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 from tests.helpers.procs import alive, tree_cmd, wait_ready
+from tests.helpers.wait import until
 
 
 def test_owner_sigkill_watchdog_terminates_trees(tmp_path):
@@ -25,12 +26,12 @@ def test_owner_sigkill_watchdog_terminates_trees(tmp_path):
     )
     owner = subprocess.Popen([sys.executable, "-c", owner_code], stdout=subprocess.PIPE, text=True)
     watchdog_pid = int(owner.stdout.readline())
+    owner.stdout.close()
     pids = wait_ready(ready, 3) + wait_ready(tmp_path / "ign", 1)
     (detached,) = wait_ready(tmp_path / "det", 1)
     try:
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait()
-        os.waitpid(watchdog_pid, 0) if False else None
         import psutil
 
         psutil.Process(watchdog_pid).wait(5)  # the watchdog exits once done
@@ -94,6 +95,7 @@ def test_killed_watchdog_is_replaced_without_any_server(tmp_path):
     owner = subprocess.Popen([sys.executable, "-c", owner_code], stdout=subprocess.PIPE, text=True)
     try:
         old = int(owner.stdout.readline())
+        owner.stdout.close()
         pids = wait_ready(ready, 2)
         os.kill(old, signal.SIGKILL)
 
@@ -107,7 +109,7 @@ def test_killed_watchdog_is_replaced_without_any_server(tmp_path):
                     continue
             return found
 
-        new = _wait_for(watchdogs, 10)
+        new = until(watchdogs, 10, "a new watchdog")
         assert len(new) == 1
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait()
@@ -117,14 +119,3 @@ def test_killed_watchdog_is_replaced_without_any_server(tmp_path):
         if owner.poll() is None:
             owner.kill()
             owner.wait()
-
-
-def _wait_for(fn, timeout):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not (value := fn()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(fn.__name__)
-        time.sleep(0.01)
-    return value

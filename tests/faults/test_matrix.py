@@ -17,6 +17,7 @@ from tests.faults.shapes import SHAPES
 from tests.helpers.procs import TREE, announced, left_alive, wait_ready
 from tests.helpers.server import execute_request, wait_gone
 from tests.helpers.server import wait_ready as await_ready
+from tests.helpers.wait import until_async
 
 CGROUP = Cgroup.available()
 #: The env-clearing daemon leaves the tree's session, its parent and its environment: only a
@@ -48,16 +49,6 @@ async def _start_all(harness, client, tmp: Path) -> dict[str, list[int]]:
     return {name: await await_ready(tmp / name, SHAPES[name][1], timeout=60) for name in SHAPE_NAMES}
 
 
-async def _until_exists(path: Path, timeout: float = 30) -> None:
-    import asyncio
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        await asyncio.sleep(0.01)
-
-
 async def _fire(trigger: str, harness, kid: str, client) -> None:
     base = ("jupyter-cancel", "api")
     if trigger == "rerun":
@@ -70,7 +61,7 @@ async def _fire(trigger: str, harness, kid: str, client) -> None:
     elif trigger == "interrupt_busy":
         busy = harness.tmp / "busy"
         client.send(f"import os, time; os.close(os.open({str(busy)!r}, os.O_CREAT)); time.sleep(600)", "busy")
-        await _until_exists(busy)
+        await until_async(busy.exists, 30, "the busy cell runs")
         await harness.api("POST", "api", "kernels", kid, "interrupt")
     elif trigger == "interrupt_idle":
         await harness.api("POST", "api", "kernels", kid, "interrupt")

@@ -12,7 +12,8 @@ from typing import Any
 from jupyter_client import KernelManager
 from jupyter_core.paths import jupyter_runtime_dir
 
-from tests.helpers.procs import left_alive
+from tests.helpers.wait import until
+from tests.helpers.wait import wait_gone as _wait_gone
 
 
 @dataclass
@@ -127,14 +128,13 @@ class Kernel:
         return [p for op in ops if op["state"] == "running" for p in op["pids"]]
 
     def wait_for_ops(self, n: int, timeout: float = 20) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while True:
+        """The running operations once ``n`` run with their processes up (control requests)."""
+
+        def running() -> list[dict[str, Any]] | None:
             ops = [o for o in self.control({"action": "list"})["operations"] if o["state"] == "running"]
-            if len(ops) >= n and all(o["pids"] for o in ops if o["kind"] == "process"):
-                return ops
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(ops)} of {n} operations running")
-            time.sleep(0.02)
+            return ops if len(ops) >= n and all(o["pids"] for o in ops if o["kind"] == "process") else None
+
+        return until(running, timeout, f"{n} operations running")
 
     def close(self) -> None:
         try:
@@ -145,8 +145,5 @@ class Kernel:
 
 
 def wait_gone(pids, timeout: float = 5.0) -> list[int]:
-    """Pids still alive (zombies count as gone) after waiting up to ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while (left := left_alive(pids)) and time.monotonic() <= deadline:
-        time.sleep(0.01)
-    return left
+    """Pids still alive (zombies count as gone) after waiting up to ``timeout`` for their exit."""
+    return _wait_gone(pids, timeout)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import psutil
+
+from tests.helpers.wait import until
 
 TREE = str(Path(__file__).with_name("tree.py"))
 COOKIE = b"JUPYTER_CANCEL_OP="
@@ -35,14 +36,12 @@ def left_alive(pids) -> list[int]:
 
 def wait_ready(ready: Path, count: int, timeout: float = 10.0) -> list[int]:
     """Pids announced in ``ready`` once ``count`` members are up (raises on timeout)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        pids = announced(ready)
-        if len(pids) >= count:
-            return pids
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{ready}: {len(pids)} of {count} members announced")
-        time.sleep(0.005)
+    return until(lambda: announced_at_least(ready, count), timeout, f"{ready}: {count} members announced")
+
+
+def announced_at_least(ready: Path, count: int) -> list[int] | None:
+    pids = announced(ready)
+    return pids if len(pids) >= count else None
 
 
 def alive(pid: int) -> bool:

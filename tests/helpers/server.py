@@ -11,26 +11,19 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.procs import TREE, announced, left_alive
+from tests.helpers.procs import TREE, announced_at_least
+from tests.helpers.procs import left_alive as left_alive
+from tests.helpers.wait import until, until_async, wait_gone_async
 
 
 async def wait_ready(path: Path, count: int, timeout: float = 20.0) -> list[int]:
     """``procs.wait_ready`` for a test that shares its loop with the server."""
-    deadline = time.monotonic() + timeout
-    while len(pids := announced(path)) < count:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path}: {len(pids)} of {count} announced")
-        await asyncio.sleep(0.01)
-    return pids
+    return await until_async(lambda: announced_at_least(path, count), timeout, f"{path}: {count} announced")
 
 
 async def wait_gone(pids: list[int], timeout: float = 5.0) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while True:
-        left = left_alive(pids)
-        if not left or time.monotonic() > deadline:
-            return left
-        await asyncio.sleep(0.01)
+    """The pids still running after waiting up to ``timeout`` for them to exit."""
+    return await wait_gone_async(pids, timeout)
 
 
 def execute_request(code: str, cell: str, session: str) -> dict[str, Any]:
@@ -63,16 +56,18 @@ def wait_until_up(http: Any, proc: Any, timeout: float, what: str = "server") ->
     """Block until a Jupyter server answers /api/status (raises if it died or took too long)."""
     import httpx
 
-    deadline = time.monotonic() + timeout
-    while True:
+    def up() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
         try:
-            if http.get("/api/status").status_code == 200:
-                return
+            return http.get("/api/status").status_code == 200
         except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not start")
-        time.sleep(0.1)
+            return False
+
+    try:
+        until(up, timeout, what)
+    except TimeoutError:
+        raise RuntimeError(f"{what} did not start") from None
 
 
 class Client:

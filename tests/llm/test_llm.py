@@ -13,6 +13,7 @@ import pytest
 import jupyter_cancel as jc
 from jupyter_cancel.llm import LLMError, batch, stream_chat, stream_cli
 from jupyter_cancel.llm.devserver import DevServer
+from tests.helpers.wait import until
 
 SLOW = str(Path(__file__).resolve().parents[1] / "helpers" / "slow_tokens.py")
 
@@ -30,9 +31,7 @@ def cancel_when(predicate, reason="user", timeout=10.0):
     sent = {}
 
     def run():
-        deadline = time.monotonic() + timeout
-        while not predicate() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        until(predicate, timeout, "the moment to cancel")
         sent["t"] = time.time()
         jc.cancel_all(reason)
 
@@ -51,7 +50,6 @@ def test_cli_stream_ignoring_sigterm_is_killed_and_keeps_its_tokens():
         return bool(ops) and ops[0].output.count("tok") >= 5
 
     t, _ = cancel_when(started)
-    began = time.monotonic()
     with pytest.raises(jc.Cancelled) as info:
         stream_cli(
             [sys.executable, SLOW, "--ignore-term"], name="llama-cli (stand-in)", grace=0.5, display=False
@@ -59,7 +57,6 @@ def test_cli_stream_ignoring_sigterm_is_killed_and_keeps_its_tokens():
     t.join()
     op = info.value.operation
     assert op.state is jc.State.CANCELLED and op.returncode == -9  # SIGKILL at the grace
-    assert time.monotonic() - began < 5
     assert op.output.startswith("tok0 tok1 ")
     assert op.progress["n"] >= 5 and op.progress["rate"].endswith("tok/s")
     assert op.pids() == []
@@ -71,20 +68,16 @@ def test_cli_stream_to_the_end_reports_rate():
     assert op.progress["n"] == 20
 
 
-def test_http_stream_cancel_while_blocked_closes_connection_within_50ms():
+def test_http_stream_cancel_while_blocked_closes_the_connection():
     slow = DevServer(delay=5.0, tokens=10).start_background()  # a read blocks ~5 s per token
     try:
-        t, sent = cancel_when(lambda: slow.stats()["active"] == 1 and time.sleep(0.2) is None)
+        t, sent = cancel_when(lambda: slow.stats()["active"] == 1)
         with pytest.raises(jc.Cancelled):
             stream_chat("hello", url=slow.url, model="demo")
         t.join()
-        deadline = time.monotonic() + 2
-        while not slow.stats()["disconnects"] and time.monotonic() < deadline:
-            time.sleep(0.005)
-        (seen,) = slow.stats()["disconnects"]
-        assert seen["time"] - sent["t"] < 0.05, (
-            f"server saw the disconnect {seen['time'] - sent['t']:.3f}s after cancel"
-        )
+        (seen,) = until(lambda: slow.stats()["disconnects"], 10, "the server saw the disconnect")
+        # Closed by our cancel mid-stream, not by the stream ending (how fast: bench/).
+        assert seen["tokens_sent"] < 10 and slow.stats()["completed"] == []
     finally:
         slow.shutdown()
         slow.server_close()
@@ -110,10 +103,9 @@ def test_timeout_fires_with_reason_timeout(server):
 
 def test_batch_cancel_keeps_partial_results(server):
     def describe(item, scope):
-        time.sleep(0.02)
-        if item == 5:
+        if item == 5:  # a Stop from another thread while item 5 runs
             threading.Thread(target=jc.cancel, args=(scope.operation,)).start()
-            time.sleep(0.2)
+            until(lambda: scope.cancelled, 10, "the cancel arrived")
         return f"item {item}"
 
     result = batch(describe, range(100), desc="describe")
@@ -151,9 +143,29 @@ def test_bad_endpoints_give_clear_errors_and_leave_nothing(server):
     assert [o.state.value for o in mine] == ["failed"] * 3  # connect, did not stream, 404
 
 
-def test_build_progress_drives_the_bar():
-    script = (
-        "for i in 10 45 99 100; do echo \"[ $i%] Building C object\"; sleep 0.15; done; echo '[3/8] ninja'"
-    )
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("[ 45%] Building C object foo.o\n", (45.0, 100.0)),  # make / cmake
+        ("[12/80] Compiling bar.cc\n", (12.0, 80.0)),  # ninja
+        ("   Building [=====>         ] 45/80: serde\n", (45.0, 80.0)),  # cargo
+        ("[ 10%] a\n[3/8] b\n", (3.0, 8.0)),  # the last marker wins
+        ("nothing to see\n", None),
+        ("[ 150%] broken\n", None),
+    ],
+    ids=["make", "ninja", "cargo", "last-wins", "none", "out-of-range"],
+)
+def test_build_output_parser(line, expected):
+    from jupyter_cancel.core import Registry
+    from jupyter_cancel.core.buildoutput import BuildProgress
+
+    op = Registry(watchdog=False).new(name="build", kind="process")
+    BuildProgress()(op, line)
+    got = (op.progress["n"], op.progress["total"]) if op.progress else None
+    assert got == expected
+
+
+def test_build_progress_drives_the_bar_to_its_last_step():
+    script = 'for i in 10 45 99 100; do echo "[ $i%] Building C object"; done'
     op = jc.run(script, shell=True, display=False)
-    assert op.progress is not None and op.progress["total"] in (100.0, 8.0)
+    assert (op.progress["n"], op.progress["total"]) == (100.0, 100.0)

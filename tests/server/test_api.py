@@ -11,6 +11,7 @@ import pytest
 from tornado.httpclient import HTTPClientError
 
 from tests.helpers.server import left_alive, wait_gone
+from tests.helpers.wait import until_async
 
 
 async def expect(code, coro):
@@ -111,29 +112,38 @@ async def test_event_stream_and_jupyter_events(harness, jp_serverapp):
     assert [s[0] for s in seen] == ["started", "cancel_requested", "ended"]
     assert seen[-1] == ("ended", "cancelled", kid)
     ws.close()
-    for _ in range(50):
-        if len(recorded) >= 3:
-            break
-        await asyncio.sleep(0.02)
+    await until_async(lambda: len(recorded) >= 3, 5, "three events logged")
     actions = [d["action"] for _, d in recorded]
     assert actions == ["started", "cancel_requested", "ended"]
     ended = recorded[-1][1]
     assert ended["state"] == "cancelled" and ended["exit_code"] == 130 and ended["reason"] == "user"
-    assert ended["duration"] > 0 and 0 <= ended["cancel_latency"] < 5
+    assert ended["duration"] > 0 and ended["cancel_latency"] >= 0
 
 
 async def test_metrics_on_the_servers_metrics_endpoint(harness, jp_fetch):
+    series = 'jupyter_cancel_operations_ended_total{reason="kernel_interrupt",state="cancelled"}'
+
+    async def count() -> float:
+        text = (await jp_fetch("metrics")).body.decode()
+        line = next((ln for ln in text.splitlines() if ln.startswith(series + " ")), None)
+        return float(line.split()[-1]) if line else 0.0
+
+    before = await count()  # the process-wide registry counts earlier tests' work too
     kid = await harness.start_kernel()
     c = await harness.connect(kid)
     await harness.start_tree(c)
     await harness.api(
         "POST", "jupyter-cancel", "api", "kernels", kid, "cancel", body={"reason": "kernel_interrupt"}
     )
-    await asyncio.sleep(0.2)
+
+    async def counted() -> bool:
+        return await count() == before + 1
+
+    await until_async(counted, 10, "the ended operation counted")
     text = (await jp_fetch("metrics")).body.decode()
-    assert 'jupyter_cancel_operations_ended_total{reason="kernel_interrupt",state="cancelled"}' in text
     assert "jupyter_cancel_cancel_latency_seconds_bucket" in text
     assert "jupyter_cancel_running_operations" in text
+    assert "jupyter_cancel_unkillable_operations 0.0" in text
 
 
 async def test_client_closed_beacon_cancels_at_once(harness):

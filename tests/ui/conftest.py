@@ -9,9 +9,9 @@ import pytest
 
 from tests.helpers.lab import CHROME_ARGS, CHROMIUM, LabServer
 
-SHOTS = Path(
-    os.environ.get("JUPYTER_CANCEL_SCREENSHOTS", Path(__file__).resolve().parents[2] / "docs" / "screenshots")
-)
+#: Where screenshots go: a temporary folder, unless JUPYTER_CANCEL_SCREENSHOTS names one
+#: (``JUPYTER_CANCEL_SCREENSHOTS=docs/screenshots bash scripts/test.sh tests/ui`` renews the README's).
+SHOTS = os.environ.get("JUPYTER_CANCEL_SCREENSHOTS")
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +44,7 @@ def page(browser, lab):
 
 
 @pytest.fixture
-def shots():
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    return SHOTS
+def shots(tmp_path_factory):
+    folder = Path(SHOTS) if SHOTS else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

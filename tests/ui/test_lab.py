@@ -7,6 +7,7 @@ import time
 from tests.helpers.kernel import wait_gone
 from tests.helpers.lab import NotebookPage
 from tests.helpers.procs import TREE, alive, wait_ready
+from tests.helpers.wait import until
 
 HEAD = "import jupyter_cancel as jc, sys, time\n"
 
@@ -31,7 +32,7 @@ def test_widget_stop_works_while_the_cell_is_busy(lab, page, shots):
     nb.screenshot(shots / "widget-running.png", nb.cell(0))
     widget.locator(".jc-op-stop").click()
     clicked = time.monotonic()
-    page.wait_for_selector(".jc-op[data-state=cancelled]", timeout=1000)
+    page.wait_for_selector(".jc-op[data-state=cancelled]", timeout=15000)
     assert time.monotonic() - clicked < 1.0
     assert wait_gone(pids, timeout=0) == []
     assert "Stopped — by you" in widget.inner_text()
@@ -51,7 +52,7 @@ def test_toolbar_stops_all_work_of_the_notebook(lab, page):
     pids = wait_ready(a, 3) + wait_ready(b, 3)
     page.wait_for_selector(".jc-stop-all[data-count='2']")
     page.locator(".jc-stop-all button").click()
-    assert wait_gone(pids, timeout=3) == []
+    assert wait_gone(pids, timeout=10) == []
     page.wait_for_selector(".jc-stop-all[data-count='0']")
 
 
@@ -71,11 +72,11 @@ def test_closing_a_notebook_kills_its_work_not_the_others(lab, browser, page):
         # the extension's immediate signal can make this fast).
         page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current .lm-TabBar-tabCloseIcon").click()
         page.locator(".jp-Dialog button", has_text="Discard").click()  # "save your work?"
-        assert wait_gone(p1, timeout=3) == []
+        assert wait_gone(p1, timeout=10) == []
         assert [p for p in p2 if alive(p)] == p2
         # Closing the whole browser tab: the beacon.
         other.close(run_before_unload=True)
-        assert wait_gone(p2, timeout=3) == []
+        assert wait_gone(p2, timeout=10) == []
     finally:
         other_context.close()
 
@@ -110,7 +111,7 @@ def test_panel_lists_operations_live_and_stops_them(lab, page, shots):
     row.wait_for()
     nb.screenshot(shots / "panel.png")
     row.locator(".jc-row-stop").click()
-    assert wait_gone(pids, timeout=3) == []
+    assert wait_gone(pids, timeout=10) == []
     page.locator(".jc-row.jc-state-cancelled", has_text="llama-server (demo)").wait_for()
 
 
@@ -128,7 +129,7 @@ def test_progress_shows_progress_and_stops_on_click(lab, page, shots):
     )
     nb.screenshot(shots / "progress-running.png", nb.cell(0))
     widget.locator(".jc-op-stop").click()
-    page.wait_for_selector(".jc-op[data-state=cancelled]", timeout=2000)
+    page.wait_for_selector(".jc-op[data-state=cancelled]", timeout=15000)
     nb.wait_idle()
     assert "Cancelled: embedding — user" in nb.cell(0).inner_text()
 
@@ -153,7 +154,7 @@ def test_demo_build_notebook_progress_and_stop(lab, page, shots):
     )
     nb.screenshot(shots / "build-running.png", nb.cell(2))
     widget.locator(".jc-op-stop").click()
-    page.wait_for_selector(".jc-op[data-state=cancelled]", timeout=3000)
+    page.wait_for_selector(".jc-op[data-state=cancelled]", timeout=15000)
     nb.wait_idle()
     ops = [o for o in lab.operations() if o["name"] == "make -j4"]
     assert ops and ops[-1]["state"] == "cancelled" and ops[-1]["pids"] == []
@@ -170,13 +171,14 @@ def test_notebook7_widget_stop_and_toolbar(lab, page):
     page.goto(f"{lab.url}/notebooks/{name}?token={lab.token}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60000)
     page.wait_for_selector(".jc-stop-all")  # our toolbar button is there
-    deadline = time.monotonic() + 60
-    while not [k for k in lab.http.get("/api/kernels").json() if k["execution_state"] == "idle"]:
-        assert time.monotonic() < deadline, "the kernel never became idle"
-        time.sleep(0.1)
+    until(
+        lambda: [k for k in lab.http.get("/api/kernels").json() if k["execution_state"] == "idle"],
+        60,
+        "the kernel became idle",
+    )
     page.locator(".jp-Notebook .jp-Cell").first.locator(".jp-InputArea-prompt").click()
     page.keyboard.press("Shift+Enter")
     pids = wait_ready(ready, 3)
     page.wait_for_selector(".jc-op[data-state=running] .jc-op-stop").click()
-    page.wait_for_selector(".jc-op[data-state=cancelled]", timeout=1000)
-    assert wait_gone(pids, timeout=0.5) == []
+    page.wait_for_selector(".jc-op[data-state=cancelled]", timeout=15000)
+    assert wait_gone(pids) == []
