@@ -232,7 +232,9 @@ def _sleep_after(ready) -> str:
 def test_without_a_frontend_widget_work_shows_as_plain_output_and_an_html_bar(kernel):
     """No labextension announced itself (nbconvert, VS Code): live output is a plain stream and
     jc.progress an HTML <progress> updated in place."""
-    r = kernel.execute("op = jc.run('echo built', shell=True)\nfor i in jc.progress(range(3), desc='steps'): pass")
+    r = kernel.execute(
+        "op = jc.run('echo built', shell=True)\nfor i in jc.progress(range(3), desc='steps'): pass"
+    )
     assert r.ok and "built" in r.stdout
     html = [d["data"]["text/html"] for d in r.displays if "text/html" in d.get("data", {})]
     assert html and "<progress" in html[0] and "steps" in html[0]

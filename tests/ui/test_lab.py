@@ -182,3 +182,45 @@ def test_notebook7_widget_stop_and_toolbar(lab, page):
     page.wait_for_selector(".jc-op[data-state=running] .jc-op-stop").click()
     page.wait_for_selector(".jc-op[data-state=cancelled]", timeout=15000)
     assert wait_gone(pids) == []
+
+
+def test_stop_button_scope_session_stops_only_this_notebooks_work(lab, page):
+    """Lab setting stopButtonScope = 'session': the toolbar's Stop work ends what this notebook
+    started, not what another client started on the same kernel."""
+    import asyncio
+    import json
+    import uuid
+
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    from tests.helpers.server import Client
+
+    settings = "/lab/api/settings/jupyter-cancel:plugin"
+    lab.http.put(settings, json={"raw": json.dumps({"stopButtonScope": "session"})}).raise_for_status()
+    try:
+        mine, theirs = lab.root / "s1", lab.root / "s2"
+        name = lab.notebook("scope.ipynb", [HEAD + f"op = jc.start({tree(mine)}, display=False)"])
+        nb = NotebookPage(lab, page, name)
+        nb.run(0)
+        p1 = wait_ready(mine, 3)
+        (kernel,) = lab.http.get("/api/kernels").json()
+
+        async def other_client() -> None:
+            url = f"{lab.url.replace('http', 'ws')}/api/kernels/{kernel['id']}/channels?session_id={uuid.uuid4()}"
+            ws = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {lab.token}"}))
+            c = Client(ws, url.rsplit("=", 1)[1])
+            r = await c.execute(HEAD + f"theirs = jc.start({tree(theirs)}, display=False)", cell="other")
+            assert r["reply"]["status"] == "ok", r
+            c.close()
+
+        asyncio.run(other_client())
+        p2 = wait_ready(theirs, 3)
+        page.wait_for_selector(".jc-stop-all[data-count='2']")
+        page.locator(".jc-stop-all button").click()
+        assert wait_gone(p1, timeout=10) == []
+        assert [p for p in p2 if alive(p)] == p2, "another client's work was stopped"
+        r = lab.http.post(f"/jupyter-cancel/api/kernels/{kernel['id']}/cancel", json={})
+        assert len(r.json()["cancelled"]) == 1 and wait_gone(p2, timeout=10) == []
+    finally:
+        lab.http.put(settings, json={"raw": "{}"}).raise_for_status()
