@@ -188,6 +188,7 @@ def test_stop_button_scope_session_stops_only_this_notebooks_work(lab, page):
     """Lab setting stopButtonScope = 'session': the toolbar's Stop work ends what this notebook
     started, not what another client started on the same kernel."""
     import asyncio
+    import concurrent.futures
     import json
     import uuid
 
@@ -214,9 +215,13 @@ def test_stop_button_scope_session_stops_only_this_notebooks_work(lab, page):
             assert r["reply"]["status"] == "ok", r
             c.close()
 
-        asyncio.run(other_client())
+        # Playwright's sync API owns this thread's event loop: the other client gets its own.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, other_client()).result(timeout=120)
         p2 = wait_ready(theirs, 3)
-        page.wait_for_selector(".jc-stop-all[data-count='2']")
+        # The kernel runs two operations; the badge counts this notebook's one.
+        until(lambda: len([o for o in lab.operations() if o["state"] == "running"]) == 2, 30, "both run")
+        page.wait_for_selector(".jc-stop-all[data-count='1']")
         page.locator(".jc-stop-all button").click()
         assert wait_gone(p1, timeout=10) == []
         assert [p for p in p2 if alive(p)] == p2, "another client's work was stopped"
