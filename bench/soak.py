@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import sys
 import tempfile
@@ -62,10 +63,11 @@ def slope_per_hour(points: list[tuple[float, float]]) -> float:
     return 0.0 if var == 0 else 3600 * sum((t - mx) * (v - my) for t, v in points) / var
 
 
-async def soak(minutes: float, seed: int) -> dict:
+async def soak(minutes: float, seed: int, stock: bool = False) -> dict:
     rng = random.Random(seed)
     root = Path(tempfile.mkdtemp(prefix="soak-"))
-    server = Server(enabled=True, tab_close_grace=0.0, root=str(root))
+    server = Server(enabled=not stock, tab_close_grace=0.0, root=str(root))
+    lost: list[dict] = []
     counts = {"rerun": 0, "stop": 0, "restart": 0, "tab_close": 0}
     survivors = {"rerun": 0, "stop": 0, "restart": 0, "tab_close": 0}
     samples: list[dict] = []
@@ -106,18 +108,46 @@ async def soak(minutes: float, seed: int) -> dict:
                 clients[i] = Client(server, kid)
                 await clients[i].connect()
             if action == "rerun" or rng.random() < 0.5:
-                live[i] = await clients[i].tree(f"c{i}", root / f"ready-{n}", stock=False)
+                live[i] = await clients[i].tree(f"c{i}", root / f"ready-{n}", stock=stock)
             deadline = time.monotonic() + 10
             while left_alive(before) and time.monotonic() < deadline:
                 await asyncio.sleep(0.01)
-            survivors[action] += len(left_alive(before))
+            left = left_alive(before)
+            survivors[action] += len(left)
+            if left and len(lost) < 20:
+                ops = (
+                    server.http.get("/jupyter-cancel/api/operations").json().get("operations", [])
+                    if not stock
+                    else []
+                )
+                lost.append(
+                    {
+                        "n": n,
+                        "action": action,
+                        "client": i,
+                        "pids": left,
+                        "ops": [o for o in ops if set(o.get("pids") or []) & set(left)],
+                    }
+                )
+            for pid in left:  # ours, by pid: the next action starts clean
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
             counts[action] += 1
         server.http.delete(f"/api/kernels/{kid}")
         for c in clients:
             c.ws.close()
     finally:
         server.stop()
-    return {"minutes": minutes, "actions": counts, "survivors": survivors, "samples": samples}
+    return {
+        "minutes": minutes,
+        "stock": stock,
+        "actions": counts,
+        "survivors": survivors,
+        "lost": lost,
+        "samples": samples,
+    }
 
 
 def summarise(result: dict) -> dict:
@@ -166,8 +196,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", default="bench/results/soak.json")
     ap.add_argument("--png", default="docs/soak.png")
+    ap.add_argument("--stock", action="store_true", help="extension disabled, trees started with Popen")
     args = ap.parse_args()
-    result = asyncio.run(soak(args.minutes, args.seed))
+    result = asyncio.run(soak(args.minutes, args.seed, args.stock))
     result["summary"] = summarise(result)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))

@@ -12,9 +12,11 @@ from .core import Operation as Operation
 from .core import Policy as Policy
 from .core import Reason as Reason
 from .core import State as State
+from .core import adopt as adopt
 from .core import cancel as cancel
 from .core import cancel_all as cancel_all
 from .core import operations as operations
+from .core import policy as policy
 from .core import progress as progress
 from .core import run as run
 from .core import scope as scope
@@ -30,9 +32,11 @@ __all__ = [
     "Reason",
     "State",
     "__version__",
+    "adopt",
     "cancel",
     "cancel_all",
     "operations",
+    "policy",
     "progress",
     "run",
     "scope",

@@ -5,9 +5,11 @@ Imports nothing from Jupyter (IPython, jupyter_server, ipywidgets): a test pins 
 
 from .api import Host as Host
 from .api import Progress as Progress
+from .api import adopt as adopt
 from .api import cancel as cancel
 from .api import cancel_all as cancel_all
 from .api import operations as operations
+from .api import policy as policy
 from .api import progress as progress
 from .api import registry as default_registry
 from .api import run as run
@@ -35,6 +37,8 @@ __all__ = [
     "Reason",
     "Registry",
     "State",
+    "adopt",
+    "policy",
     "cancel",
     "cancel_all",
     "default_registry",

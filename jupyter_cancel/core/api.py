@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
+import contextvars
 import os
 import shlex
 import sys
@@ -85,8 +87,62 @@ def set_default_policy(policy: str | Policy) -> None:
     _default_policy = to_policy(policy)
 
 
+_POLICY: contextvars.ContextVar[Policy | None] = contextvars.ContextVar("jupyter_cancel_policy", default=None)
+#: Threads carry the policy of the block that started them (set by the kernel extension).
+THREAD_POLICY_ATTR = "jupyter_cancel_policy"
+
+
+def policy_is_set() -> bool:
+    """Whether a ``policy()`` block applies here (this context or the thread's starter's)."""
+    return (
+        _POLICY.get() is not None or getattr(threading.current_thread(), THREAD_POLICY_ATTR, None) is not None
+    )
+
+
+def current_policy() -> Policy:
+    """The policy work started here gets: a ``policy()`` block's (this context or the thread's
+    starter's), else the default."""
+    chosen = _POLICY.get() or getattr(threading.current_thread(), THREAD_POLICY_ATTR, None)
+    return chosen if isinstance(chosen, Policy) else _default_policy
+
+
+@contextlib.contextmanager
+def policy(value: str | Policy) -> Iterator[None]:
+    """Everything started inside — ``jc.start``, plain ``subprocess``, a library's processes,
+    threads started here — gets this policy: ``with jc.policy("continue"): server = Popen(...)``."""
+    token = _POLICY.set(to_policy(value))
+    try:
+        yield
+    finally:
+        _POLICY.reset(token)
+
+
 def _policy(policy: str | Policy | None) -> str | Policy:
-    return _default_policy if policy is None else policy
+    return current_policy() if policy is None else policy
+
+
+def adopt(
+    target: int | Any,
+    *,
+    policy: str | Policy | None = None,
+    name: str | None = None,
+    grace: float | None = None,
+) -> Operation:
+    """Take a running process (a pid, or a ``Popen``) and its tree under the registry as an
+    operation of the current cell, with ``policy``; ``KeyError`` if there is no such process."""
+    pid = target if isinstance(target, int) and not isinstance(target, bool) else getattr(target, "pid", None)
+    if not isinstance(pid, int):
+        raise TypeError(f"jc.adopt needs a pid or a Popen, not {type(target).__name__}")
+    args = getattr(target, "args", None)
+    label = name or (args if isinstance(args, str) else shlex.join(map(str, args)) if args else f"pid {pid}")
+    return registry().adopt(
+        pid,
+        name=label,
+        popen=target if args is not None else None,
+        policy=_policy(policy),
+        grace=grace,
+        owner=_host.owner(),
+    )
 
 
 def _argv(cmd: str | Sequence[str], shell: bool) -> list[str]:
@@ -308,6 +364,9 @@ def progress(
 
 __all__ = [
     "Cancelled",
+    "adopt",
+    "current_policy",
+    "policy",
     "Host",
     "Progress",
     "cancel",

@@ -68,6 +68,17 @@ class Cgroup:
     def wrap(self, argv: Sequence[str]) -> list[str]:
         return ["/bin/sh", "-c", _JOIN, os.path.join(self.path, "cgroup.procs"), *argv]
 
+    def add(self, pid: int) -> bool:
+        """Move a running process into this cgroup (its children forked before stay where
+        they are: the cookie finds those)."""
+        try:
+            with open(os.path.join(self.path, "cgroup.procs"), "w") as fh:
+                fh.write(str(pid))
+            return True
+        except OSError as err:
+            log.debug("cannot move %d into %s: %s", pid, self.path, err)
+            return False
+
     def pids(self) -> list[int]:
         try:
             with open(os.path.join(self.path, "cgroup.procs")) as fh:

@@ -38,6 +38,30 @@ class _Watch:
         self.pidfd: int | None = None
 
 
+class _Group:
+    __slots__ = ("callback", "fds")
+
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback = callback
+        self.fds: list[int] = []
+
+    def fire(self) -> None:
+        try:
+            self.callback()
+        except Exception:  # one broken operation must not stop the monitor
+            log.exception("exit callback %r failed", self.callback)
+
+
+def _running(proc: object) -> bool:
+    import psutil
+
+    assert isinstance(proc, psutil.Process)
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 class Monitor:
     """Reads output into operations and reports each root's exit to ``on_exit``."""
 
@@ -48,6 +72,7 @@ class Monitor:
         os.set_blocking(self._wake_r, False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
         self._pending: list[_Watch] = []
+        self._groups: list[_Group] = []
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="jupyter_cancel-monitor", daemon=True)
         self._thread.start()
@@ -67,6 +92,40 @@ class Monitor:
             self._pending.append(w)
         os.write(self._wake_w, b"x")
 
+    def on_exit_of(self, pids: list[int], callback: Callable[[], None]) -> None:
+        """Call ``callback()`` (on the monitor thread) once every pid has exited, without
+        reaping any of them: their parents (the user's code) do that."""
+        group = _Group(callback)
+        if HAVE_PIDFD:
+            for pid in pids:
+                try:
+                    group.fds.append(os.pidfd_open(pid))
+                except OSError:
+                    continue  # gone already
+        else:
+            threading.Thread(target=self._wait_group_blocking, args=(group, pids), daemon=True).start()
+            return
+        with self._lock:
+            self._groups.append(group)
+        os.write(self._wake_w, b"x")
+
+    def _wait_group_blocking(self, group: _Group, pids: list[int]) -> None:
+        # No pidfds (macOS): psutil polls with backoff; a zombie counts as gone.
+        import psutil
+
+        procs = []
+        for pid in pids:
+            try:
+                procs.append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                continue
+        while procs:
+            _, procs = psutil.wait_procs(procs, timeout=1.0)
+            procs = [p for p in procs if _running(p)]
+        with self._lock:
+            self._groups.append(group)  # the loop calls it
+        os.write(self._wake_w, b"x")
+
     def _wait_blocking(self, w: _Watch) -> None:
         w.runner.popen.wait()
         with self._lock:
@@ -80,6 +139,9 @@ class Monitor:
                     self._drain_wake()
                     continue
                 kind, w = key.data
+                if kind == "group":
+                    self._group_member_exited(key.fd, w)
+                    continue
                 try:
                     if kind == "pipe":
                         self._read(w)
@@ -96,6 +158,12 @@ class Monitor:
             pass
         with self._lock:
             pending, self._pending = self._pending, []
+            groups, self._groups = self._groups, []
+        for group in groups:
+            if not group.fds:
+                group.fire()
+            for fd in group.fds:
+                self._sel.register(fd, selectors.EVENT_READ, ("group", group))
         for w in pending:
             if w.runner.popen.returncode is not None or (
                 w.pidfd is None and w.runner.popen.poll() is not None
@@ -106,6 +174,13 @@ class Monitor:
                 self._sel.register(w.pipe, selectors.EVENT_READ, ("pipe", w))
             if w.pidfd is not None:
                 self._sel.register(w.pidfd, selectors.EVENT_READ, ("exit", w))
+
+    def _group_member_exited(self, fd: int, group: _Group) -> None:
+        self._sel.unregister(fd)
+        os.close(fd)
+        group.fds.remove(fd)
+        if not group.fds:
+            group.fire()
 
     def _read(self, w: _Watch, *, final: bool = False) -> None:
         while w.pipe is not None:

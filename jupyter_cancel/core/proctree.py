@@ -190,6 +190,9 @@ class Tree:
     root: psutil.Process | None
     grace: float
     cgroup: Cgroup | None = None
+    #: The cgroup holds every member (the root joined it before it could fork). A process
+    #: moved in after it started may have forked already: then the walk and the cookie too.
+    cgroup_complete: bool = True
 
     def collect(self, snap: Snapshot | None = None) -> dict[int, psutil.Process]:
         """Snapshot the live members: cgroup members where there is a cgroup (it holds
@@ -206,6 +209,8 @@ class Tree:
                 pass
         if self.cgroup is not None:
             pids.extend(self.cgroup.pids())
+        if self.cgroup is not None and self.cgroup_complete:
+            pass
         elif os.path.isdir("/proc"):
             snap = snap if snap is not None else Snapshot()
             if root is not None and root.pid in members:
@@ -446,15 +451,17 @@ def _wait_pidfd(live: dict[int, _Member], deadlines: Mapping[str, float], outcom
 
 
 def _wait_psutil(live: dict[int, _Member], deadlines: Mapping[str, float], outcome: Outcome) -> None:
-    # Fallback where pidfds are missing (macOS): psutil.wait_procs polls with backoff.
+    # Fallback where pidfds are missing (macOS): look with backoff. Never psutil.wait_procs:
+    # it reaps our children, stealing the exit status from their Popen (or the user's
+    # waitpid, for captured work). A zombie counts as gone: it holds nothing.
+    delay = 0.001
     while live:
         now = time.monotonic()
-        waiting = [m for m in live.values() if deadlines[m.tree.op_id] > now]
-        if not waiting:
+        if not [m for m in live.values() if deadlines[m.tree.op_id] > now]:
             return
-        horizon = min(deadlines[m.tree.op_id] for m in waiting)
-        gone, _ = psutil.wait_procs([m.proc for m in waiting], timeout=max(0.0, horizon - now))
-        gone_pids = {p.pid for p in gone}
         for member in list(live.values()):
-            if member.proc.pid in gone_pids or member.gone():
+            if member.gone():
                 _reap(member, live, outcome)
+        if live:
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)

@@ -36,7 +36,7 @@ from .model import (
 from .monitor import Monitor
 from .operation import Operation
 from .proctree import Termination, Tree, spawn, terminate
-from .runners import ProcessRunner, Runner, TaskRunner, root_identity
+from .runners import CapturedRunner, ProcessRunner, Runner, TaskRunner, TreeRunner, root_identity
 from .scope import CancelScope
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,8 @@ TOMBSTONE_TTL = 60.0
 TOMBSTONE_MAX = 4096
 #: Finished operations kept for listing (most recent).
 HISTORY = 200
+#: Captured processes are announced to subscribers once they lived this long (seconds).
+ANNOUNCE_AFTER = 0.5
 
 
 class Registry:
@@ -68,6 +70,8 @@ class Registry:
         self._waiters: dict[str, threading.Event] = {}
         #: Operations whose ``started`` went out to subscribers (the lock guards it).
         self._announced: set[str] = set()
+        #: Captured operations (quiet until ANNOUNCE_AFTER), while live.
+        self._captured: set[str] = set()
         self._events: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] | None = None
         self._monitor: Monitor | None = None
         self._timer: _Timer | None = None
@@ -141,24 +145,91 @@ class Registry:
         if op.runner is not None:
             raise RuntimeError(f"operation {op.id} already has a runner")
         op.runner = runner
-        if isinstance(runner, ProcessRunner):
-            self._watch_process(op, runner)
+        if isinstance(runner, TreeRunner):
+            self._watch_tree(op, runner)
 
-    def _watch_process(self, op: Operation, runner: ProcessRunner) -> None:
-        if self._use_watchdog and op.policy is not Policy.DETACH:
-            self.watchdog().register(op, runner)
+    def _get_monitor(self) -> Monitor:
         monitor = self._monitor
         if monitor is None:
             with self._lock:
                 if self._monitor is None:
                     self._monitor = Monitor(self._on_exit)
                 monitor = self._monitor
-        if self._subscribed:
-            # Announced (with its root: a server can act on it) before the monitor can see it end.
-            self._emit("started", op)
-        monitor.watch(op, runner)
+        return monitor
+
+    def _watch_tree(self, op: Operation, runner: TreeRunner) -> None:
+        if self._use_watchdog and op.policy is not Policy.DETACH:
+            self.watchdog().register(op, runner)
+        monitor = self._get_monitor()
+        if isinstance(runner, ProcessRunner):
+            if self._subscribed:
+                # Announced (with its root: a server can act on it) before the monitor can see it end.
+                self._emit("started", op)
+            monitor.watch(op, runner)
+        else:
+            # Captured work is announced only once it lived ANNOUNCE_AFTER: a library's quick
+            # `git rev-parse` must not flood the panel and the event stream (a trigger that
+            # hits it first still ends it, and announces it then).
+            self._timers().call_later(ANNOUNCE_AFTER, lambda: self._announce(op))
+            monitor.on_exit_of(
+                [runner.pid] if runner.pid is not None else [], lambda: self._captured_root_exited(op)
+            )
         if op.cancel_requested:
             self._terminate([op])
+
+    def _quiet(self, op: Operation) -> bool:
+        return op.id in self._captured and not op.cancel_requested
+
+    def _announce(self, op: Operation) -> None:
+        if not op.done and self._subscribed:
+            self._emit("started", op)
+
+    def expect(
+        self,
+        *,
+        name: str,
+        op_id: str | None = None,
+        policy: object = Policy.CANCEL,
+        grace: object = None,
+        owner: Mapping[str, Any] | None = None,
+    ) -> Operation:
+        """Register the operation of a process about to be started by some other route (its
+        ``adopt`` follows): a trigger between the spawn and the adoption still reaches it."""
+        op = self.new(name=name[:200], kind="process", policy=policy, grace=grace, owner=owner, op_id=op_id)
+        with self._lock:
+            self._captured.add(op.id)
+        self.register(op, announce=False)
+        return op
+
+    def adopt(
+        self,
+        pid: int,
+        *,
+        name: str = "",
+        op: Operation | None = None,
+        popen: Any = None,
+        policy: object = Policy.CANCEL,
+        grace: object = None,
+        owner: Mapping[str, Any] | None = None,
+        cgroup: bool = True,
+    ) -> Operation:
+        """Take a running child process (and its tree) under the registry, started by any
+        route: the same triggers and termination as ``start``, but its root is never reaped
+        here. ``op`` is its ``expect``ed operation, if any (cancelled meanwhile: the tree is
+        ended at once). ``KeyError`` if there is no such process."""
+        root = root_identity(pid)
+        if root is None:
+            if op is not None:
+                self.finish(op, State.COMPLETED)
+            raise KeyError(pid)
+        if op is None:
+            op = self.expect(name=name or f"pid {pid}", policy=policy, grace=grace, owner=owner)
+        group = Cgroup.create(op.id) if cgroup else None
+        if group is not None and not group.add(pid):
+            group.remove()
+            group = None
+        self.attach(op, CapturedRunner(Tree(op.id, root, op.grace, group, cgroup_complete=False), popen))
+        return op
 
     # -- starting work ----------------------------------------------------------------
     def start(
@@ -345,8 +416,8 @@ class Registry:
             log.info("cancelling %s (%s): %s", op.id, op.name, why)
             if self._subscribed:
                 self._emit("cancel_requested", op)
-        procs = [op for op in chosen if isinstance(op.runner, ProcessRunner)]
-        others = [op for op in chosen if not isinstance(op.runner, ProcessRunner)]
+        procs = [op for op in chosen if isinstance(op.runner, TreeRunner)]
+        others = [op for op in chosen if not isinstance(op.runner, TreeRunner)]
         for op in others:
             if op.runner is None:
                 self.finish(op, State.CANCELLED)  # pending: never started
@@ -369,10 +440,12 @@ class Registry:
         trees: list[Tree] = []
         for op in ops:
             runner = op.runner
-            assert isinstance(runner, ProcessRunner)
-            if runner.popen.poll() is not None and runner.popen.returncode is not None:
-                # It ended on its own just before the cancel: that is a completion.
-                self._finish_exit(op, runner.popen.returncode, cancelled=False)
+            assert isinstance(runner, TreeRunner)
+            returncode = runner.poll() if not runner.captured else None
+            if returncode is not None:
+                # It ended on its own just before the cancel: that is a completion. (A captured
+                # tree lives on after its root: its leftovers are what the cancel ends.)
+                self._finish_exit(op, returncode, cancelled=False)
             trees.append(runner.tree)
         return Termination(trees).signal()
 
@@ -380,16 +453,12 @@ class Registry:
         outcome = termination.finish()
         for op in ops:
             runner = op.runner
-            assert isinstance(runner, ProcessRunner)
+            assert isinstance(runner, TreeRunner)
             alive = outcome.alive.get(op.id, [])
             if alive:
                 op.unkillable = alive
                 log.warning("operation %s: pids %s survived SIGKILL (uninterruptible?)", op.id, alive)
-            try:
-                returncode = runner.popen.wait(timeout=0 if alive else 1.0)
-            except Exception:
-                returncode = None
-            self._finish_exit(op, returncode, cancelled=True)
+            self._finish_exit(op, runner.returncode(0 if alive else 1.0), cancelled=True)
 
     def _terminate(self, ops: Sequence[Operation]) -> None:
         self._complete(ops, self._begin(ops))
@@ -413,6 +482,20 @@ class Registry:
             # Leftovers of a finished tree (`cmd &`, daemons) are ended like Jenkins' ProcessTreeKiller.
             self._pool().submit(self._sweep_leftovers, op)
 
+    def _captured_root_exited(self, op: Operation) -> None:
+        """A captured tree's root exited: the operation lasts while anything of its tree
+        lives (``cmd &`` through ``os.system``, a daemon a library started)."""
+        runner = op.runner
+        assert isinstance(runner, CapturedRunner)
+        if op.done or op.cancel_requested:
+            return  # the canceller records the end
+        left = [pid for pid in runner.tree.collect() if pid != runner.pid]
+        if left:
+            self._get_monitor().on_exit_of(left, lambda: self._captured_root_exited(op))
+            return
+        self._finish_exit(op, runner.poll(), cancelled=False)
+        self._release(runner)
+
     def _sweep_leftovers(self, op: Operation) -> None:
         runner = op.runner
         assert isinstance(runner, ProcessRunner)
@@ -431,10 +514,10 @@ class Registry:
             else:
                 state = State.COMPLETED if returncode == 0 else State.FAILED
             self._finish_locked(op, state)
-        if cancelled and isinstance(op.runner, ProcessRunner):
+        if cancelled and isinstance(op.runner, TreeRunner):
             self._release(op.runner)
 
-    def _release(self, runner: ProcessRunner) -> None:
+    def _release(self, runner: TreeRunner) -> None:
         if runner.cgroup is not None:
             runner.cgroup.remove()
 
@@ -460,13 +543,14 @@ class Registry:
         op.ended = time.time()
         if self._live.pop(op.id, None) is not None:
             self._history.append(op)
+        if self._subscribed:
+            self._emit("ended", op)
+        self._captured.discard(op.id)
         done = self._waiters.pop(op.id, None)
         if done is not None:
             done.set()
-        if self._watchdog is not None and isinstance(op.runner, ProcessRunner):
+        if self._watchdog is not None and isinstance(op.runner, TreeRunner):
             self._watchdog.forget(op.id)
-        if self._subscribed:
-            self._emit("ended", op)
 
     # -- events ----------------------------------------------------------------------
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
@@ -508,6 +592,8 @@ class Registry:
             if event == "started":
                 if op.id in self._announced:
                     return
+            elif event == "ended" and op.id not in self._announced and self._quiet(op):
+                return  # captured, short-lived, never announced: never seen
             elif op.id not in self._announced:
                 self._events.put(("started", op.to_json(pids=False)))  # ended before it was announced
             if event == "ended":
@@ -593,10 +679,10 @@ class Registry:
             ops = [
                 op
                 for op in self._live.values()
-                if isinstance(op.runner, ProcessRunner) and op.policy is not Policy.DETACH
+                if isinstance(op.runner, TreeRunner) and op.policy is not Policy.DETACH
             ]
         for op in ops:
-            assert isinstance(op.runner, ProcessRunner)
+            assert isinstance(op.runner, TreeRunner)
             client.register(op, op.runner)
         if not client.wait_ready(5.0):
             log.warning("the new watchdog %d did not come up", client.proc.pid)
@@ -644,20 +730,29 @@ def _any_alive(pids: Sequence[int]) -> bool:
 
 
 class _Timer:
-    """Fires operation timeouts: one thread sleeping until the next deadline."""
+    """Fires operation timeouts and delayed calls: one thread sleeping until the next deadline."""
 
     def __init__(self, registry: Registry) -> None:
         self._registry = registry
-        self._heap: list[tuple[float, int, Operation]] = []
+        self._heap: list[tuple[float, int, Callable[[], None]]] = []
         self._cond = threading.Condition()
         self._seq = 0
         threading.Thread(target=self._run, name="jupyter_cancel-timeouts", daemon=True).start()
 
     def add(self, op: Operation) -> None:
         assert op.timeout is not None
+        registry = self._registry
+
+        def fire() -> None:
+            if not op.done:
+                registry._pool().submit(registry.cancel_ops, [op], Reason.TIMEOUT, wait=True, force=True)
+
+        self.call_later(op.timeout, fire)
+
+    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
         with self._cond:
             self._seq += 1
-            heapq.heappush(self._heap, (time.monotonic() + op.timeout, self._seq, op))
+            heapq.heappush(self._heap, (time.monotonic() + delay, self._seq, fn))
             self._cond.notify()
 
     def _run(self) -> None:
@@ -665,8 +760,8 @@ class _Timer:
             with self._cond:
                 while not self._heap or self._heap[0][0] > time.monotonic():
                     self._cond.wait(self._heap[0][0] - time.monotonic() if self._heap else None)
-                _, _, op = heapq.heappop(self._heap)
-            if not op.done:
-                self._registry._pool().submit(
-                    self._registry.cancel_ops, [op], Reason.TIMEOUT, wait=True, force=True
-                )
+                _, _, fn = heapq.heappop(self._heap)
+            try:
+                fn()
+            except Exception:
+                log.exception("timer callback failed")

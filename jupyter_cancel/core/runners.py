@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -44,16 +45,21 @@ class Runner(Protocol):
         """Block until the work stopped (or ``timeout``); True if it did."""
 
 
-class ProcessRunner:
-    """A process tree rooted at a ``Popen`` in its own session. Terminated in batches."""
+class TreeRunner:
+    """A process tree the registry terminates itself (all cancelled trees in one pass)."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], tree: Tree) -> None:
-        self.popen = popen
+    captured = False
+
+    def __init__(self, tree: Tree) -> None:
         self.tree = tree
 
     @property
     def cgroup(self) -> Cgroup | None:
         return self.tree.cgroup
+
+    @property
+    def pid(self) -> int | None:
+        return self.tree.root.pid if self.tree.root is not None else None
 
     def pids(self) -> list[int]:
         return sorted(self.tree.collect())
@@ -67,11 +73,67 @@ class ProcessRunner:
         return {"root": ident, "cgroup": self.cgroup.path if self.cgroup is not None else None}
 
     def request_cancel(self, op: Operation) -> None:
-        # Process trees are terminated by the registry, all cancelled trees together.
-        pass
+        pass  # the registry terminates process trees itself
 
     def wait_gone(self, op: Operation, timeout: float) -> bool:
         return op.wait(timeout).done
+
+    def poll(self) -> int | None:
+        """The root's exit status if it exited (None while it runs)."""
+        raise NotImplementedError
+
+    def returncode(self, timeout: float) -> int | None:
+        """The root's exit status once the tree was terminated (waiting up to ``timeout``)."""
+        raise NotImplementedError
+
+
+class ProcessRunner(TreeRunner):
+    """A tree rooted at a ``Popen`` that ``jc.start`` made: its own session, output piped to
+    the operation; the root is reaped by us."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], tree: Tree) -> None:
+        super().__init__(tree)
+        self.popen = popen
+
+    def poll(self) -> int | None:
+        return self.popen.poll()
+
+    def returncode(self, timeout: float) -> int | None:
+        try:
+            return self.popen.wait(timeout=timeout)
+        except Exception:
+            return None
+
+
+class CapturedRunner(TreeRunner):
+    """A tree the process started by any other route (plain ``subprocess``, ``os.system``,
+    ``fork``, a library). The root is the caller's child: we watch it and may signal it, but
+    never reap it (the caller's ``wait``/``waitpid`` must still work); its status is read
+    with ``WNOWAIT``. The operation lasts while any member of the tree lives."""
+
+    captured = True
+
+    def __init__(self, tree: Tree, popen: subprocess.Popen[Any] | None = None) -> None:
+        super().__init__(tree)
+        self.popen = popen
+
+    def identity(self) -> dict[str, Any]:
+        return {**super().identity(), "captured": True}
+
+    def poll(self) -> int | None:
+        pid = self.pid
+        if pid is None:
+            return None
+        try:
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped already (by its caller): Popen knows the status
+            return self.popen.returncode if self.popen is not None else -1
+        if info is None:
+            return None
+        return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+
+    def returncode(self, timeout: float) -> int | None:
+        return self.poll()
 
 
 class TaskRunner:

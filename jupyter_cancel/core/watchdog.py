@@ -29,7 +29,7 @@ from .proctree import COOKIE, Tree, terminate
 
 if TYPE_CHECKING:
     from .operation import Operation
-    from .runners import ProcessRunner
+    from .runners import TreeRunner
 
 log = logging.getLogger(__name__)
 _CTIME_TOLERANCE = 0.005
@@ -114,7 +114,7 @@ class WatchdogClient:
                 log.warning("watchdog %d is gone: kernel death will not be cleaned up", self.proc.pid)
                 self._pipe = None
 
-    def register(self, op: Operation, runner: ProcessRunner) -> None:
+    def register(self, op: Operation, runner: TreeRunner) -> None:
         root = runner.tree.root
         self._send(
             {
@@ -123,6 +123,7 @@ class WatchdogClient:
                 "ctime": root.create_time() if root is not None else None,
                 "grace": op.grace,
                 "cgroup": runner.cgroup.path if runner.cgroup is not None else None,
+                "cgroup_complete": runner.tree.cgroup_complete,
             }
         )
 
@@ -227,6 +228,7 @@ def main(stream: IO[bytes], owner: int | None = None) -> int:
             root=_root(m.get("pid"), m.get("ctime")),
             grace=float(m.get("grace") or 0),
             cgroup=Cgroup(m["cgroup"]) if m.get("cgroup") else None,
+            cgroup_complete=bool(m.get("cgroup_complete", True)),
         )
         for op_id, m in registered.items()
     ]

@@ -13,15 +13,17 @@
 from __future__ import annotations
 
 import logging
+import shlex
 import threading
 from typing import Any
 
 from ..core import api
-from ..core.model import Reason
+from ..core.capture import Capture
+from ..core.model import Reason, State
 from ..core.registry import Registry
 from . import control
 from .adapter import KernelAdapter
-from .host import KernelHost, kernel_id_of, set_owner, tag_thread
+from .host import KernelHost, kernel_id_of, owned_by, set_owner, tag_thread
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +41,9 @@ class KernelIntegration:
         #: Set by the server (JupyterCancel.cancel_on_rerun / cancel_on_interrupt) via ``configure``.
         self.cancel_on_rerun = True
         self.cancel_on_interrupt = True
+        self.capture = Capture(self.captured, self.capture_prepare, self.capture_failed)
+        self._expected: dict[str, Any] = {}
+        self._lock = threading.Lock()
 
     # -- install / uninstall -------------------------------------------------------
     def install(self) -> None:
@@ -52,10 +57,16 @@ class KernelIntegration:
             self._saved["unsubscribe"] = self.registry.subscribe_batch(self.publish_events)
             if not self.adapter.register_comm_target("jupyter_cancel", self._frontend_announced):
                 log.debug("no comm manager: plain output only")
+        self.capture.install()
+        self._patch_pools()
         # Started and waited for now (~0.1 s, once): work started later is covered from its first ms.
         self.registry.start_watchdog(wait=5.0)
 
     def uninstall(self) -> None:
+        self.capture.uninstall()
+        for cls, original in self._saved.pop("pools", []):
+            cls._spawn_process = original
+            cls.__init__ = self._saved.pop("pool_init")
         self.shell.events.unregister("pre_run_cell", self.pre_run_cell)
         threading.Thread.start = self._saved.pop("thread_start")  # type: ignore[method-assign]
         if self._saved.get("system") is None:
@@ -68,6 +79,53 @@ class KernelIntegration:
             self.adapter.remove_control_handler(control.REQUEST)
             self.adapter.restore()
         api.set_host(None)
+
+    # -- capture: every process the kernel starts ------------------------------------------
+    def capture_prepare(self, op_id: str, argv: Any) -> None:
+        """A child is about to start outside ``jc.*``: an operation of the cell starting it."""
+        name = argv if isinstance(argv, str) else shlex.join(str(a) for a in argv) if argv else "process"
+        op = self.registry.expect(
+            name=name, op_id=op_id, policy=api.current_policy(), owner=self.host.owner()
+        )
+        with self._lock:
+            self._expected[op_id] = op
+
+    def capture_failed(self, op_id: str) -> None:
+        with self._lock:
+            op = self._expected.pop(op_id, None)
+        if op is not None:
+            self.registry.finish(op, State.FAILED)
+
+    def captured(self, pid: int, op_id: str, argv: Any, popen: Any) -> None:
+        with self._lock:
+            op = self._expected.pop(op_id, None)
+        try:
+            self.registry.adopt(pid, op=op, popen=popen, name=str(argv), owner=self.host.owner())
+        except KeyError:
+            pass  # it exited before we looked: nothing to own
+
+    def _patch_pools(self) -> None:
+        """A ``ProcessPoolExecutor`` belongs to the cell that created it, though its workers
+        start at the first ``submit`` (maybe from a later cell): re-running that later cell
+        must not kill the pool."""
+        from concurrent.futures import ProcessPoolExecutor
+
+        original_init = ProcessPoolExecutor.__init__
+        original_spawn = ProcessPoolExecutor._spawn_process
+        host = self.host
+
+        def __init__(pool: Any, *args: Any, **kwargs: Any) -> None:
+            pool.jupyter_cancel_owner = host.owner()
+            original_init(pool, *args, **kwargs)
+
+        def _spawn_process(pool: Any) -> None:
+            with owned_by(getattr(pool, "jupyter_cancel_owner", None) or host.owner()):
+                original_spawn(pool)
+
+        ProcessPoolExecutor.__init__ = __init__  # type: ignore[method-assign]
+        ProcessPoolExecutor._spawn_process = _spawn_process  # type: ignore[attr-defined]
+        self._saved["pools"] = [(ProcessPoolExecutor, original_spawn)]
+        self._saved["pool_init"] = original_init
 
     def _patch_thread_start(self) -> None:
         original = threading.Thread.start
@@ -169,6 +227,7 @@ def load(shell: Any) -> None:
     integration = KernelIntegration(shell)
     integration.install()
     _installed = integration
+    shell.register_magic_function(capture_magic, "line", "jc_capture")
     log.info("jupyter_cancel loaded (kernel %s)", integration.host.kernel_id)
 
 
@@ -179,6 +238,7 @@ def configure(
     cancel_on_rerun: bool | None = None,
     cancel_on_interrupt: bool | None = None,
     llm_timeout: float | None = None,
+    capture_subprocesses: bool | None = None,
 ) -> None:
     """Settings the server passes to kernels it starts (its ``c.JupyterCancel.*`` config)."""
     import os
@@ -198,6 +258,19 @@ def configure(
             _installed.cancel_on_rerun = bool(cancel_on_rerun)
         if cancel_on_interrupt is not None:
             _installed.cancel_on_interrupt = bool(cancel_on_interrupt)
+        if capture_subprocesses is not None:
+            _installed.capture.enabled = bool(capture_subprocesses)
+
+
+def capture_magic(line: str) -> None:
+    """``%jc_capture on|off``: capture of every process this kernel starts (default on)."""
+    word = line.strip().lower()
+    if _installed is None:
+        print("jupyter_cancel is not loaded (%load_ext jupyter_cancel)")
+        return
+    if word in ("on", "off"):
+        _installed.capture.enabled = word == "on"
+    print(f"jupyter_cancel capture is {'on' if _installed.capture.enabled else 'off'}")
 
 
 def unload(shell: Any) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import html
 import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from ..core import api
@@ -44,9 +46,23 @@ def set_owner(owner: dict[str, Any] | None) -> None:
 
 
 def tag_thread(thread: threading.Thread) -> None:
-    """A thread belongs to the cell that started it, whatever cell runs later."""
+    """A thread belongs to the cell that started it, whatever cell runs later, and keeps the
+    policy of the ``jc.policy`` block it was started in."""
     if getattr(thread, _THREAD_ATTR, None) is None:
         setattr(thread, _THREAD_ATTR, current_owner())
+    chosen = api.current_policy() if api.policy_is_set() else None
+    if chosen is not None and getattr(thread, api.THREAD_POLICY_ATTR, None) is None:
+        setattr(thread, api.THREAD_POLICY_ATTR, chosen)
+
+
+@contextlib.contextmanager
+def owned_by(owner: dict[str, Any] | None) -> Iterator[None]:
+    """Work started inside belongs to ``owner`` (a pool's workers to the cell that made the pool)."""
+    token = _OWNER.set(owner)
+    try:
+        yield
+    finally:
+        _OWNER.reset(token)
 
 
 def current_owner() -> dict[str, Any] | None:

@@ -57,6 +57,12 @@ class JupyterCancel(ExtensionApp):
     default_policy = Unicode(
         "cancel", help="Policy of operations that do not name one: cancel, continue, detach."
     ).tag(config=True)
+    capture_subprocesses = Bool(
+        True,
+        help="In kernels the server starts, every child process a cell starts (plain subprocess, "
+        "os.system, multiprocessing, libraries) is an operation of that cell. %jc_capture off "
+        "turns it off in one kernel.",
+    ).tag(config=True)
     load_kernel_extension = Bool(
         True, help="Load the kernel extension into every IPython kernel the server starts."
     ).tag(config=True)
@@ -140,6 +146,7 @@ class JupyterCancel(ExtensionApp):
             "cancel_on_rerun": self.cancel_on_rerun,
             "cancel_on_interrupt": self.cancel_on_interrupt,
             "llm_timeout": self.llm_timeout,
+            "capture_subprocesses": self.capture_subprocesses,
         }
         code = (
             f"{_AUTOLOAD}\n"

@@ -208,7 +208,10 @@ class Tracker:
             grace = to_grace(op.get("grace"))  # the operation's own grace, as the kernel would
         except ValueError:
             grace = self.app.grace
-        return Tree(op_id=op["id"], root=root, grace=grace, cgroup=cgroup)
+        # A captured tree's root joined its cgroup after it started: walk and cookie too.
+        return Tree(
+            op_id=op["id"], root=root, grace=grace, cgroup=cgroup, cgroup_complete=not op.get("captured")
+        )
 
     def _kernel_died(self, kernel_id: str, state: str) -> None:
         link = self.links.get(kernel_id)

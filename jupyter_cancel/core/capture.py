@@ -1,0 +1,209 @@
+"""Capture: every child process this Python process starts, by any route, is reported.
+
+Installed by the kernel extension (on by default); no Jupyter imports. Each route that
+creates a child is wrapped at its Python entry point, the child is tagged with the
+operation's environment cookie (so its whole tree is found, escapes included) and reported
+to ``on_spawn(pid, op_id, argv, popen)`` right after it exists:
+
+* ``subprocess.Popen`` — and so ``subprocess.run/call/check_output``, ``asyncio``'s
+  subprocesses, ``%%bash`` and every library built on them;
+* ``os.system`` — run through ``Popen`` (same return value, a wait status);
+* ``os.posix_spawn`` / ``os.posix_spawnp``;
+* ``os.fork`` / ``os.forkpty`` — and so ``multiprocessing``'s ``fork`` start method and
+  ``pty``; the child sets the cookie in its own environment;
+* ``multiprocessing``'s ``spawn`` / ``forkserver`` start methods (``util.spawnv_passfds``).
+
+Not seen: C code that calls ``fork()`` itself (a stretch goal: PEP 578 audit events fire
+before the fork, without the child's pid). Our own helpers (the watchdog, ``jc.start``'s
+spawn) run inside ``suspended()``; callers in ``ipykernel``, ``jupyter_client``, ``debugpy``
+and ``zmq`` (the kernel's own machinery) are never captured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing.util
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+from .operation import new_id
+from .proctree import COOKIE
+
+SpawnHandler = Callable[[int, str, Any, "subprocess.Popen[Any] | None"], None]
+PrepareHandler = Callable[[str, Any], None]
+FailHandler = Callable[[str], None]
+#: Callers whose spawns are the kernel's own machinery, never the user's work.
+_OWN_MACHINERY = ("ipykernel", "jupyter_client", "debugpy", "zmq", "tornado", "jupyter_cancel.core")
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def suspended() -> Iterator[None]:
+    """Spawns inside this block (this thread) are not captured: our own helpers."""
+    depth = getattr(_local, "suspended", 0)
+    _local.suspended = depth + 1
+    try:
+        yield
+    finally:
+        _local.suspended = depth
+
+
+def _own_machinery() -> bool:
+    """Whether the nearest caller outside the standard library and this module is the kernel's
+    own machinery (a frame walk, a few frames deep: microseconds)."""
+    frame: Any = sys._getframe(2)
+    stdlib = sys.stdlib_module_names
+    while frame is not None:
+        module = str(frame.f_globals.get("__name__", ""))
+        top = module.partition(".")[0]
+        if module != __name__ and top not in stdlib:
+            return module.startswith(_OWN_MACHINERY)
+        frame = frame.f_back
+    return False
+
+
+class Capture:
+    """The installed wrappers; ``enabled`` switches capture without unpatching."""
+
+    def __init__(
+        self,
+        on_spawn: SpawnHandler,
+        on_prepare: PrepareHandler | None = None,
+        on_failed: FailHandler | None = None,
+    ) -> None:
+        #: ``on_prepare(op_id, argv)`` before the child exists (register it: a trigger that
+        #: fires between the spawn and ``on_spawn`` must still reach it), ``on_spawn(pid,
+        #: op_id, argv, popen)`` once it does, ``on_failed(op_id)`` if the spawn raised.
+        self.on_spawn = on_spawn
+        self.on_prepare = on_prepare
+        self.on_failed = on_failed
+        self.enabled = True
+        self._saved: list[tuple[Any, str, Any]] = []
+
+    def active(self) -> bool:
+        return self.enabled and not getattr(_local, "suspended", 0) and not _own_machinery()
+
+    # -- install -----------------------------------------------------------------------
+    def install(self) -> None:
+        self._patch(subprocess.Popen, "__init__", self._popen_init(subprocess.Popen.__init__))
+        self._patch(os, "system", self._system)
+        for name in ("posix_spawn", "posix_spawnp"):
+            if hasattr(os, name):
+                self._patch(os, name, self._posix_spawn(getattr(os, name)))
+        for name in ("fork", "forkpty"):
+            if hasattr(os, name):
+                self._patch(os, name, self._fork(getattr(os, name)))
+        self._patch(multiprocessing.util, "spawnv_passfds", self._spawnv(multiprocessing.util.spawnv_passfds))
+
+    def uninstall(self) -> None:
+        while self._saved:
+            owner, name, original = self._saved.pop()
+            setattr(owner, name, original)
+
+    def _patch(self, owner: Any, name: str, replacement: Any) -> None:
+        self._saved.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, replacement)
+
+    def _report(self, pid: int, op_id: str, argv: Any, popen: subprocess.Popen[Any] | None) -> None:
+        try:
+            self.on_spawn(pid, op_id, argv, popen)
+        except Exception:  # capture must never break the user's spawn
+            import logging
+
+            logging.getLogger(__name__).exception("capturing pid %d failed", pid)
+
+    @contextlib.contextmanager
+    def _spawning(self, argv: Any) -> Iterator[str]:
+        """A new operation id for one spawn, announced before and withdrawn if it fails."""
+        op_id = new_id()
+        if self.on_prepare is not None:
+            try:
+                self.on_prepare(op_id, argv)
+            except Exception:
+                import logging
+
+                logging.getLogger(__name__).exception("preparing a capture failed")
+        try:
+            yield op_id
+        except BaseException:
+            if self.on_failed is not None:
+                self.on_failed(op_id)
+            raise
+
+    # -- the routes ------------------------------------------------------------------------
+    def _popen_init(self, original: Callable[..., None]) -> Callable[..., None]:
+        capture = self
+
+        def __init__(popen: subprocess.Popen[Any], args: Any, *more: Any, **kwargs: Any) -> None:
+            if not capture.active() or len(more) >= 10:  # env passed positionally: leave it be
+                original(popen, args, *more, **kwargs)
+                return
+            with capture._spawning(args) as op_id:
+                env = kwargs.get("env")
+                kwargs["env"] = {**(os.environ if env is None else env), COOKIE: op_id}
+                original(popen, args, *more, **kwargs)
+            capture._report(popen.pid, op_id, args, popen)
+
+        return __init__
+
+    def _system(self, command: str) -> int:
+        """``os.system`` through ``Popen`` (so it is captured): the same wait status."""
+        proc = subprocess.Popen(command, shell=True)
+        returncode = proc.wait()
+        return returncode << 8 if returncode >= 0 else -returncode
+
+    def _posix_spawn(self, original: Callable[..., int]) -> Callable[..., int]:
+        capture = self
+
+        def spawn(path: Any, argv: Sequence[Any], env: Mapping[Any, Any], *args: Any, **kwargs: Any) -> int:
+            if not capture.active():
+                return original(path, argv, env, *args, **kwargs)
+            with capture._spawning(list(argv)) as op_id:
+                pid = original(path, argv, {**env, COOKIE: op_id}, *args, **kwargs)
+            capture._report(pid, op_id, list(argv), None)
+            return pid
+
+        return spawn
+
+    def _fork(self, original: Callable[[], Any]) -> Callable[[], Any]:
+        capture = self
+
+        def fork() -> Any:
+            if not capture.active():
+                return original()
+            with capture._spawning([sys.executable, "(fork)"]) as op_id:
+                result = original()
+            pid = result[0] if isinstance(result, tuple) else result
+            if pid == 0:
+                os.environ[COOKIE] = op_id  # what this child execs or spawns carries it
+                capture.enabled = False  # the child's own children belong to this tree
+            else:
+                capture._report(pid, op_id, [sys.executable, "(fork)"], None)
+            return result
+
+        return fork
+
+    def _spawnv(self, original: Callable[..., int]) -> Callable[..., int]:
+        capture = self
+
+        def spawnv_passfds(path: Any, args: Sequence[Any], passfds: Any) -> int:
+            if not capture.active():
+                return original(path, args, passfds)
+            with capture._spawning(list(args)) as op_id:
+                previous = os.environ.get(COOKIE)
+                os.environ[COOKIE] = op_id  # fork_exec takes the environment of the moment
+                try:
+                    pid = original(path, args, passfds)
+                finally:
+                    if previous is None:
+                        os.environ.pop(COOKIE, None)
+                    else:
+                        os.environ[COOKIE] = previous
+            capture._report(pid, op_id, list(args), None)
+            return pid
+
+        return spawnv_passfds

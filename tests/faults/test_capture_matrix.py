@@ -1,0 +1,52 @@
+"""The stock matrix, with capture: every launch style plain code uses × every trigger → no
+survivors, a bystander with the same command line untouched. Real server, real kernel."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.faults.test_matrix import TRIGGERS, _fire
+from tests.helpers.procs import TREE, left_alive, wait_ready
+from tests.helpers.server import wait_gone
+from tests.helpers.server import wait_ready as await_ready
+from tests.kernel.test_capture import HEAD, STYLES
+
+
+@pytest.mark.parametrize("trigger", TRIGGERS)
+async def test_trigger_ends_what_plain_code_started(harness, tmp_path, trigger):
+    bystander = subprocess.Popen([sys.executable, TREE, "three", str(tmp_path / "bystander")])
+    try:
+        by = wait_ready(tmp_path / "bystander", 3)
+        kid = await harness.start_kernel()
+        client = await harness.connect(kid)
+        code = (
+            HEAD
+            + f"TREE = {TREE!r}\n"
+            + "\n".join(f"READY = {str(tmp_path / name)!r}\n{launch}" for name, launch in STYLES.items())
+        )
+        r = await client.execute(code, cell="work")
+        assert r["reply"]["status"] == "ok", r
+        trees = {name: await await_ready(tmp_path / name, 3, timeout=60) for name in STYLES}
+        await harness.api("GET", "jupyter-cancel", "api", "operations")  # the server's view is current
+        await _fire(trigger, harness, kid, client)
+        pids = [pid for members in trees.values() for pid in members]
+        left = await wait_gone(pids, timeout=15)
+        survivors = {name: left_alive(m) for name, m in trees.items() if left_alive(m)}
+        assert left == [], f"{trigger}: survivors {survivors}"
+        assert left_alive(by) == by, "the bystander was signalled"
+    finally:
+        bystander.kill()
+        bystander.wait()
+        for pid in left_alive(announced_all(tmp_path / "bystander")):
+            import os
+
+            os.kill(pid, 9)
+
+
+def announced_all(path):
+    from tests.helpers.procs import announced
+
+    return announced(path)
