@@ -39,6 +39,8 @@ def _start_work(server: LabServer, tmp_path) -> tuple[int, list[int]]:
         )
         r = await c.execute(code, timeout=90)
         c.close()
+        while await asyncio.wait_for(c.ws.read_message(), 10) is not None:
+            pass  # until the close completed: its socket is closed before the loop ends
         assert r["reply"]["status"] == "ok", r
         return int(r["stdout"])
 

@@ -214,6 +214,8 @@ def test_stop_button_scope_session_stops_only_this_notebooks_work(lab, page):
             r = await c.execute(HEAD + f"theirs = jc.start({tree(theirs)}, display=False)", cell="other")
             assert r["reply"]["status"] == "ok", r
             c.close()
+            while await asyncio.wait_for(c.ws.read_message(), 10) is not None:
+                pass  # until the close completed
 
         # Playwright's sync API owns this thread's event loop: the other client gets its own.
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
