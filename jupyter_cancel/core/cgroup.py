@@ -79,6 +79,17 @@ class Cgroup:
             log.debug("cannot move %d into %s: %s", pid, self.path, err)
             return False
 
+    def add_tree(self, pid: int, depth: int = 4) -> bool:
+        """Move ``pid`` in, then whatever it forked before the move (its children as
+        ``/proc/<pid>/task/*/children`` lists them, a few levels deep): a shell's ``job &``
+        can fork before we get to move the shell."""
+        if not self.add(pid):
+            return False
+        if depth > 0:
+            for child in _children(pid):
+                self.add_tree(child, depth - 1)
+        return True
+
     def pids(self) -> list[int]:
         try:
             with open(os.path.join(self.path, "cgroup.procs")) as fh:
@@ -102,3 +113,18 @@ class Cgroup:
         except OSError:
             return False
         return True
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                out.extend(int(c) for c in fh.read().split())
+        except (OSError, ValueError):
+            continue
+    return out

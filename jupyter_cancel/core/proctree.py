@@ -136,6 +136,30 @@ class Snapshot:
         return out
 
 
+def carriers_since(op_id: str, first_pid: int) -> list[int]:
+    """Pids carrying ``op_id``'s cookie among processes started after ``first_pid`` (pids are
+    handed out in increasing order): one directory listing and a few small reads, where a full
+    sweep reads every process. Falls back to ``sweep`` when the pid space wrapped around."""
+    if not os.path.isdir("/proc"):
+        return [p.pid for p in sweep([op_id]).get(op_id, ())]
+    pids = [int(e) for e in os.listdir("/proc") if e.isdigit()]
+    if not pids or max(pids) < first_pid:
+        return [p.pid for p in sweep([op_id]).get(op_id, ())]
+    wanted = op_id.encode()
+    found = []
+    for pid in pids:
+        if pid < first_pid:
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as fh:
+                value = _cookie_of(fh.read())
+        except OSError:
+            continue
+        if value == wanted:
+            found.append(pid)
+    return found
+
+
 def sweep(op_ids: Iterable[str]) -> dict[str, list[psutil.Process]]:
     """Every process of this user whose environment carries the cookie of one of ``op_ids``."""
     wanted = {op_id.encode(): op_id for op_id in op_ids}

@@ -35,7 +35,7 @@ from .model import (
 )
 from .monitor import Monitor
 from .operation import Operation
-from .proctree import Termination, Tree, spawn, terminate
+from .proctree import Termination, Tree, carriers_since, spawn, terminate
 from .runners import CapturedRunner, ProcessRunner, Runner, TaskRunner, TreeRunner, root_identity
 from .scope import CancelScope
 
@@ -72,6 +72,7 @@ class Registry:
         self._announced: set[str] = set()
         #: Captured operations (quiet until ANNOUNCE_AFTER), while live.
         self._captured: set[str] = set()
+        self._cgroups: dict[str, Cgroup | None] = {}
         self._events: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] | None = None
         self._monitor: Monitor | None = None
         self._timer: _Timer | None = None
@@ -171,9 +172,8 @@ class Registry:
             # `git rev-parse` must not flood the panel and the event stream (a trigger that
             # hits it first still ends it, and announces it then).
             self._timers().call_later(ANNOUNCE_AFTER, lambda: self._announce(op))
-            monitor.on_exit_of(
-                [runner.pid] if runner.pid is not None else [], lambda: self._captured_root_exited(op)
-            )
+            first = [runner.pid] if runner.pid is not None else list(runner.tree.collect())
+            monitor.on_exit_of(first, lambda: self._captured_root_exited(op))
         if op.cancel_requested:
             self._terminate([op])
 
@@ -198,6 +198,9 @@ class Registry:
         op = self.new(name=name[:200], kind="process", policy=policy, grace=grace, owner=owner, op_id=op_id)
         with self._lock:
             self._captured.add(op.id)
+            # Made now, so that joining it right after the spawn is one write: the sooner the
+            # child is in, the less it can fork outside it (a shell's `job &` takes ~0.3 ms).
+            self._cgroups[op.id] = Cgroup.create(op.id)
         self.register(op, announce=False)
         return op
 
@@ -217,18 +220,25 @@ class Registry:
         route: the same triggers and termination as ``start``, but its root is never reaped
         here. ``op`` is its ``expect``ed operation, if any (cancelled meanwhile: the tree is
         ended at once). ``KeyError`` if there is no such process."""
-        root = root_identity(pid)
-        if root is None:
-            if op is not None:
-                self.finish(op, State.COMPLETED)
-            raise KeyError(pid)
         if op is None:
             op = self.expect(name=name or f"pid {pid}", policy=policy, grace=grace, owner=owner)
-        group = Cgroup.create(op.id) if cgroup else None
-        if group is not None and not group.add(pid):
+        with self._lock:
+            group = self._cgroups.pop(op.id, None)
+        if group is not None and not (cgroup and group.add_tree(pid)):
             group.remove()
             group = None
-        self.attach(op, CapturedRunner(Tree(op.id, root, op.grace, group, cgroup_complete=False), popen))
+        root = root_identity(pid)
+        if root is None and not carriers_since(op.id, pid):
+            # Gone and reaped already, and nothing carries its cookie: it was short-lived.
+            if group is not None:
+                group.remove()
+            self.finish(op, State.COMPLETED)
+            raise KeyError(pid)
+        # (A root already reaped whose `job &` lives on: the cookie holds that tree.)
+        runner = CapturedRunner(Tree(op.id, root, op.grace, group, cgroup_complete=False), popen)
+        # Its cgroup holds its tree only if the root was still running when it joined.
+        runner.joined_alive = group is not None and _running(root)
+        self.attach(op, runner)
         return op
 
     # -- starting work ----------------------------------------------------------------
@@ -489,7 +499,18 @@ class Registry:
         assert isinstance(runner, CapturedRunner)
         if op.done or op.cancel_requested:
             return  # the canceller records the end
-        left = [pid for pid in runner.tree.collect() if pid != runner.pid]
+        if runner.cgroup is not None and runner.joined_alive:
+            # Cheap on this hot path (every captured process ends here): its cgroup. A child
+            # forked before the root joined it is still found by a cancel's full collect.
+            left = [pid for pid in runner.cgroup.pids() if pid != runner.pid]
+        elif runner.pid is not None:
+            # Its descendants were reparented when it died: they carry its cookie, and they
+            # started after it (a scan of the newer pids only).
+            left = [pid for pid in carriers_since(op.id, runner.pid) if pid != runner.pid]
+            if runner.cgroup is not None:
+                left += [pid for pid in runner.cgroup.pids() if pid != runner.pid and pid not in left]
+        else:
+            left = list(runner.tree.collect())
         if left:
             self._get_monitor().on_exit_of(left, lambda: self._captured_root_exited(op))
             return
@@ -546,6 +567,9 @@ class Registry:
         if self._subscribed:
             self._emit("ended", op)
         self._captured.discard(op.id)
+        unused = self._cgroups.pop(op.id, None)
+        if unused is not None:
+            unused.remove()
         done = self._waiters.pop(op.id, None)
         if done is not None:
             done.set()
@@ -725,6 +749,15 @@ class Registry:
         return cancelled
 
 
+def _running(proc: psutil.Process | None) -> bool:
+    if proc is None:
+        return False
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def _any_alive(pids: Sequence[int]) -> bool:
     return any(psutil.pid_exists(pid) for pid in pids)
 
@@ -752,8 +785,10 @@ class _Timer:
     def call_later(self, delay: float, fn: Callable[[], None]) -> None:
         with self._cond:
             self._seq += 1
-            heapq.heappush(self._heap, (time.monotonic() + delay, self._seq, fn))
-            self._cond.notify()
+            item = (time.monotonic() + delay, self._seq, fn)
+            heapq.heappush(self._heap, item)
+            if self._heap[0] is item:
+                self._cond.notify()  # only a new earliest deadline needs the thread awake
 
     def _run(self) -> None:
         while True:
