@@ -67,6 +67,7 @@ class Operation:
         "_listeners",
         "_registry",
         "_tail",
+        "cancel_latency",
         "cancel_requested_at",
         "cell_id",
         "client_session",
@@ -122,6 +123,8 @@ class Operation:
         self.started = time.time()
         self.ended: float | None = None
         self.cancel_requested_at: float | None = None
+        #: Seconds from the cancel request to the end (the whole tree gone), once cancelled.
+        self.cancel_latency: float | None = None
         self.progress: dict[str, Any] | None = None
         self.unkillable: list[int] = []
         self.error: str | None = None
@@ -232,6 +235,10 @@ class Operation:
         }
         if self.message is not None:
             data["message"] = self.message
+        if self.ended is not None:
+            data["duration"] = self.ended - self.started
+            if self.cancel_latency is not None:
+                data["cancel_latency"] = self.cancel_latency
         if self.runner is not None:
             data.update(self.runner.identity())
         return data

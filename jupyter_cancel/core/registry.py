@@ -562,6 +562,8 @@ class Registry:
     def _finish_locked(self, op: Operation, state: State) -> None:
         op.state = state
         op.ended = time.time()
+        if op.cancel_requested_at is not None:
+            op.cancel_latency = time.monotonic() - op.cancel_requested_at
         if self._live.pop(op.id, None) is not None:
             self._history.append(op)
         if self._subscribed:
@@ -624,12 +626,7 @@ class Registry:
                 self._announced.discard(op.id)
             else:
                 self._announced.add(op.id)
-            data = op.to_json(pids=False)  # cheap: never scan /proc on a cancel path
-            if event == "ended":
-                data["duration"] = (op.ended or time.time()) - op.started
-                if op.cancel_requested_at is not None:
-                    data["cancel_latency"] = time.monotonic() - op.cancel_requested_at
-            self._events.put((event, data))
+            self._events.put((event, op.to_json(pids=False)))  # cheap: never scan /proc on a cancel path
 
     def _dispatch(self) -> None:
         assert self._events is not None

@@ -179,14 +179,17 @@ class Tracker:
             link.mark(op["id"], "cancel_requested", reason=why.source, message=why.message)
         outcome = await asyncio.get_running_loop().run_in_executor(None, terminate, trees)
         latency = time.monotonic() - started
+        now = time.time()
         for op in chosen:
+            began = op.get("started")
             link.mark(
                 op["id"],
+                duration=now - began if isinstance(began, (int, float)) else None,
                 state="cancelled",
                 reason=why.source,
                 message=why.message,
                 exit_code=130,
-                ended=time.time(),
+                ended=now,
                 pids=[],
                 cancel_latency=latency,
                 unkillable=outcome.alive.get(op["id"], []),
