@@ -51,6 +51,22 @@ def overhead(k: Kernel, batches: int = 20, per_batch: int = 50) -> dict[str, flo
     }
 
 
+def idle_cpu(k: Kernel, seconds: float = 10.0) -> dict[str, float]:
+    """CPU the kernel process uses while nothing happens, capture on vs off (% of a core)."""
+    import psutil
+
+    proc = psutil.Process(k.pid)
+    out = {}
+    for state in ("on", "off"):
+        k.execute(f"%jc_capture {state}", cell="switch")
+        k.execute("import subprocess; [subprocess.run(['true']) for _ in range(20)]", cell="warm")
+        before = sum(proc.cpu_times()[:2])
+        time.sleep(seconds)  # a benchmark's measuring window, not a test's wait
+        out[f"capture_{state}_pct"] = round(100 * (sum(proc.cpu_times()[:2]) - before) / seconds, 3)
+    k.execute("%jc_capture on", cell="switch")
+    return out
+
+
 def popen_tree(k: Kernel, cell: str, ready: Path) -> list[int]:
     r = k.execute(
         HEAD
@@ -114,6 +130,7 @@ def main() -> None:
         k = Kernel()
         try:
             result["overhead subprocess.run(['true'])"] = overhead(k)
+            result["idle kernel CPU over 10 s"] = idle_cpu(k)
             lat = rerun(k, tmp, n)
             result["re-run -> plain Popen tree (setsid member) gone, ms"] = {
                 "p50": round(pct(lat, 50), 2),
