@@ -70,7 +70,7 @@ def machine() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--soak", default="bench/results/soak.json")
+    ap.add_argument("--soak", action="append", help="soak.py outputs (repeatable)")
     ap.add_argument("--out", default="docs/RELIABILITY.md")
     args = ap.parse_args()
     results: dict[str, list[tuple[bool, str]]] = collections.defaultdict(list)
@@ -102,17 +102,25 @@ def main() -> None:
         lines.append(f"| `{name}` | {len(outcomes)} | {ok} | {why} |")
     lines += ["", "What the groups are:", ""]
     lines += [f"- `{k}`: {v}" for k, v in WHAT.items()]
-    soak = Path(args.soak)
-    if soak.exists():
+    for soak in map(Path, args.soak or ["bench/results/soak.json"]):
+        if not soak.exists():
+            continue
         data = json.loads(soak.read_text())
         s = data["summary"]
+        png = "soak.png" if soak.name == "soak.json" else soak.with_suffix(".png").name
         lines += [
             "",
-            "## Soak",
+            f"## Soak: {data['minutes']:g} minutes ({soak.name})",
             "",
             f"`.venv/bin/python bench/soak.py --minutes {data['minutes']:g}`: a `jupyter server` subprocess, one",
             "kernel, 3 clients; re-runs of trees (setsid member), REST stops, restarts and tab closes",
             f"(grace 0) picked at random. Actions: {data['actions']}; survivors by action: {data['survivors']}.",
+        ]
+        for lost in data.get("lost") or []:
+            lines.append(
+                f"- survivor after action #{lost['n']} ({lost['action']}, client {lost['client']}): pids {lost['pids']}, server view {lost['ops']}"
+            )
+        lines += [
             "",
             "| process | metric | first → last | slope per hour |",
             "|---|---|---|---|",
@@ -127,7 +135,7 @@ def main() -> None:
             "The kernel's figures are over its longest stretch without a restart (each restart starts",
             "a new kernel process).",
             "",
-            "![soak](soak.png)",
+            f"![soak]({png})",
         ]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}; failed runs: {failed_total}", file=sys.stderr)
