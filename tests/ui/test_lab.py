@@ -6,7 +6,7 @@ import time
 
 from tests.helpers.kernel import wait_gone
 from tests.helpers.lab import NotebookPage
-from tests.helpers.procs import TREE, alive, wait_ready
+from tests.helpers.procs import TREE, alive, announced, wait_ready
 from tests.helpers.wait import until
 
 HEAD = "import jupyter_cancel as jc, sys, time\n"
@@ -229,5 +229,63 @@ def test_stop_button_scope_session_stops_only_this_notebooks_work(lab, page):
         assert [p for p in p2 if alive(p)] == p2, "another client's work was stopped"
         r = lab.http.post(f"/jupyter-cancel/api/kernels/{kernel['id']}/cancel", json={})
         assert len(r.json()["cancelled"]) == 1 and wait_gone(p2, timeout=10) == []
+    finally:
+        lab.http.put(settings, json={"raw": "{}"}).raise_for_status()
+
+
+def test_cancel_on_close_off_keeps_a_closed_notebooks_work(lab, page):
+    """Lab setting cancelOnClose = false: closing the notebook sends no close signal, its work
+    keeps running (the server's own grace for lost clients still applies, 30 s here)."""
+    import json
+
+    settings = "/lab/api/settings/jupyter-cancel:plugin"
+    lab.http.put(settings, json={"raw": json.dumps({"cancelOnClose": False})}).raise_for_status()
+    sent = []
+    page.on("request", lambda r: sent.append(r.url) if "/jupyter-cancel/api/clients/" in r.url else None)
+    try:
+        ready = lab.root / "keep"
+        name = lab.notebook("keep.ipynb", [HEAD + f"op = jc.start({tree(ready)}, display=False)"])
+        nb = NotebookPage(lab, page, name)
+        nb.run(0)
+        pids = wait_ready(ready, 3)
+        page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current .lm-TabBar-tabCloseIcon").click()
+        page.locator(".jp-Dialog button", has_text="Discard").click()
+        page.wait_for_selector(".jp-NotebookPanel", state="detached")
+        # The close handler runs as the panel is disposed: a request it made is recorded by now.
+        page.evaluate("() => fetch(location.href, {method: 'HEAD'}).then(r => r.status)")
+        assert sent == [] and [p for p in pids if alive(p)] == pids
+        (kernel,) = lab.http.get("/api/kernels").json()
+        r = lab.http.post(f"/jupyter-cancel/api/kernels/{kernel['id']}/cancel", json={})
+        assert len(r.json()["cancelled"]) == 1 and wait_gone(pids, timeout=10) == []
+    finally:
+        lab.http.put(settings, json={"raw": "{}"}).raise_for_status()
+
+
+def test_stop_before_rerun_off_queues_the_rerun_as_stock_jupyter_does(lab, page):
+    """Lab setting stopBeforeRerun = false: Shift+Enter on a busy cell sends the execute
+    request without a stop first; the new run waits behind the old one."""
+    import json
+
+    settings = "/lab/api/settings/jupyter-cancel:plugin"
+    lab.http.put(settings, json={"raw": json.dumps({"stopBeforeRerun": False})}).raise_for_status()
+    frames: list[str] = []
+    page.on("websocket", lambda ws: ws.on("framesent", lambda payload: frames.append(str(payload))))
+    try:
+        ready = lab.root / "queued"
+        name = lab.notebook("queued.ipynb", [HEAD + f"jc.run({tree(ready, 'child')})"])
+        nb = NotebookPage(lab, page, name)
+        nb.run(0)
+        (first,) = wait_ready(ready, 1)
+        nb.run(0)  # again, while busy
+        until(lambda: sum('"execute_request"' in f for f in frames) >= 2, 30, "the re-run was sent")
+        assert not [f for f in frames if "jupyter_cancel_request" in f], "a stop was sent first"
+        assert alive(first)
+        (kernel,) = lab.http.get("/api/kernels").json()
+        cancel = f"/jupyter-cancel/api/kernels/{kernel['id']}/cancel"
+        lab.http.post(cancel, json={}).raise_for_status()
+        assert wait_gone([first], timeout=10) == []
+        # The old run raised Cancelled, so ipykernel aborts the queued one (stop_on_error), as stock.
+        nb.wait_idle()
+        assert announced(ready) == [first]
     finally:
         lab.http.put(settings, json={"raw": "{}"}).raise_for_status()
