@@ -756,7 +756,15 @@ def _running(proc: psutil.Process | None) -> bool:
 
 
 def _any_alive(pids: Sequence[int]) -> bool:
-    return any(psutil.pid_exists(pid) for pid in pids)
+    """Whether one of ``pids`` still runs (a zombie holds nothing: it counts as gone)."""
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+        except psutil.NoSuchProcess:
+            continue
+        if _running(proc):
+            return True
+    return False
 
 
 class _Timer:

@@ -101,7 +101,7 @@ class Tracker:
             1
             for link in list(self.links.values())
             for op in link.operations()
-            if any(psutil.pid_exists(pid) for pid in op.get("unkillable") or [] if isinstance(pid, int))
+            if any(_running(pid) for pid in op.get("unkillable") or [] if isinstance(pid, int))
         )
 
     def find(self, op_id: str) -> tuple[KernelLink, dict[str, Any]] | None:
@@ -369,6 +369,14 @@ class Tracker:
                 listener(message)
             except Exception:
                 self.listeners.discard(listener)
+
+
+def _running(pid: int) -> bool:
+    """A process that still runs (a zombie holds nothing)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def public_view(data: dict[str, Any]) -> dict[str, Any]:

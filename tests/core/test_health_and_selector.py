@@ -53,3 +53,42 @@ def test_errors_quote_input_short():
         to_reason("x" * 5_000_000)
     assert len(str(info.value)) < 120
     assert len(short("y" * 10_000)) < 90 and short([1] * 100) == "a list of 100 items"
+
+
+def test_a_process_that_survives_sigkill_is_reported_unkillable(tmp_path, monkeypatch):
+    """A process in uninterruptible sleep cannot be made here: a double stands in for the
+    kernel's refusal (signals to that one pid are dropped), everything else is real."""
+    import os
+    import signal
+
+    import jupyter_cancel as jc
+    from jupyter_cancel.core import default_registry, proctree
+    from jupyter_cancel.core.cgroup import Cgroup
+    from tests.helpers.procs import alive, tree_cmd, wait_ready
+
+    monkeypatch.setattr(Cgroup, "create", classmethod(lambda cls, op_id: None))  # cgroup.kill would win
+    op = jc.start(tree_cmd("child", tmp_path / "r"), display=False, grace=0.1)
+    (stuck,) = wait_ready(tmp_path / "r", 1)
+    real_signal, real_group = proctree._Member.signal, proctree._signal_group
+
+    def signal_unless_stuck(member, sig):
+        if member.proc.pid != stuck:
+            real_signal(member, sig)
+
+    def group_unless_stuck(member, live, sig):
+        if member.proc.pid != stuck:
+            real_group(member, live, sig)
+
+    monkeypatch.setattr(proctree._Member, "signal", signal_unless_stuck)
+    monkeypatch.setattr(proctree, "_signal_group", group_unless_stuck)
+    monkeypatch.setattr(proctree, "KILL_WAIT", 0.2)
+    op.cancel()  # bounded: grace, SIGKILL, KILL_WAIT — it never waits forever
+    assert op.state is jc.State.CANCELLED and op.unkillable == [stuck] and alive(stuck)
+    assert op.to_json()["unkillable"] == [stuck]
+    assert default_registry().health()["unkillable"] == [op.id]
+    monkeypatch.undo()
+    os.kill(stuck, signal.SIGKILL)
+    from tests.helpers.wait import wait_gone
+
+    assert wait_gone([stuck]) == []
+    assert default_registry().health()["unkillable"] == []
