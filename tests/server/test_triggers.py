@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 
@@ -189,3 +190,24 @@ async def test_server_stop_cancels_with_reason_server_shutdown(harness):
     for pid in keep:
         os.kill(pid, signal.SIGKILL)
     assert await wait_gone(keep) == []
+
+
+async def test_control_timeout_is_how_long_the_server_waits_for_a_kernel(harness):
+    """With a long control_timeout the server waits for a stopped kernel instead of ending
+    its trees itself; once the kernel runs again, the kernel's own cancel answers."""
+    harness.app.web_app.settings["jupyter_cancel"].control_timeout = 3600.0
+    kid = await harness.start_kernel()
+    c = await harness.connect(kid)
+    pids = await harness.start_tree(c)
+    kernel = harness.app.kernel_manager.get_kernel(kid).provisioner.process.pid
+    os.kill(kernel, signal.SIGSTOP)
+    request = asyncio.ensure_future(
+        harness.api("POST", "jupyter-cancel", "api", "kernels", kid, "cancel", body={})
+    )
+    try:
+        done, _ = await asyncio.wait({request}, timeout=2.0)  # a lower bound: still waiting
+        assert not done and left_alive(pids) == pids, "the server did not wait for the kernel"
+    finally:
+        os.kill(kernel, signal.SIGCONT)
+    r = await asyncio.wait_for(request, 30)
+    assert len(r["cancelled"]) == 1 and await wait_gone(pids) == []
