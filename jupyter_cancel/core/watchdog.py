@@ -65,6 +65,10 @@ class WatchdogClient:
             self.proc.pid,
             self.proc.returncode,
         )
+        self._close_pipe()
+        on_lost(self)
+
+    def _close_pipe(self) -> None:
         with self._lock:
             pipe, self._pipe = self._pipe, None
         if pipe is not None:
@@ -72,7 +76,6 @@ class WatchdogClient:
                 pipe.close()
             except OSError:
                 pass
-        on_lost(self)
 
     @property
     def alive(self) -> bool:
@@ -133,13 +136,7 @@ class WatchdogClient:
     def close(self) -> None:
         """Owner exits cleanly: the watchdog sees EOF, cleans what is left, and exits."""
         self._closing = True
-        with self._lock:
-            pipe, self._pipe = self._pipe, None
-        if pipe is not None:
-            try:
-                pipe.close()
-            except OSError:
-                pass
+        self._close_pipe()
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         try:
