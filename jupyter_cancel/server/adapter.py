@@ -109,3 +109,15 @@ def track_kernel_websockets(
             return super().disconnect()
 
     settings["kernel_websocket_connection_class"] = TrackedConnection
+
+
+async def settled(manager: Any, timeout: float = 30.0) -> None:
+    """Wait (bounded) while a kernel is between states — mid-start or mid auto-restart, its
+    ``ready`` future pending. jupyter_client's shutdown then reads ``ready.exception()`` of a
+    pending future and raises InvalidStateError (checked against jupyter_client 8.10.0)."""
+    ready = getattr(manager, "ready", None)
+    if isinstance(ready, asyncio.Future) and not ready.done():
+        try:
+            await asyncio.wait_for(asyncio.shield(ready), timeout)
+        except Exception:  # it failed or took too long: shutting it down is right either way
+            pass

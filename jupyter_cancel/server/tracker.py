@@ -321,6 +321,8 @@ class Tracker:
                     await self.cancel(kernel_id, reason)
                 except Exception:
                     self.log.exception("cancelling before %s of %s failed", name, kernel_id)
+            if name != "interrupt_kernel" and kernel_id in self.km:
+                await adapter.settled(self.km.get_kernel(kernel_id))
             link = self.links.get(kernel_id)
             if name != "interrupt_kernel" and not args and link is not None and link.stalled:
                 # It did not answer us: it will not answer a shutdown_request either, and

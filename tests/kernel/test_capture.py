@@ -85,26 +85,41 @@ def test_short_lived_processes_never_show_up(kernel):
     assert kernel.value("len([o for o in jc.operations(include_done=True) if o.name == 'true'])") == 20
 
 
-def test_policies_apply_to_plain_code(kernel, tmp_path):
-    code = HEAD + f"TREE = {TREE!r}\n"
-    r = kernel.execute(
-        code + "with jc.policy('continue'):\n"
-        f"    server = subprocess.Popen([sys.executable, TREE, 'child', {str(tmp_path / 'c')!r}])\n"
-        "with jc.policy('detach'):\n"
-        f"    daemon = subprocess.Popen([sys.executable, TREE, 'child', {str(tmp_path / 'd')!r}])\n"
-        f"plain = subprocess.Popen([sys.executable, TREE, 'child', {str(tmp_path / 'p')!r}])\n",
-        cell="servers",
-    )
-    assert r.ok, r
-    (c,), (d,), (p,) = (wait_ready(tmp_path / n, 1) for n in "cdp")
-    reply = kernel.control({"action": "cancel", "client_session": kernel.session, "reason": "tab_closed"})
-    assert len(reply["cancelled"]) == 1 and wait_gone([p]) == []
-    assert left_alive([c, d]) == [c, d], "continue and detach survive a closed tab"
-    reply = kernel.control({"action": "cancel", "all": True, "reason": "kernel_interrupt"})
-    assert wait_gone([c]) == [] and left_alive([d]) == [d], "detach survives an interrupt"
-    (op_id,) = [o["id"] for o in kernel.control({"action": "list"})["operations"] if o["state"] == "running"]
-    assert kernel.control({"action": "cancel", "operation_ids": [op_id]})["cancelled"] == [op_id]
-    assert wait_gone([d]) == []
+def test_policies_apply_to_plain_code(tmp_path):
+    """`with jc.policy(...)` reaches plain Popen: continue survives a closed tab and dies on
+    shutdown; detach survives both and is stopped only explicitly."""
+    k = Kernel()
+    survivor = []
+    try:
+        code = HEAD + f"TREE = {TREE!r}\n"
+        r = k.execute(
+            code + "with jc.policy('continue'):\n"
+            f"    server = subprocess.Popen([sys.executable, TREE, 'child', {str(tmp_path / 'c')!r}])\n"
+            "with jc.policy('detach'):\n"
+            f"    d1 = subprocess.Popen([sys.executable, TREE, 'child', {str(tmp_path / 'd1')!r}])\n"
+            f"    d2 = subprocess.Popen([sys.executable, TREE, 'child', {str(tmp_path / 'd2')!r}])\n"
+            f"plain = subprocess.Popen([sys.executable, TREE, 'child', {str(tmp_path / 'p')!r}])\n",
+            cell="servers",
+        )
+        assert r.ok, r
+        (c,), (d1,), (d2,), (p,) = (wait_ready(tmp_path / n, 1) for n in ("c", "d1", "d2", "p"))
+        survivor = [d2]
+        reply = k.control({"action": "cancel", "client_session": k.session, "reason": "tab_closed"})
+        assert len(reply["cancelled"]) == 1 and wait_gone([p]) == []
+        assert left_alive([c, d1, d2]) == [c, d1, d2], "continue and detach survive a closed tab"
+        ops = k.wait_for_ops(3)
+        (op_id,) = [o["id"] for o in ops if d1 in o["pids"]]
+        assert k.control({"action": "cancel", "operation_ids": [op_id]})["cancelled"] == [op_id]
+        assert wait_gone([d1]) == []  # detach: stopped explicitly
+        k.close()  # shutdown
+        assert wait_gone([c]) == [], "continue work ends with its kernel"
+        assert left_alive([d2]) == [d2], "detach work survives its kernel"
+    finally:
+        for pid in left_alive(survivor):
+            os.kill(pid, signal.SIGKILL)
+        assert wait_gone(survivor) == []
+        if k.km.has_kernel:
+            k.close()
 
 
 def test_a_pool_belongs_to_the_cell_that_created_it(kernel):
