@@ -74,6 +74,7 @@ class Capture:
         on_spawn: SpawnHandler,
         on_prepare: PrepareHandler | None = None,
         on_failed: FailHandler | None = None,
+        detached: Callable[[], bool] | None = None,
     ) -> None:
         #: ``on_prepare(op_id, argv)`` before the child exists (register it: a trigger that
         #: fires between the spawn and ``on_spawn`` must still reach it), ``on_spawn(pid,
@@ -81,6 +82,9 @@ class Capture:
         self.on_spawn = on_spawn
         self.on_prepare = on_prepare
         self.on_failed = on_failed
+        #: Whether work started now is ``detach``: a ``Popen`` then gets a session of its own,
+        #: as ``jc.start`` work has, so the kernel's process group dying does not take it.
+        self.detached = detached
         self.enabled = True
         self._saved: list[tuple[Any, str, Any]] = []
 
@@ -145,6 +149,8 @@ class Capture:
             with capture._spawning(args) as op_id:
                 env = kwargs.get("env")
                 kwargs["env"] = {**(os.environ if env is None else env), COOKIE: op_id}
+                if capture.detached is not None and capture.detached() and len(more) < 12:
+                    kwargs.setdefault("start_new_session", True)
                 original(popen, args, *more, **kwargs)
             capture._report(popen.pid, op_id, args, popen)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..core import api
 from ..core.capture import Capture
-from ..core.model import Reason, State
+from ..core.model import Policy, Reason, State
 from ..core.registry import Registry
 from . import control
 from .adapter import KernelAdapter
@@ -41,7 +41,12 @@ class KernelIntegration:
         #: Set by the server (JupyterCancel.cancel_on_rerun / cancel_on_interrupt) via ``configure``.
         self.cancel_on_rerun = True
         self.cancel_on_interrupt = True
-        self.capture = Capture(self.captured, self.capture_prepare, self.capture_failed)
+        self.capture = Capture(
+            self.captured,
+            self.capture_prepare,
+            self.capture_failed,
+            detached=lambda: api.current_policy() is Policy.DETACH,
+        )
         self._expected: dict[str, Any] = {}
         self._lock = threading.Lock()
 
