@@ -121,3 +121,12 @@ async def settled(manager: Any, timeout: float = 30.0) -> None:
             await asyncio.wait_for(asyncio.shield(ready), timeout)
         except Exception:  # it failed or took too long: shutting it down is right either way
             pass
+
+
+def stop_restarting(manager: Any) -> None:
+    """No auto-restart from now on (the kernel is being shut down): jupyter_client's restarter
+    could otherwise start one between our cancel and the shutdown, and the multi-kernel
+    manager's shutdown then fails on the restart's pending ``ready``."""
+    stop = getattr(manager, "stop_restarter", None)
+    if callable(stop):
+        stop()

@@ -316,6 +316,9 @@ class Tracker:
         """What runs around a kernel action: our cancel first, then the action."""
 
         async def around(original: Any, kernel_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            if name == "shutdown_kernel" and kernel_id in self.km:
+                adapter.stop_restarting(self.km.get_kernel(kernel_id))
+                await adapter.settled(self.km.get_kernel(kernel_id))
             if getattr(self.app, flag) and kernel_id in self.km:
                 try:
                     await self.cancel(kernel_id, reason)
