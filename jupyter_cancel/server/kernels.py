@@ -86,6 +86,11 @@ class KernelLink:
         elif previous.get("root") and not data.get("root"):
             data["root"], data["cgroup"] = previous["root"], previous.get("cgroup")
         if ended:
+            announced = (previous or {}).get("_cancel_announced")
+            if data.get("state") == "cancelled" and not announced:
+                # Its cancel_requested event is still on its way (iopub and the control reply
+                # are not ordered) or was lost: the sequence stays started → cancel_requested → ended.
+                out.append(("cancel_requested", dict(data, state="running")))
             self.live.pop(op_id, None)
             self.done[op_id] = data
             while len(self.done) > HISTORY:
