@@ -72,6 +72,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--soak", action="append", help="soak.py outputs (repeatable)")
     ap.add_argument("--out", default="docs/RELIABILITY.md")
+    ap.add_argument("--notes", default="bench/reliability-notes.md", help="markdown appended as is")
     ap.add_argument(
         "--reuse", action="store_true", help="the last runs' results (bench/results/), not new runs"
     )
@@ -148,6 +149,9 @@ def main() -> None:
             "",
             f"![soak]({png})",
         ]
+    notes = Path(args.notes)
+    if notes.exists():
+        lines += ["", notes.read_text().rstrip()]
     Path(args.out).write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out}; failed runs: {failed_total}", file=sys.stderr)
 
