@@ -92,18 +92,16 @@ _POLICY: contextvars.ContextVar[Policy | None] = contextvars.ContextVar("jupyter
 THREAD_POLICY_ATTR = "jupyter_cancel_policy"
 
 
-def policy_is_set() -> bool:
-    """Whether a ``policy()`` block applies here (this context or the thread's starter's)."""
-    return (
-        _POLICY.get() is not None or getattr(threading.current_thread(), THREAD_POLICY_ATTR, None) is not None
-    )
+def policy_override() -> Policy | None:
+    """The policy of the ``policy()`` block that applies here (this context, or the block the
+    thread's starter was in); None outside any."""
+    chosen = _POLICY.get() or getattr(threading.current_thread(), THREAD_POLICY_ATTR, None)
+    return chosen if isinstance(chosen, Policy) else None
 
 
 def current_policy() -> Policy:
-    """The policy work started here gets: a ``policy()`` block's (this context or the thread's
-    starter's), else the default."""
-    chosen = _POLICY.get() or getattr(threading.current_thread(), THREAD_POLICY_ATTR, None)
-    return chosen if isinstance(chosen, Policy) else _default_policy
+    """The policy work started here gets: a ``policy()`` block's, else the default."""
+    return policy_override() or _default_policy
 
 
 @contextlib.contextmanager
@@ -134,10 +132,11 @@ def adopt(
     if not isinstance(pid, int):
         raise TypeError(f"jc.adopt needs a pid or a Popen, not {type(target).__name__}")
     args = getattr(target, "args", None)
-    label = name or (args if isinstance(args, str) else shlex.join(map(str, args)) if args else f"pid {pid}")
+    if name is None:
+        name = args if isinstance(args, str) else shlex.join(map(str, args)) if args else f"pid {pid}"
     return registry().adopt(
         pid,
-        name=label,
+        name=name,
         popen=target if args is not None else None,
         policy=_policy(policy),
         grace=grace,
@@ -366,6 +365,7 @@ __all__ = [
     "Cancelled",
     "adopt",
     "current_policy",
+    "policy_override",
     "policy",
     "Host",
     "Progress",

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .proctree import HAVE_PIDFD
+from .proctree import HAVE_PIDFD, running
 
 if TYPE_CHECKING:
     from .operation import Operation
@@ -50,16 +50,6 @@ class _Group:
             self.callback()
         except Exception:  # one broken operation must not stop the monitor
             log.exception("exit callback %r failed", self.callback)
-
-
-def _running(proc: object) -> bool:
-    import psutil
-
-    assert isinstance(proc, psutil.Process)
-    try:
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 class Monitor:
@@ -121,7 +111,7 @@ class Monitor:
                 continue
         while procs:
             _, procs = psutil.wait_procs(procs, timeout=1.0)
-            procs = [p for p in procs if _running(p)]
+            procs = [p for p in procs if running(p)]
         with self._lock:
             self._groups.append(group)  # the loop calls it
         os.write(self._wake_w, b"x")

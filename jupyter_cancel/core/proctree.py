@@ -136,6 +136,19 @@ class Snapshot:
         return out
 
 
+def running(proc: psutil.Process | int | None, *, fresh: bool = False) -> bool:
+    """Whether a process still runs: not gone, not a reused pid, not a zombie (a zombie holds
+    nothing: it counts as gone). ``fresh``: its identity was just read, skip re-checking it."""
+    if proc is None:
+        return False
+    try:
+        if isinstance(proc, int):
+            proc, fresh = psutil.Process(proc), True
+        return (fresh or proc.is_running()) and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def carriers_since(op_id: str, first_pid: int) -> list[int]:
     """Pids carrying ``op_id``'s cookie among processes started after ``first_pid`` (pids are
     handed out in increasing order): one directory listing and a few small reads, where a full
@@ -219,8 +232,9 @@ class Tree:
     cgroup_complete: bool = True
 
     def collect(self, snap: Snapshot | None = None) -> dict[int, psutil.Process]:
-        """Snapshot the live members: cgroup members where there is a cgroup (it holds
-        every escape), else the descendant walk plus the cookie carriers."""
+        """Snapshot the live members: cgroup members where there is a cgroup (it holds every
+        escape), and the descendant walk plus the cookie carriers where there is none or it
+        may not hold everything (``cgroup_complete`` False)."""
         members: dict[int, psutil.Process] = {}
         root = self.root
         pids: list[int] = []
@@ -233,22 +247,10 @@ class Tree:
                 pass
         if self.cgroup is not None:
             pids.extend(self.cgroup.pids())
-        if self.cgroup is not None and self.cgroup_complete:
-            pass
-        elif os.path.isdir("/proc"):
-            snap = snap if snap is not None else Snapshot()
-            if root is not None and root.pid in members:
-                pids.extend(snap.descendants(root.pid))
-            if USE_COOKIE_SWEEP:
-                pids.extend(snap.cookie.get(self.op_id.encode(), ()))
-        else:
-            if root is not None and root.pid in members:
-                try:
-                    pids.extend(c.pid for c in root.children(recursive=True))
-                except psutil.Error:
-                    pass
-            if USE_COOKIE_SWEEP:
-                pids.extend(p.pid for p in sweep([self.op_id]).get(self.op_id, ()))
+        if self.cgroup is None or not self.cgroup_complete:
+            pids.extend(
+                self._walk_and_sweep(snap, root if root is not None and root.pid in members else None)
+            )
         protected = _protected()
         for pid in pids:
             if pid in members or pid in protected:
@@ -258,6 +260,25 @@ class Tree:
             except psutil.NoSuchProcess:
                 continue
         return members
+
+    def _walk_and_sweep(self, snap: Snapshot | None, root: psutil.Process | None) -> list[int]:
+        """The live root's descendants and every carrier of this tree's cookie."""
+        pids: list[int] = []
+        if os.path.isdir("/proc"):
+            snap = snap if snap is not None else Snapshot()
+            if root is not None:
+                pids.extend(snap.descendants(root.pid))
+            if USE_COOKIE_SWEEP:
+                pids.extend(snap.cookie.get(self.op_id.encode(), ()))
+            return pids
+        if root is not None:
+            try:
+                pids.extend(c.pid for c in root.children(recursive=True))
+            except psutil.Error:
+                pass
+        if USE_COOKIE_SWEEP:
+            pids.extend(p.pid for p in sweep([self.op_id]).get(self.op_id, ()))
+        return pids
 
 
 @dataclass
@@ -308,10 +329,7 @@ class _Member:
             log.debug("no permission to signal %d", self.proc.pid)
 
     def gone(self) -> bool:
-        try:
-            return not self.proc.is_running() or self.proc.status() == psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return True
+        return not running(self.proc)
 
     def close(self) -> None:
         if self.fd is not None:

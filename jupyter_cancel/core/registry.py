@@ -19,8 +19,6 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import psutil
-
 from .cgroup import Cgroup
 from .model import (
     DEFAULT_GRACE,
@@ -35,7 +33,7 @@ from .model import (
 )
 from .monitor import Monitor
 from .operation import Operation
-from .proctree import Termination, Tree, carriers_since, spawn, terminate
+from .proctree import Termination, Tree, carriers_since, running, spawn, terminate
 from .runners import CapturedRunner, ProcessRunner, Runner, TaskRunner, TreeRunner, root_identity
 from .scope import CancelScope
 
@@ -237,7 +235,7 @@ class Registry:
         # (A root already reaped whose `job &` lives on: the cookie holds that tree.)
         runner = CapturedRunner(Tree(op.id, root, op.grace, group, cgroup_complete=False), popen)
         # Its cgroup holds its tree only if the root was still running when it joined.
-        runner.joined_alive = group is not None and _running(root)
+        runner.joined_alive = group is not None and running(root, fresh=True)
         self.attach(op, runner)
         return op
 
@@ -728,7 +726,7 @@ class Registry:
             for op in live
             if op.cancel_requested_at is not None and now - op.cancel_requested_at > op.grace + 1.0
         ]
-        unkillable = [op.id for op in live + recent if op.unkillable and _any_alive(op.unkillable)]
+        unkillable = [op.id for op in live + recent if any(running(pid) for pid in op.unkillable)]
         return {
             "watchdog": self.watchdog_health(),
             "running": len(live),
@@ -744,27 +742,6 @@ class Registry:
         if self._watchdog is not None:
             self._watchdog.close()
         return cancelled
-
-
-def _running(proc: psutil.Process | None) -> bool:
-    if proc is None:
-        return False
-    try:
-        return proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _any_alive(pids: Sequence[int]) -> bool:
-    """Whether one of ``pids`` still runs (a zombie holds nothing: it counts as gone)."""
-    for pid in pids:
-        try:
-            proc = psutil.Process(pid)
-        except psutil.NoSuchProcess:
-            continue
-        if _running(proc):
-            return True
-    return False
 
 
 class _Timer:

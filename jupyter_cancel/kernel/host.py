@@ -50,7 +50,7 @@ def tag_thread(thread: threading.Thread) -> None:
     policy of the ``jc.policy`` block it was started in."""
     if getattr(thread, _THREAD_ATTR, None) is None:
         setattr(thread, _THREAD_ATTR, current_owner())
-    chosen = api.current_policy() if api.policy_is_set() else None
+    chosen = api.policy_override()
     if chosen is not None and getattr(thread, api.THREAD_POLICY_ATTR, None) is None:
         setattr(thread, api.THREAD_POLICY_ATTR, chosen)
 

@@ -17,7 +17,7 @@ import psutil
 
 from ..core.cgroup import Cgroup
 from ..core.model import CancelReason, Policy, Reason, applies, short, to_grace
-from ..core.proctree import Tree, terminate
+from ..core.proctree import Tree, running, terminate
 from ..core.selector import Selector
 from ..kernel.control import EVENT, REPLY, REQUEST
 from . import adapter, metrics
@@ -101,7 +101,7 @@ class Tracker:
             1
             for link in list(self.links.values())
             for op in link.operations()
-            if any(_running(pid) for pid in op.get("unkillable") or [] if isinstance(pid, int))
+            if any(running(pid) for pid in op.get("unkillable") or [] if isinstance(pid, int))
         )
 
     def find(self, op_id: str) -> tuple[KernelLink, dict[str, Any]] | None:
@@ -316,16 +316,16 @@ class Tracker:
         """What runs around a kernel action: our cancel first, then the action."""
 
         async def around(original: Any, kernel_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            if name == "shutdown_kernel" and kernel_id in self.km:
-                adapter.stop_restarting(self.km.get_kernel(kernel_id))
-                await adapter.settled(self.km.get_kernel(kernel_id))
+            if name != "interrupt_kernel" and kernel_id in self.km:
+                manager = self.km.get_kernel(kernel_id)
+                if name == "shutdown_kernel":
+                    adapter.stop_restarting(manager)
+                await adapter.settled(manager)  # not mid-start or mid auto-restart
             if getattr(self.app, flag) and kernel_id in self.km:
                 try:
                     await self.cancel(kernel_id, reason)
                 except Exception:
                     self.log.exception("cancelling before %s of %s failed", name, kernel_id)
-            if name != "interrupt_kernel" and kernel_id in self.km:
-                await adapter.settled(self.km.get_kernel(kernel_id))
             link = self.links.get(kernel_id)
             if name != "interrupt_kernel" and not args and link is not None and link.stalled:
                 # It did not answer us: it will not answer a shutdown_request either, and
@@ -374,14 +374,6 @@ class Tracker:
                 listener(message)
             except Exception:
                 self.listeners.discard(listener)
-
-
-def _running(pid: int) -> bool:
-    """A process that still runs (a zombie holds nothing)."""
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
 
 
 def public_view(data: dict[str, Any]) -> dict[str, Any]:

@@ -3,13 +3,15 @@ survivors, a bystander with the same command line untouched. Real server, real k
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 
 import pytest
 
 from tests.faults.test_matrix import TRIGGERS, _fire
-from tests.helpers.procs import TREE, left_alive, wait_ready
+from tests.helpers.procs import TREE, announced, left_alive, wait_ready
 from tests.helpers.server import wait_gone
 from tests.helpers.server import wait_ready as await_ready
 from tests.kernel.test_capture import HEAD, STYLES
@@ -38,15 +40,7 @@ async def test_trigger_ends_what_plain_code_started(harness, tmp_path, trigger):
         assert left == [], f"{trigger}: survivors {survivors}"
         assert left_alive(by) == by, "the bystander was signalled"
     finally:
-        bystander.kill()
+        bystander.kill()  # its root; the rest of its tree by pid
         bystander.wait()
-        for pid in left_alive(announced_all(tmp_path / "bystander")):
-            import os
-
-            os.kill(pid, 9)
-
-
-def announced_all(path):
-    from tests.helpers.procs import announced
-
-    return announced(path)
+        for pid in left_alive(announced(tmp_path / "bystander")):
+            os.kill(pid, signal.SIGKILL)

@@ -17,7 +17,7 @@ from tests.faults.shapes import SHAPES
 from tests.helpers.procs import TREE, announced, left_alive, wait_ready
 from tests.helpers.server import execute_request, wait_gone
 from tests.helpers.server import wait_ready as await_ready
-from tests.helpers.wait import until_async
+from tests.helpers.wait import until_file_async
 
 CGROUP = Cgroup.available()
 #: The env-clearing daemon leaves the tree's session, its parent and its environment: only a
@@ -61,7 +61,7 @@ async def _fire(trigger: str, harness, kid: str, client) -> None:
     elif trigger == "interrupt_busy":
         busy = harness.tmp / "busy"
         client.send(f"import os, time; os.close(os.open({str(busy)!r}, os.O_CREAT)); time.sleep(600)", "busy")
-        await until_async(busy.exists, 30, "the busy cell runs")
+        await until_file_async(busy, busy.exists, 30, "the busy cell runs")
         await harness.api("POST", "api", "kernels", kid, "interrupt")
     elif trigger == "interrupt_idle":
         await harness.api("POST", "api", "kernels", kid, "interrupt")

@@ -13,7 +13,7 @@ from jupyter_client import KernelManager
 from jupyter_core.paths import jupyter_runtime_dir
 
 from tests.helpers.wait import until
-from tests.helpers.wait import wait_gone as _wait_gone
+from tests.helpers.wait import wait_gone as wait_gone  # the kernel tests' import
 
 
 @dataclass
@@ -142,8 +142,3 @@ class Kernel:
         finally:
             if self.km.has_kernel:
                 self.km.shutdown_kernel(now=False)
-
-
-def wait_gone(pids, timeout: float = 5.0) -> list[int]:
-    """Pids still alive (zombies count as gone) after waiting up to ``timeout`` for their exit."""
-    return _wait_gone(pids, timeout)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.helpers.wait import until
+from tests.helpers.wait import until_file
 
 TREE = str(Path(__file__).with_name("tree.py"))
 COOKIE = b"JUPYTER_CANCEL_OP="
@@ -36,7 +36,9 @@ def left_alive(pids) -> list[int]:
 
 def wait_ready(ready: Path, count: int, timeout: float = 10.0) -> list[int]:
     """Pids announced in ``ready`` once ``count`` members are up (raises on timeout)."""
-    return until(lambda: announced_at_least(ready, count), timeout, f"{ready}: {count} members announced")
+    return until_file(
+        ready, lambda: announced_at_least(ready, count), timeout, f"{ready}: {count} members announced"
+    )
 
 
 def announced_at_least(ready: Path, count: int) -> list[int] | None:

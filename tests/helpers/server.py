@@ -13,12 +13,14 @@ from typing import Any
 
 from tests.helpers.procs import TREE, announced_at_least
 from tests.helpers.procs import left_alive as left_alive
-from tests.helpers.wait import until, until_async, wait_gone_async
+from tests.helpers.wait import until, until_file_async, wait_gone_async
 
 
 async def wait_ready(path: Path, count: int, timeout: float = 20.0) -> list[int]:
     """``procs.wait_ready`` for a test that shares its loop with the server."""
-    return await until_async(lambda: announced_at_least(path, count), timeout, f"{path}: {count} announced")
+    return await until_file_async(
+        path, lambda: announced_at_least(path, count), timeout, f"{path}: {count} announced"
+    )
 
 
 async def wait_gone(pids: list[int], timeout: float = 5.0) -> list[int]:

@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers.kernel import Kernel, wait_gone
 from tests.helpers.procs import TREE, left_alive
-from tests.helpers.wait import until
+from tests.helpers.wait import until_file
 
 
 def start_tree(
@@ -93,7 +93,7 @@ def test_routed_shell_escape_is_an_operation_cancelled_before_rerun(kernel):
 def test_control_cancel_answers_while_cell_sleeps(kernel, tmp_path):
     pids = start_tree(kernel, "bg", str(tmp_path / "bg"))
     busy = kernel.send(_sleep_after(tmp_path / "busy"), cell="sleeper")
-    until(lambda: (tmp_path / "busy").exists(), 30, "the cell is inside time.sleep")
+    until_file(tmp_path / "busy", (tmp_path / "busy").exists, 30, "the cell is inside time.sleep")
     reply = kernel.control({"action": "cancel", "cell_id": "bg"})
     assert reply["status"] == "ok" and len(reply["cancelled"]) == 1
     assert wait_gone(pids, timeout=0) == []
@@ -144,7 +144,7 @@ def test_message_mode_interrupt(tmp_path):
     try:
         bg = start_tree(k, "bg", str(tmp_path / "bg"))
         msg = k.send(_sleep_after(tmp_path / "busy"), cell="fg")
-        until(lambda: (tmp_path / "busy").exists(), 30, "the cell is inside time.sleep")
+        until_file(tmp_path / "busy", (tmp_path / "busy").exists, 30, "the cell is inside time.sleep")
         k.km.interrupt_kernel()  # an interrupt_request on the control channel
         assert k.collect(msg).errors[0]["ename"] == "KeyboardInterrupt"
         assert wait_gone(bg) == []
@@ -180,7 +180,7 @@ def test_detach_survives_interrupt_and_shutdown_but_stays_stoppable(tmp_path):
 def test_cancelled_renders_as_one_line(kernel, tmp_path):
     ready = tmp_path / "running"
     msg = kernel.send(f"jc.run(['sh', '-c', 'touch {ready}; exec sleep 60'], name='long job')")
-    until(ready.exists, 30, "the job runs")
+    until_file(ready, ready.exists, 30, "the job runs")
     assert len(kernel.control({"action": "cancel", "all": True})["cancelled"]) == 1
     r = kernel.collect(msg)
     assert r.errors[0]["traceback"] == ["\x1b[0;33mCancelled:\x1b[0m long job — user"]
@@ -248,7 +248,7 @@ def test_interrupting_an_llm_cli_stream_reads_as_one_line(kernel, tmp_path):
         "from jupyter_cancel.llm import stream_cli\n"
         f"stream_cli(['sh', '-c', 'touch {ready}; exec sleep 60'], name='llama-cli')"
     )
-    until(ready.exists, 30, "the CLI runs")
+    until_file(ready, ready.exists, 30, "the CLI runs")
     kernel.km.interrupt_kernel()
     r = kernel.collect(msg)
     assert r.errors[0]["traceback"] == ["\x1b[0;33mCancelled:\x1b[0m llama-cli — kernel_interrupt"]

@@ -195,7 +195,8 @@ async def test_server_stop_cancels_with_reason_server_shutdown(harness):
 async def test_control_timeout_is_how_long_the_server_waits_for_a_kernel(harness):
     """With a long control_timeout the server waits for a stopped kernel instead of ending
     its trees itself; once the kernel runs again, the kernel's own cancel answers."""
-    harness.app.web_app.settings["jupyter_cancel"].control_timeout = 3600.0
+    app = harness.app.web_app.settings["jupyter_cancel"]
+    app.control_timeout = 3600.0
     kid = await harness.start_kernel()
     c = await harness.connect(kid)
     pids = await harness.start_tree(c)
@@ -210,4 +211,5 @@ async def test_control_timeout_is_how_long_the_server_waits_for_a_kernel(harness
     finally:
         os.kill(kernel, signal.SIGCONT)
     r = await asyncio.wait_for(request, 30)
+    app.control_timeout = 1.0  # the teardown's shutdown must not wait an hour on anything
     assert len(r["cancelled"]) == 1 and await wait_gone(pids) == []
