@@ -221,3 +221,30 @@ async def test_server_config_reaches_the_kernels_it_starts(harness, jp_serverapp
     assert left_alive(pids) == pids, "re-run cancelled although cancel_on_rerun is off"
     r = await harness.api("POST", "jupyter-cancel", "api", "kernels", kid, "cancel", body={})
     assert len(r["cancelled"]) == 1 and await wait_gone(pids) == []
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_cancel_on_restart_governs_the_servers_step_before_restart(
+    harness, jp_serverapp, tmp_path, enabled
+):
+    """On: the server asks the kernel to cancel before it restarts it. Off: it does not (the
+    kernel's own shutdown still ends the work, which the test checks too)."""
+    jp_serverapp.web_app.settings["jupyter_cancel"].cancel_on_restart = enabled
+    log = tmp_path / "requests.log"
+    kid = await harness.start_kernel()
+    c = await harness.connect(kid)
+    # Record every jupyter_cancel_request the kernel is sent (to a file: the kernel is replaced).
+    await c.execute(
+        "from jupyter_cancel.kernel import extension as _x\n"
+        "_k = get_ipython().kernel\n"
+        "_orig = _k.control_handlers['jupyter_cancel_request']\n"
+        "def _rec(stream, ident, parent, _orig=_orig):\n"
+        f"    open({str(log)!r}, 'a').write(repr(parent['content'].get('reason')) + '\\n')\n"
+        "    return _orig(stream, ident, parent)\n"
+        "_k.control_handlers['jupyter_cancel_request'] = _rec\n"
+    )
+    pids = await harness.start_tree(c, cell="2")
+    await harness.api("POST", "api", "kernels", kid, "restart")
+    assert await wait_gone(pids) == []
+    sent = log.read_text().split() if log.exists() else []
+    assert ("'kernel_restart'" in sent) is enabled, sent
