@@ -18,11 +18,11 @@ class Cancelled(JupyterCancelError):
     Carries ``.reason`` and ``.operation``. In IPython it renders as one line.
     """
 
-    def __init__(self, operation: Operation | None, reason: str) -> None:
+    def __init__(self, operation: Operation | None, reason: str, *, name: str | None = None) -> None:
         self.operation = operation
         self.reason = reason
         self.message: str | None = operation.message if operation is not None else None
-        name = operation.name if operation is not None else "operation"
+        name = operation.name if operation is not None else name or "operation"
         text = reason if self.message is None else f"{reason} ({self.message})"
         super().__init__(f"{name} — {text}")
 

@@ -209,7 +209,7 @@ class Operation:
                 self._listeners.remove(listener)
 
     def to_json(self, *, pids: bool = True) -> dict[str, Any]:
-        """The Operation JSON of DESIGN.md's contracts (``pids`` scans for live members).
+        """The Operation JSON that the server and the labextension read (``pids`` scans for live members).
 
         Process operations also carry ``root`` ([pid, create_time]) and ``cgroup``, so a
         server can terminate the tree itself, identity checked, if the kernel cannot.

@@ -1,14 +1,17 @@
 """The ``jupyter_cancel_request`` control-channel message: answered while a cell is busy.
 
-Content: ``{"action": "cancel" | "list" | "health", "operation_ids"?, "cell_id"?, "client_session"?,
-"all"?, "reason"?}``. Reply ``jupyter_cancel_reply``: ``{"status": "ok", "cancelled",
-"operations"}`` or ``{"status": "error", "ename", "evalue"}``. Nothing a client sends can
-raise out of the handler.
+Content: ``{"action": "cancel" | "stop_cell" | "list" | "health", "operation_ids"?, "cell_id"?,
+"client_session"?, "all"?, "reason"?, "wait"?}``. ``stop_cell`` needs ``cell_id``: the cell's
+operations are cancelled as ``cancel`` does, and if it is the cell running now its Python gets
+``Cancelled`` (``"running": true`` in the reply). Reply ``jupyter_cancel_reply``:
+``{"status": "ok", "cancelled", "operations"}`` or ``{"status": "error", "ename", "evalue"}``.
+Nothing a client sends can raise out of the handler.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from ..core.model import Reason, short, to_reason
@@ -23,12 +26,15 @@ REPLY = "jupyter_cancel_reply"
 EVENT = "jupyter_cancel_event"
 _MAX_ERROR = 300
 _KEYS = {"action", "reason", "wait", *FIELDS}
+_ACTIONS = ("cancel", "stop_cell", "list", "health")
+#: ``stop_cell(cell_id, reason)`` → whether that cell was running (and was stopped).
+StopCell = Callable[[str, str], bool]
 
 
-def handle(registry: Registry, content: Any) -> dict[str, Any]:
+def handle(registry: Registry, content: Any, stop_cell: StopCell | None = None) -> dict[str, Any]:
     """Serve one request; always returns a reply content, never raises."""
     try:
-        return _handle(registry, content)
+        return _handle(registry, content, stop_cell)
     except (ValueError, TypeError, KeyError) as err:
         return {"status": "error", "ename": type(err).__name__, "evalue": str(err)[:_MAX_ERROR]}
     except Exception as err:  # a bug here must not take the kernel down
@@ -36,18 +42,27 @@ def handle(registry: Registry, content: Any) -> dict[str, Any]:
         return {"status": "error", "ename": type(err).__name__, "evalue": short(str(err))}
 
 
-def _handle(registry: Registry, content: Any) -> dict[str, Any]:
+def _handle(registry: Registry, content: Any, stop_cell: StopCell | None) -> dict[str, Any]:
     if not isinstance(content, dict):
         raise TypeError(f"content must be an object, not {type(content).__name__}")
     unknown = set(content) - _KEYS
     if unknown:
         raise ValueError(f"unknown keys: {short(sorted(unknown))}")
     action = content.get("action")
-    if action not in ("cancel", "list", "health"):
-        raise ValueError(f"action must be 'cancel', 'list' or 'health', not {short(action)}")
+    if action not in _ACTIONS:
+        raise ValueError(f"action must be one of {', '.join(_ACTIONS)}, not {short(action)}")
     if action == "health":
         return {"status": "ok", **registry.health()}
     cancelled: list[str] = []
+    running = False
+    if action == "stop_cell":
+        selector = Selector.from_json(content)
+        if selector.cell_id is None or selector.all or set(selector.filters()) != {"cell_id"}:
+            raise ValueError("stop_cell needs cell_id (and no other selector)")
+        reason = to_reason(content.get("reason", Reason.USER))
+        # The Python first: the operations' ends must not race the raise into the cell.
+        running = stop_cell(selector.cell_id, reason) if stop_cell is not None else False
+        cancelled = [op.id for op in registry.cancel_where(reason, wait=False, cell_id=selector.cell_id)]
     if action == "cancel":
         reason = to_reason(content.get("reason", Reason.USER))
         wait = content.get("wait", True)
@@ -63,4 +78,7 @@ def _handle(registry: Registry, content: Any) -> dict[str, Any]:
         else:
             cancelled = [op.id for op in registry.cancel_where(reason, wait=wait, **selector.filters())]
     operations = [op.to_json() for op in registry.operations(include_done=True)]
-    return {"status": "ok", "cancelled": cancelled, "operations": operations}
+    reply = {"status": "ok", "cancelled": cancelled, "operations": operations}
+    if action == "stop_cell":
+        reply["running"] = running
+    return reply

@@ -6,7 +6,8 @@
   ``detach`` cancelled (``kernel_interrupt``), background work included;
 * ``shutdown_request`` (restart or not) and interpreter exit: ``kernel_restart`` /
   ``kernel_shutdown``; kernel death: the watchdog;
-* ``jupyter_cancel_request`` on the control channel;
+* ``jupyter_cancel_request`` on the control channel; its ``stop_cell`` action stops one
+  running cell's Python too (``cellstop``), without the kernel-wide interrupt;
 * ``!cmd`` shell escapes run as operations.
 """
 
@@ -19,10 +20,12 @@ from typing import Any
 
 from ..core import api
 from ..core.capture import Capture
+from ..core.errors import Cancelled
 from ..core.model import Policy, Reason, State
 from ..core.registry import Registry
 from . import control
 from .adapter import KernelAdapter
+from .cellstop import CellStopper
 from .host import KernelHost, kernel_id_of, owned_by, set_owner, tag_thread
 
 log = logging.getLogger(__name__)
@@ -49,11 +52,14 @@ class KernelIntegration:
         )
         self._expected: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self.stopper = CellStopper(self.publish_stuck)
 
     # -- install / uninstall -------------------------------------------------------
     def install(self) -> None:
         api.set_host(self.host)
         self.shell.events.register("pre_run_cell", self.pre_run_cell)
+        self.shell.events.register("post_run_cell", self.post_run_cell)
+        self.stopper.sockets.install()
         self._patch_thread_start()
         self._saved["system"] = self.shell.__dict__.get("system")
         self.shell.system = self.system
@@ -73,6 +79,8 @@ class KernelIntegration:
             cls._spawn_process = original
             cls.__init__ = self._saved.pop("pool_init")
         self.shell.events.unregister("pre_run_cell", self.pre_run_cell)
+        self.shell.events.unregister("post_run_cell", self.post_run_cell)
+        self.stopper.sockets.uninstall()
         threading.Thread.start = self._saved.pop("thread_start")  # type: ignore[method-assign]
         if self._saved.get("system") is None:
             self.shell.__dict__.pop("system", None)
@@ -155,13 +163,16 @@ class KernelIntegration:
         parent = self.adapter.shell_parent() if self.adapter is not None else {}
         metadata = parent.get("metadata") or {}
         cell_id = getattr(info, "cell_id", None) or metadata.get("cellId")
+        run = self.stopper.next_run()
         owner = {
             "kernel_id": self.host.kernel_id,
             "client_session": (parent.get("header") or {}).get("session"),
             "cell_id": cell_id,
             "parent": parent or None,
+            "run": run,
         }
         set_owner(owner)
+        self.stopper.started(run, cell_id)
         self.host.last_owner = owner
         deleted = metadata.get("deletedCells")
         if isinstance(deleted, list) and deleted:
@@ -171,6 +182,21 @@ class KernelIntegration:
             # The new run starts only once the old run's work is gone (bounded wait).
             self.registry.cancel_where(Reason.CELL_RERUN, cell_id=cell_id)
 
+    def post_run_cell(self, result: Any) -> None:
+        self.stopper.ended()
+
+    def stop_cell(self, cell_id: str, reason: str) -> bool:
+        """Stop one cell: its sockets, its Python (if it is the running cell), then the
+        caller cancels its operations. True if it was running."""
+        return self.stopper.stop(cell_id, reason)
+
+    def publish_stuck(self, info: dict[str, Any]) -> None:
+        """A stopped cell still runs after the bound (C code, or it caught ``Cancelled``)."""
+        if self.adapter is not None:
+            self.adapter.publish(
+                control.EVENT, {"events": [], "cell_stuck": {"kernel_id": self.host.kernel_id, **info}}
+            )
+
     def _interrupt(self) -> None:
         """Every trigger of an interrupt lands here: SIGTERM goes out now (before IPython
         spends the GIL on a KeyboardInterrupt traceback); waiting and escalation run on a worker."""
@@ -178,11 +204,16 @@ class KernelIntegration:
             self.registry.cancel_all(Reason.KERNEL_INTERRUPT, wait=False)
 
     def _busy_sigint(self, signum: int, frame: Any) -> None:
-        self._interrupt()
-        raise KeyboardInterrupt
+        stop = self.stopper.claim()
+        if stop:
+            raise Cancelled(None, stop, name="this cell") from None
+        if stop is None:  # a real interrupt ("" is a cell stop that came too late)
+            self._interrupt()
+            raise KeyboardInterrupt
 
     def _idle_sigint(self, signum: int, frame: Any) -> None:
-        self._interrupt()
+        if self.stopper.claim() is None:
+            self._interrupt()
 
     async def interrupt_request(self, original: Any, stream: Any, ident: Any, parent: Any) -> None:
         # Cancel from the control thread too: a cell stuck in C code handles SIGINT late.
@@ -190,7 +221,7 @@ class KernelIntegration:
         await original(stream, ident, parent)
 
     def control_request(self, stream: Any, ident: Any, parent: Any) -> None:
-        content = control.handle(self.registry, parent.get("content"))
+        content = control.handle(self.registry, parent.get("content"), stop_cell=self.stop_cell)
         assert self.adapter is not None
         self.adapter.reply(stream, control.REPLY, content, parent, ident)
 

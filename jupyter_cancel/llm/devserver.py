@@ -109,7 +109,7 @@ class DevServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", port), _Handler)
         self.delay = delay
         self.tokens = tokens
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._stats: dict[str, Any] = {"streams": 0, "active": 0, "completed": [], "disconnects": []}
 
     @property
@@ -120,16 +120,29 @@ class DevServer(ThreadingHTTPServer):
         with self._lock:
             self._stats["streams"] += 1
             self._stats["active"] += 1
+            self._lock.notify_all()
 
     def disconnected(self, sent: int) -> None:
         with self._lock:
             self._stats["active"] -= 1
             self._stats["disconnects"].append({"time": time.time(), "tokens_sent": sent})
+            self._lock.notify_all()
+
+    def wait_for(self, key: str, count: int, timeout: float) -> bool:
+        """Block until ``streams`` or ``disconnects``/``completed`` reaches ``count`` (or time out)."""
+
+        def reached() -> bool:
+            value = self._stats[key]
+            return (value if isinstance(value, int) else len(value)) >= count
+
+        with self._lock:
+            return self._lock.wait_for(reached, timeout)
 
     def finished(self, sent: int) -> None:
         with self._lock:
             self._stats["active"] -= 1
             self._stats["completed"].append({"time": time.time(), "tokens_sent": sent})
+            self._lock.notify_all()
 
     def stats(self) -> dict[str, Any]:
         with self._lock:

@@ -1,4 +1,4 @@
-/** Operation JSON as the server and the kernel report it (DESIGN.md's contract). */
+/** Operation JSON as the server and the kernel report it. */
 export interface IOperation {
   id: string;
   name: string;

@@ -46,6 +46,8 @@ class Kernel:
         self.kc.wait_for_ready(timeout=60)
         self.session = str(uuid.uuid4())
         self.pending: dict[str, Result] = {}
+        #: iopub messages with no parent request of ours (the extension's events), in order.
+        self.unparented: list[dict[str, Any]] = []
         if load_ext:
             r = self.execute("%load_ext jupyter_cancel\nimport jupyter_cancel as jc", cell="setup")
             assert r.ok, r
@@ -86,6 +88,8 @@ class Kernel:
             m = self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
             pid = m["parent_header"].get("msg_id")
             if pid not in self.pending:
+                if not pid:
+                    self.unparented.append(m)
                 continue
             r = self.pending[pid]
             t, c = m["msg_type"], m["content"]

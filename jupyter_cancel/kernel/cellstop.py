@@ -1,0 +1,163 @@
+"""Stopping one cell, not the kernel: its in-process Python and the sockets it opened.
+
+A stop names a cell. If that cell is the one running, three things happen, in this order:
+
+1. every socket the running cell's code created (its own thread and the threads it started)
+   is shut down: a blocked ``recv`` returns at once and the server sees the disconnect, so an
+   LLM stream stops generating (``openai``, ``httpx``, ``requests``, ``urllib``, anything
+   built on ``socket``; TLS included, the wrapped socket is a socket too);
+2. SIGINT goes to the main thread only (``pthread_kill``: no child process sees it), with a
+   note saying which run it is for. The kernel extension's SIGINT handler finds the note and
+   raises ``jc.Cancelled`` instead of ``KeyboardInterrupt``, and does *not* cancel the rest
+   of the kernel's work. A note for a run that has ended meanwhile is dropped;
+3. the caller cancels the cell's operations as for any cell-scoped cancel.
+
+Code in C that never returns to Python cannot be stopped this way: after ``bound`` seconds
+the stop is reported (a ``cell_stuck`` iopub event), and the stop is repeated while the cell
+runs (code that swallowed the first ``Cancelled`` in an ``except Exception`` gets another).
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import socket
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from .host import current_owner
+
+#: Seconds a stopped cell may keep running before it is reported stuck.
+STUCK_AFTER = 2.0
+
+
+class SocketTracker:
+    """The sockets each running cell's code created, held weakly, by run."""
+
+    def __init__(self) -> None:
+        self._by_run: dict[int, weakref.WeakSet[socket.socket]] = {}
+        self._lock = threading.Lock()
+        self._original: Any = None
+
+    def install(self) -> None:
+        original = self._original = socket.socket.__init__
+        tracker = self
+
+        def __init__(sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+            original(sock, *args, **kwargs)
+            tracker.created(sock)
+
+        socket.socket.__init__ = __init__  # type: ignore[method-assign]
+
+    def uninstall(self) -> None:
+        if self._original is not None:
+            socket.socket.__init__ = self._original  # type: ignore[method-assign]
+            self._original = None
+
+    def created(self, sock: socket.socket) -> None:
+        owner = current_owner()
+        run = owner.get("run") if owner else None
+        if run is None:
+            return  # the kernel's own code, not a cell's
+        with self._lock:
+            self._by_run.setdefault(run, weakref.WeakSet()).add(sock)
+
+    def shutdown(self, run: int) -> int:
+        """Shut down (not close: the fd stays the owner's) every open socket of ``run``."""
+        with self._lock:
+            socks = list(self._by_run.get(run, ()))
+        done = 0
+        for sock in socks:
+            if sock.fileno() < 0:
+                continue  # closed, or detached into a TLS socket (tracked itself)
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+                done += 1
+            except OSError:
+                pass  # not connected (a listener, or already gone)
+        return done
+
+    def forget(self, run: int) -> None:
+        with self._lock:
+            self._by_run.pop(run, None)
+
+
+class CellStopper:
+    """Which cell run is executing, and stop requests for it."""
+
+    def __init__(self, on_stuck: Callable[[dict[str, Any]], None], stuck_after: float = STUCK_AFTER) -> None:
+        self.sockets = SocketTracker()
+        self.on_stuck = on_stuck
+        self.stuck_after = stuck_after
+        self._runs = itertools.count(1)
+        self._lock = threading.Lock()
+        self._running: dict[str, Any] | None = None  # {"run", "cell_id"}
+        self._pending: tuple[int, str] | None = None  # (run, reason) not yet raised
+        self._main = threading.main_thread().ident
+
+    def next_run(self) -> int:
+        return next(self._runs)
+
+    def started(self, run: int, cell_id: str | None) -> None:
+        with self._lock:
+            self._running = {"run": run, "cell_id": cell_id}
+            self._pending = None
+
+    def ended(self) -> None:
+        with self._lock:
+            run, self._running, self._pending = self._running, None, None
+        if run is not None:
+            self.sockets.forget(run["run"])
+
+    def running_cell(self) -> str | None:
+        with self._lock:
+            return self._running["cell_id"] if self._running else None
+
+    def stop(self, cell_id: str, reason: str) -> bool:
+        """Stop ``cell_id`` if it is the cell running now; True if it was."""
+        with self._lock:
+            running = self._running
+            if running is None or running["cell_id"] != cell_id:
+                return False
+            run = running["run"]
+            self._pending = (run, reason)
+        self.sockets.shutdown(run)
+        self._signal_main()
+        self._watch(run, reason, 1)
+        return True
+
+    def claim(self) -> str | None:
+        """In the SIGINT handler: the reason to raise ``Cancelled`` with, "" for a stop
+        whose run has ended (nothing to raise), None if this SIGINT is a real interrupt."""
+        with self._lock:
+            pending, self._pending = self._pending, None
+            if pending is None:
+                return None
+            run, reason = pending
+            return reason if self._running is not None and self._running["run"] == run else ""
+
+    def _signal_main(self) -> None:
+        if self._main is not None:
+            signal.pthread_kill(self._main, signal.SIGINT)
+
+    def _watch(self, run: int, reason: str, rounds: int) -> None:
+        timer = threading.Timer(self.stuck_after, self._check, (run, reason, rounds))
+        timer.daemon = True
+        timer.start()
+
+    def _check(self, run: int, reason: str, rounds: int) -> None:
+        with self._lock:
+            running = self._running
+            if running is None or running["run"] != run:
+                return  # it stopped
+            native = self._pending is not None  # the signal was never handled: in C code
+            self._pending = (run, reason)
+        if rounds == 1:
+            self.on_stuck(
+                {"cell_id": running["cell_id"], "seconds": self.stuck_after, "in_native_code": native}
+            )
+        self.sockets.shutdown(run)
+        self._signal_main()
+        self._watch(run, reason, rounds + 1)

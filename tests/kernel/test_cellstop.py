@@ -1,0 +1,190 @@
+"""Stopping one cell (``stop_cell`` on the control channel) in a real kernel: its Python gets
+``Cancelled``, its sockets are shut down, other cells' work is untouched."""
+
+from __future__ import annotations
+
+import pytest
+
+from jupyter_cancel.llm.devserver import DevServer
+from tests.helpers.procs import left_alive, tree_cmd, wait_ready
+from tests.helpers.wait import until_file
+
+
+def _stop(kernel, cell: str, reason: str = "user") -> dict:
+    reply = kernel.control({"action": "stop_cell", "cell_id": cell, "reason": reason})
+    assert reply["status"] == "ok", reply
+    return reply
+
+
+def _ready(path) -> str:
+    # a cell writes this file once it is inside the code under test
+    return f"open({str(path)!r}, 'w').write('in')\n"
+
+
+def _cancelled(result) -> str:
+    assert not result.ok, result
+    assert [e["ename"] for e in result.errors] == ["Cancelled"], result.errors
+    return result.errors[0]["evalue"]
+
+
+def test_busy_python_loop_stops_and_other_cells_work_lives(kernel, tmp_path):
+    ready = tmp_path / "ready"
+    kernel.execute(f"bg = jc.start({tree_cmd('three', ready)!r}, name='bg')", cell="other")
+    tree = wait_ready(ready, 3)
+    marker = tmp_path / "loop"
+    msg = kernel.send(_ready(marker) + "n = 0\nwhile True:\n    n += 1\n", cell="loop")
+    until_file(marker, marker.exists, 30, "loop running")
+    reply = _stop(kernel, "loop", "cell_rerun")
+    assert reply["running"] is True and reply["cancelled"] == []
+    assert "cell_rerun" in _cancelled(kernel.collect(msg))
+    assert left_alive(tree) == tree, "another cell's work was touched"
+    r = kernel.execute("print(n > 0, bg.state.value)", cell="loop")
+    assert r.stdout.split() == ["True", "running"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "import time\ntime.sleep(600)\n",
+        "import numpy as np\na = np.ones((300, 300))\nwhile True:\n    a @ a\n",
+    ],
+    ids=["sleep", "numpy"],
+)
+def test_blocked_cell_stops(kernel, tmp_path, body):
+    marker = tmp_path / "in"
+    msg = kernel.send(_ready(marker) + body, cell="c")
+    until_file(marker, marker.exists, 30, "cell running")
+    assert _stop(kernel, "c")["running"] is True
+    assert "user" in _cancelled(kernel.collect(msg, timeout=30))
+
+
+def test_stop_of_a_cell_that_is_not_running_touches_nothing(kernel, tmp_path):
+    marker = tmp_path / "in"
+    msg = kernel.send(_ready(marker) + "import time\ntime.sleep(600)\n", cell="busy")
+    until_file(marker, marker.exists, 30, "cell running")
+    assert _stop(kernel, "another")["running"] is False
+    assert _stop(kernel, "busy")["running"] is True
+    _cancelled(kernel.collect(msg))
+    # nothing pending is left behind: the next cell runs to its end
+    assert kernel.execute("print('fine')", cell="next").stdout == "fine\n"
+
+
+def test_cells_operations_are_cancelled_and_its_wait_ends_as_one_line(kernel, tmp_path):
+    ready = tmp_path / "ready"
+    msg = kernel.send(f"jc.run({tree_cmd('setsid', ready)!r})", cell="run")
+    tree = wait_ready(ready, 3)
+    reply = _stop(kernel, "run")
+    assert reply["running"] is True and len(reply["cancelled"]) == 1
+    _cancelled(kernel.collect(msg))
+    from tests.helpers.wait import wait_gone
+
+    assert wait_gone(tree, 10) == []
+
+
+def test_interrupt_is_still_the_kernel_wide_stop(kernel, tmp_path):
+    ready = tmp_path / "ready"
+    kernel.execute(f"bg = jc.start({tree_cmd('three', ready)!r})", cell="other")
+    tree = wait_ready(ready, 3)
+    marker = tmp_path / "in"
+    msg = kernel.send(_ready(marker) + "import time\ntime.sleep(600)\n", cell="c")
+    until_file(marker, marker.exists, 30, "cell running")
+    kernel.km.interrupt_kernel()
+    r = kernel.collect(msg)
+    assert [e["ename"] for e in r.errors] == ["KeyboardInterrupt"]
+    from tests.helpers.wait import wait_gone
+
+    assert wait_gone(tree, 10) == []
+
+
+def test_swallowed_cancel_is_raised_again_and_reported(kernel, tmp_path):
+    marker = tmp_path / "in"
+    code = _ready(marker) + (
+        "import time\ncaught = 0\nwhile caught < 1:\n    try:\n        time.sleep(600)\n"
+        "    except Exception:\n        caught += 1\ntime.sleep(600)\n"
+    )
+    msg = kernel.send(code, cell="stubborn")
+    until_file(marker, marker.exists, 30, "cell running")
+    assert _stop(kernel, "stubborn")["running"] is True
+    _cancelled(kernel.collect(msg, timeout=30))
+    stuck = [m["content"]["cell_stuck"] for m in kernel.unparented if "cell_stuck" in m["content"]]
+    assert stuck and stuck[0]["cell_id"] == "stubborn" and stuck[0]["in_native_code"] is False
+
+
+def test_code_that_blocks_signals_is_reported_stuck_then_stopped(kernel, tmp_path):
+    # SIGINT blocked in the main thread stands for C code that does not return to Python.
+    marker = tmp_path / "in"
+    release = tmp_path / "release"
+    code = (
+        "import signal, os, time\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
+        + _ready(marker)
+        + f"while not os.path.exists({str(release)!r}):\n    time.sleep(0.05)\n"
+        "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})\nprint('after')\n"
+    )
+    msg = kernel.send(code, cell="native")
+    until_file(marker, marker.exists, 30, "cell running")
+    assert _stop(kernel, "native")["running"] is True
+
+    def stuck() -> list:
+        kernel.control({"action": "list"})  # anything: the events arrive on iopub meanwhile
+        while True:
+            try:
+                m = kernel.kc.get_iopub_msg(timeout=0.5)
+            except Exception:
+                break
+            if not m["parent_header"].get("msg_id"):
+                kernel.unparented.append(m)
+        return [m["content"]["cell_stuck"] for m in kernel.unparented if "cell_stuck" in m["content"]]
+
+    from tests.helpers.wait import until
+
+    found = until(stuck, 30, "cell_stuck event")
+    assert found[0]["cell_id"] == "native" and found[0]["in_native_code"] is True
+    release.write_text("go")
+    r = kernel.collect(msg)
+    _cancelled(r)
+    assert "after" not in r.stdout
+
+
+@pytest.fixture
+def llm_server():
+    server = DevServer(delay=0.05, tokens=100000).start_background()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+STREAMS = {
+    "openai": (
+        "from openai import OpenAI\nclient = OpenAI(base_url={url!r}, api_key='x', max_retries=0)\n"
+        "stream = client.chat.completions.create(model='demo', messages=[{{'role': 'user', 'content': 'hi'}}], "
+        "stream=True)\nfor i, chunk in enumerate(stream):\n    if i == 1:\n        {ready}\n"
+    ),
+    "httpx": (
+        "import httpx\nwith httpx.stream('POST', {url!r} + '/chat/completions', json={{'stream': True}}, "
+        "timeout=None) as r:\n    for i, line in enumerate(r.iter_lines()):\n        if i == 1:\n            {ready}\n"
+    ),
+    "requests": (
+        "import requests\nr = requests.post({url!r} + '/chat/completions', json={{'stream': True}}, stream=True)\n"
+        "for i, line in enumerate(r.iter_lines()):\n    if i == 1:\n        {ready}\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("threaded", [False, True], ids=["main", "thread"])
+@pytest.mark.parametrize("library", sorted(STREAMS))
+def test_stream_is_disconnected_and_the_cell_stops(kernel, tmp_path, llm_server, library, threaded):
+    """In the main thread the library closes the stream as ``Cancelled`` unwinds it; read by a
+    thread the cell started, only the socket's shutdown ends it (the thread is left reading)."""
+    marker = tmp_path / "in"
+    code = STREAMS[library].format(url=llm_server.url, ready=_ready(marker).strip())
+    if threaded:
+        body = "\n".join("    " + line for line in code.splitlines())
+        code = (
+            f"import threading\ndef read():\n{body}\nt = threading.Thread(target=read)\nt.start()\nt.join()\n"
+        )
+    msg = kernel.send(code, cell="stream")
+    until_file(marker, marker.exists, 60, "stream running")
+    assert _stop(kernel, "stream")["running"] is True
+    assert llm_server.wait_for("disconnects", 1, 10), llm_server.stats()
+    _cancelled(kernel.collect(msg))
+    assert llm_server.stats()["active"] == 0
