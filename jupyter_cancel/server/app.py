@@ -18,6 +18,7 @@ from .handlers import (
     EventsHandler,
     HealthHandler,
     OperationsHandler,
+    StopCellHandler,
 )
 from .tracker import Tracker
 
@@ -116,6 +117,7 @@ class JupyterCancel(ExtensionApp):
                 (rf"{base}/operations", OperationsHandler),
                 (rf"{base}/operations/(?P<op_id>[^/]+)/cancel", CancelOperationHandler),
                 (rf"{base}/kernels/(?P<kernel_id>[^/]+)/cancel", CancelKernelHandler),
+                (rf"{base}/kernels/(?P<kernel_id>[^/]+)/cells/(?P<cell_id>[^/]+)/stop", StopCellHandler),
                 (rf"{base}/clients/(?P<client_session>[^/]+)/closed", ClientClosedHandler),
                 (rf"{base}/events", EventsHandler),
                 (rf"{base}/health", HealthHandler),

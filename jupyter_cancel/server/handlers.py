@@ -106,6 +106,22 @@ class CancelKernelHandler(_Base):
         self.finish(json.dumps({"cancelled": cancelled}))
 
 
+class StopCellHandler(_Base):
+    """Stop one cell: its operations, and its Python if it is the cell running now."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, kernel_id: str, cell_id: str) -> None:
+        body = _body(self, {"reason"})
+        if kernel_id not in self.kernel_manager:
+            raise _not_found("kernel", kernel_id)
+        try:
+            cell_id = to_text(cell_id, "cell id")
+        except ValueError as err:
+            raise web.HTTPError(400, str(err)) from None
+        self.finish(json.dumps(await self.tracker.stop_cell(kernel_id, cell_id, body["reason"])))
+
+
 class ClientClosedHandler(_Base):
     """The frontend's beacon: a notebook panel or the whole tab closed (no grace)."""
 

@@ -159,6 +159,22 @@ class Tracker:
             return []
         return await self._terminate_known(link, reason, selector)
 
+    async def stop_cell(self, kernel_id: str, cell_id: str, reason: str) -> dict[str, Any]:
+        """Stop one cell (its Python too, if running); ``{"cancelled", "running"}``. A kernel
+        that does not answer gets the cell's trees ended by us, as ``cancel`` does."""
+        link = self.link(kernel_id)
+        if link is None:
+            return {"cancelled": [], "running": False}
+        content = {"action": "stop_cell", "cell_id": cell_id, "reason": reason}
+        reply = await link.request(content, self.app.control_timeout)
+        if reply is not None and reply.get("status") == "ok":
+            return {"cancelled": list(reply.get("cancelled") or []), "running": bool(reply.get("running"))}
+        if reply is not None:
+            self.log.warning("kernel %s refused a cell stop: %s", kernel_id, short(reply.get("evalue")))
+            return {"cancelled": [], "running": False}
+        cancelled = await self._terminate_known(link, reason, Selector(cell_id=cell_id))
+        return {"cancelled": cancelled, "running": False}
+
     async def _terminate_known(self, link: KernelLink, reason: str, selector: Selector) -> list[str]:
         why = CancelReason.of(reason)
         chosen = [

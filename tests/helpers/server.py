@@ -85,7 +85,10 @@ class Client:
         return msg["header"]["msg_id"]
 
     async def execute(self, code: str, cell: str = "cell-1", timeout: float = 30) -> dict[str, Any]:
-        msg_id = self.send(code, cell)
+        return await self.collect(self.send(code, cell), timeout)
+
+    async def collect(self, msg_id: str, timeout: float = 30) -> dict[str, Any]:
+        """The output, errors and reply of a request sent with ``send``."""
         out: dict[str, Any] = {"stdout": "", "errors": []}
         deadline = time.monotonic() + timeout
         while True:

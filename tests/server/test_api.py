@@ -10,7 +10,8 @@ import sys
 import pytest
 from tornado.httpclient import HTTPClientError
 
-from tests.helpers.server import left_alive, wait_gone
+from tests.helpers.server import TREE, left_alive, wait_gone
+from tests.helpers.server import wait_ready as wait_ready_async
 from tests.helpers.wait import until_async
 
 
@@ -248,3 +249,43 @@ async def test_cancel_on_restart_governs_the_servers_step_before_restart(
     assert await wait_gone(pids) == []
     sent = log.read_text().split() if log.exists() else []
     assert ("'kernel_restart'" in sent) is enabled, sent
+
+
+async def test_rest_stop_cell_stops_its_python_and_work_not_other_cells(harness, tmp_path):
+    kid = await harness.start_kernel()
+    c = await harness.connect(kid)
+    other = await harness.start_tree(c, cell="other")
+    ready = tmp_path / "mine"
+    msg = c.send(
+        f"import sys\nop = jc.start([sys.executable, {TREE!r}, 'three', {str(ready)!r}], display=False)\n"
+        "while True:\n    pass\n",
+        cell="busy",
+    )
+    mine = await wait_ready_async(ready, 3)
+    r = await harness.api("POST", "jupyter-cancel", "api", "kernels", kid, "cells", "busy", "stop", body={})
+    assert r["running"] is True and len(r["cancelled"]) == 1
+    out = await c.collect(msg)
+    assert [e["ename"] for e in out["errors"]] == ["Cancelled"]
+    assert await wait_gone(mine) == [] and left_alive(other) == other
+    # not running now: only its (no) work, nothing raised anywhere
+    r = await harness.api("POST", "jupyter-cancel", "api", "kernels", kid, "cells", "busy", "stop", body={})
+    assert r == {"cancelled": [], "running": False}
+    assert (await c.execute("print('next')", cell="n"))["stdout"] == "next\n"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "code"),
+    [
+        (("kernels", "nope", "cells", "c", "stop"), {}, 404),
+        (("kernels", "{kid}", "cells", "c", "stop"), {"cell_id": "x"}, 400),
+        (("kernels", "{kid}", "cells", "c", "stop"), {"reason": "x" * 500}, 400),
+        (("kernels", "{kid}", "cells", "%F0%9F" * 100, "stop"), {}, 400),
+    ],
+)
+async def test_rest_stop_cell_bad_input(harness, path, body, code):
+    kid = await harness.start_kernel()
+    parts = [p.format(kid=kid) for p in path]
+    with pytest.raises(HTTPClientError) as err:
+        await harness.api("POST", "jupyter-cancel", "api", *parts, body=body)
+    assert err.value.code == code
+    assert len(err.value.response.body) < 1000
