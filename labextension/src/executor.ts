@@ -2,8 +2,11 @@ import { ICodeCellModel } from '@jupyterlab/cells';
 import { INotebookCellExecutor, runCell } from '@jupyterlab/notebook';
 
 import { announce } from './announce';
-import { controlRequest } from './request';
+import { stopCell } from './request';
 import { ISettings } from './tokens';
+
+/** How long a re-run waits for the stopped run to end (a cell stuck in C code may not). */
+const STOP_WAIT = 10000;
 
 /** Resolve once the cell's execution state is idle (or after `timeout` ms). */
 function executionEnded(model: ICodeCellModel, timeout: number): Promise<boolean> {
@@ -27,10 +30,11 @@ function executionEnded(model: ICodeCellModel, timeout: number): Promise<boolean
 }
 
 /**
- * Runs cells as JupyterLab does, but a cell that is still running is first stopped:
- * its work is cancelled on the control channel (answered while the cell is busy) and
- * the old execution allowed to end, then the new one is sent. Sent naively, the old
- * run would end in an error and ipykernel's stop_on_error would abort the re-run.
+ * Runs cells as JupyterLab does, but a cell that is still running is first stopped on the
+ * control channel (answered while the cell is busy): its work is cancelled and its Python
+ * gets jc.Cancelled. The old execution is allowed to end, then the new one is sent. Sent
+ * naively, the new run would queue behind the old one, and once the old one ended in an
+ * error ipykernel's stop_on_error would abort it.
  */
 export function createExecutor(settings: () => ISettings): INotebookCellExecutor {
   return Object.freeze({
@@ -46,13 +50,13 @@ export function createExecutor(settings: () => ISettings): INotebookCellExecutor
         model.executionState === 'running'
       ) {
         try {
-          const reply = await controlRequest(kernel, {
-            action: 'cancel',
-            cell_id: model.id,
-            reason: 'cell_rerun'
-          });
-          if (reply && reply.status === 'ok' && reply.cancelled.length) {
-            await executionEnded(model, 5000);
+          const reply = await stopCell(kernel, model.id, 'cell_rerun');
+          if (reply && reply.status === 'ok' && (reply.running || reply.cancelled.length)) {
+            await executionEnded(model, STOP_WAIT);
+            // Let the old run's promise chain settle first: its error handler (runCells'
+            // KernelReplyNotOK catch) marks every cell with no execution count idle, and
+            // would otherwise hit the new run, leaving it shown as `[ ]` while it runs.
+            await new Promise(resolve => setTimeout(resolve, 0));
           }
         } catch (err) {
           console.warn('jupyter_cancel: could not stop the running cell first', err);

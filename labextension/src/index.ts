@@ -1,6 +1,13 @@
 import { IJupyterWidgetRegistry } from '@jupyter-widgets/base';
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { INotebookCellExecutor, INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { Notification } from '@jupyterlab/apputils';
+import { ICodeCellModel } from '@jupyterlab/cells';
+import {
+  INotebookCellExecutor,
+  INotebookTracker,
+  NotebookActions,
+  NotebookPanel
+} from '@jupyterlab/notebook';
 import { Kernel } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { LabIcon } from '@jupyterlab/ui-components';
@@ -8,13 +15,14 @@ import { Widget } from '@lumino/widgets';
 
 import { announce, forget } from './announce';
 import { createExecutor } from './executor';
-import { OperationsPanel } from './panel';
-import { beaconClosed, cancelKernel, clientClosed, controlRequest } from './request';
+import { IRunningCell, OperationsPanel } from './panel';
+import { beaconClosed, cancelKernel, clientClosed, controlRequest, stopCell } from './request';
 import { OperationsStore } from './store';
-import { ICancelRequest, IControlRequest, IOperation, ISettings } from './tokens';
+import { ICancelRequest, ICellStuck, IControlRequest, IOperation, ISettings } from './tokens';
 import { MODULE_NAME, MODULE_VERSION, OperationModel, OperationView } from './widget';
 
 const PLUGIN_ID = 'jupyter-cancel:plugin';
+const STOP_CELL = 'jupyter-cancel:stop-cell';
 const DEFAULTS: ISettings = {
   stopButtonScope: 'kernel',
   cancelOnClose: true,
@@ -127,6 +135,32 @@ class StopAllButton extends Widget {
   }
 }
 
+/** A stopped cell still runs after its bound: say so, and offer the kernel interrupt. */
+function reportStuck(
+  panel: NotebookPanel,
+  kernel: Kernel.IKernelConnection,
+  stuck: ICellStuck
+): void {
+  const index = panel.content.widgets.findIndex(c => c.model.id === stuck.cell_id);
+  if (index < 0) {
+    return; // another notebook on the same kernel shows it
+  }
+  const where = stuck.in_native_code ? 'in native code' : 'it caught the stop';
+  Notification.warning(
+    `${panel.title.label}, cell ${index + 1}: still running ${stuck.seconds}s after Stop (${where}).`,
+    {
+      autoClose: false,
+      actions: [
+        {
+          label: 'Interrupt kernel',
+          caption: 'Interrupt the kernel: stops all of its work',
+          callback: () => void kernel.interrupt()
+        }
+      ]
+    }
+  );
+}
+
 const mainPlugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
   description: 'Stop button, running-work panel and tab-close signal.',
@@ -164,9 +198,54 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
         void panel.content.scrollToCell(cells[index]);
       }
     };
-    const sidebar = new OperationsPanel(store, reveal);
+    const runningCells = (): IRunningCell[] => {
+      const cells: IRunningCell[] = [];
+      tracker.forEach(panel => {
+        const kernel = panel.sessionContext.session?.kernel;
+        panel.content.widgets.forEach((cell, index) => {
+          const model = cell.model as ICodeCellModel;
+          if (kernel && model.type === 'code' && model.executionState === 'running') {
+            cells.push({
+              id: model.id,
+              label: `${panel.title.label} · cell ${index + 1}`,
+              stop: () => stopCell(kernel, model.id, 'user').then(() => undefined),
+              reveal: () => {
+                app.shell.activateById(panel.id);
+                panel.content.activeCellIndex = index;
+                void panel.content.scrollToCell(cell);
+              }
+            });
+          }
+        });
+      });
+      return cells;
+    };
+    const sidebar = new OperationsPanel(store, reveal, runningCells);
     sidebar.title.icon = stopIcon;
     app.shell.add(sidebar, 'left', { rank: 650 });
+
+    // Stop one cell (its Python and its work), from the cell toolbar or the context menu.
+    app.commands.addCommand(STOP_CELL, {
+      label: 'Stop this cell',
+      caption: 'Stop this running cell: its Python and its work; other cells keep theirs',
+      icon: stopIcon,
+      isEnabled: () => {
+        const model = tracker.activeCell?.model as ICodeCellModel | undefined;
+        return model?.type === 'code' && model.executionState === 'running';
+      },
+      execute: async () => {
+        const kernel = tracker.currentWidget?.sessionContext.session?.kernel;
+        const model = tracker.activeCell?.model;
+        if (kernel && model) {
+          await stopCell(kernel, model.id, 'user');
+        }
+      }
+    });
+    app.contextMenu.addItem({ command: STOP_CELL, selector: '.jp-CodeCell', rank: 0 });
+    const refreshCommand = () => app.commands.notifyCommandChanged(STOP_CELL);
+    NotebookActions.executionScheduled.connect(refreshCommand);
+    NotebookActions.executed.connect(refreshCommand);
+    tracker.activeCellChanged.connect(refreshCommand);
 
     const connections = new Map<NotebookPanel, IConnectionInfo>();
     const remember = (panel: NotebookPanel) => {
@@ -192,6 +271,10 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
         kernel?.iopubMessage.connect((k, msg) => {
           if ((msg.header.msg_type as string) === 'jupyter_cancel_event') {
             announce(k); // the extension was loaded after we connected
+            const stuck = (msg.content as { cell_stuck?: ICellStuck }).cell_stuck;
+            if (stuck) {
+              reportStuck(panel, k, stuck);
+            }
           }
         });
       };

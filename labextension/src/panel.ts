@@ -4,13 +4,22 @@ import { cancelOperation } from './request';
 import { OperationsStore } from './store';
 import { IOperation, describeReason, formatElapsed } from './tokens';
 
-/** The sidebar: running and recent operations of all kernels, a stop button per row. */
+/** A cell running now in an open notebook, with its own stop. */
+export interface IRunningCell {
+  id: string;
+  label: string;
+  stop: () => Promise<void>;
+  reveal: () => void;
+}
+
+/** The sidebar: running cells, then running and recent operations of all kernels, a stop button per row. */
 export class OperationsPanel extends Widget {
   private _timer: number;
 
   constructor(
     private store: OperationsStore,
-    private reveal: (op: IOperation) => void
+    private reveal: (op: IOperation) => void,
+    private runningCells: () => IRunningCell[] = () => []
   ) {
     super();
     this.id = 'jupyter-cancel-panel';
@@ -36,6 +45,31 @@ export class OperationsPanel extends Widget {
       <ul class="jc-list"></ul>
       ${ops.length ? '' : '<div class="jc-empty">Nothing has run yet. Work started with jc.run, jc.start, jc.progress or !cmd shows here.</div>'}`;
     const list = this.node.querySelector('ul')!;
+    for (const cell of this.runningCells()) {
+      const row = document.createElement('li');
+      row.className = 'jc-row jc-cell-row jc-state-running';
+      row.dataset.cell = cell.id;
+      row.title = `${cell.label}: running\nclick to show the cell`;
+      const head = document.createElement('div');
+      head.className = 'jc-row-head';
+      const name = document.createElement('span');
+      name.className = 'jc-row-name';
+      name.textContent = `▶ ${cell.label}`;
+      const stop = document.createElement('button');
+      stop.className = 'jc-row-stop jc-cell-stop jp-mod-styled jp-mod-warn';
+      stop.textContent = '■ Stop cell';
+      stop.title = `Stop ${cell.label} (its Python and its work)`;
+      stop.onclick = event => {
+        event.stopPropagation();
+        stop.disabled = true;
+        void cell.stop().catch(err => console.error('jupyter_cancel: cell stop failed', err));
+      };
+      head.appendChild(name);
+      head.appendChild(stop);
+      row.appendChild(head);
+      row.onclick = () => cell.reveal();
+      list.appendChild(row);
+    }
     for (const op of ops) {
       const row = document.createElement('li');
       row.className = `jc-row jc-state-${op.state}`;

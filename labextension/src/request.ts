@@ -101,3 +101,15 @@ export async function controlRequest(
     clearTimeout(timer);
   }
 }
+
+/**
+ * Stop one cell on the kernel's control channel: its work, and its Python if it is the cell
+ * running now. Resolves with the kernel's reply (`running`, `cancelled`), or null.
+ */
+export function stopCell(
+  kernel: Kernel.IKernelConnection,
+  cellId: string,
+  reason = 'user'
+): Promise<{ [key: string]: any } | null> {
+  return controlRequest(kernel, { action: 'stop_cell', cell_id: cellId, reason });
+}

@@ -35,9 +35,21 @@ export interface ICancelRequest extends ISelector {
   reason?: string;
 }
 
-/** The kernel's control message (jupyter_cancel_request). */
+/**
+ * The kernel's control message (jupyter_cancel_request). `stop_cell` (with `cell_id` only)
+ * cancels that cell's work and, if it is the cell running now, raises jc.Cancelled in it;
+ * its reply says `running`.
+ */
 export interface IControlRequest extends ICancelRequest {
-  action: 'cancel' | 'list' | 'health';
+  action: 'cancel' | 'stop_cell' | 'list' | 'health';
+}
+
+/** What the kernel reports when a stopped cell still runs after its bound. */
+export interface ICellStuck {
+  kernel_id: string | null;
+  cell_id: string;
+  seconds: number;
+  in_native_code: boolean;
 }
 
 /** One message of the server's event stream. */

@@ -7,7 +7,7 @@ import time
 from tests.helpers.kernel import wait_gone
 from tests.helpers.lab import NotebookPage
 from tests.helpers.procs import TREE, alive, announced, wait_ready
-from tests.helpers.wait import until
+from tests.helpers.wait import until, until_file
 
 HEAD = "import jupyter_cancel as jc, sys, time\n"
 
@@ -289,3 +289,78 @@ def test_stop_before_rerun_off_queues_the_rerun_as_stock_jupyter_does(lab, page)
         assert announced(ready) == [first]
     finally:
         lab.http.put(settings, json={"raw": "{}"}).raise_for_status()
+
+
+def _runs(path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def test_rerun_of_a_busy_python_loop_starts_the_new_run_other_work_lives(lab, page, shots):
+    """Shift+Enter on a cell busy in a `while True` loop: the old run gets Cancelled (one line),
+    the new run starts; another cell's jc.start tree is untouched. Then the cell toolbar's
+    Stop and the panel's running-cell row stop it too."""
+    ready, runs = lab.root / "bg-tree", lab.root / "loop-runs"
+    name = lab.notebook(
+        "loop.ipynb",
+        [
+            HEAD + f"bg = jc.start({tree(ready)}, display=False)",
+            f"open({str(runs)!r}, 'a').write('run\\n')\nn = 0\nwhile True:\n    n += 1",
+        ],
+    )
+    nb = NotebookPage(lab, page, name)
+    nb.run(0)
+    bg = wait_ready(ready, 3)
+    nb.run(1)
+    until_file(runs, lambda: _runs(runs) == 1, 60, "first run")
+    nb.run(1)  # Shift+Enter again while busy
+    until_file(runs, lambda: _runs(runs) == 2, 30, "the re-run started")
+    assert [p for p in bg if alive(p)] == bg, "another cell's work was stopped"
+    # The cell toolbar's Stop (the cell is active after Shift+Enter moved on: select it again).
+    nb.cell(1).locator(".jp-InputArea-prompt").click()
+    button = nb.cell(1).locator(".jp-cell-toolbar [data-command='jupyter-cancel:stop-cell']")
+    nb.screenshot(shots / "cell-stop-toolbar.png")
+    button.click()
+    nb.cell(1).locator(".jp-OutputArea-output", has_text="Cancelled").wait_for()
+    nb.wait_idle()
+    assert [p for p in bg if alive(p)] == bg
+    # The running cell's row in the panel.
+    nb.run(1)
+    until_file(runs, lambda: _runs(runs) == 3, 30, "third run")
+    page.locator(".jp-SideBar [title='Running work (jupyter_cancel)']").click()
+    row = page.locator(".jc-cell-row", has_text="loop.ipynb")
+    row.locator(".jc-cell-stop").click()
+    nb.wait_idle()
+    assert [p for p in bg if alive(p)] == bg
+    lab.http.post(f"/jupyter-cancel/api/operations/{lab.operations()[0]['id']}/cancel", json={})
+    assert wait_gone(bg, timeout=10) == []
+
+
+def test_rerun_of_a_cell_reading_an_openai_stream_disconnects_it(lab, page):
+    from jupyter_cancel.llm.devserver import DevServer
+
+    server = DevServer(delay=0.05, tokens=100000).start_background()
+    try:
+        runs = lab.root / "stream-runs"
+        code = (
+            "from openai import OpenAI\n"
+            f"client = OpenAI(base_url={server.url!r}, api_key='x', max_retries=0)\n"
+            f"open({str(runs)!r}, 'a').write('run\\n')\n"
+            "stream = client.chat.completions.create(model='demo', "
+            "messages=[{'role': 'user', 'content': 'hi'}], stream=True)\n"
+            "for chunk in stream:\n    pass\n"
+        )
+        nb = NotebookPage(lab, page, lab.notebook("stream.ipynb", [code]))
+        nb.run(0)
+        assert server.wait_for("streams", 1, 60)
+        nb.run(0)
+        assert server.wait_for("disconnects", 1, 30), server.stats()
+        assert server.wait_for("streams", 2, 30), "the re-run did not start its stream"
+        # The new run shows as running ([*]), not as an idle cell (`[ ]`).
+        nb.cell(0).locator(".jp-InputPrompt", has_text="[*]").wait_for()
+        nb.cell(0).locator(".jp-InputArea-prompt").click()
+        nb.cell(0).locator(".jp-cell-toolbar [data-command='jupyter-cancel:stop-cell']").click()
+        assert server.wait_for("disconnects", 2, 30), server.stats()
+        nb.wait_idle()
+    finally:
+        server.shutdown()
+        server.server_close()
