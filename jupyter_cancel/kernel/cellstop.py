@@ -2,14 +2,17 @@
 
 A stop names a cell. If that cell is the one running, three things happen, in this order:
 
-1. every socket the running cell's code created (its own thread and the threads it started)
-   is shut down: a blocked ``recv`` returns at once and the server sees the disconnect, so an
-   LLM stream stops generating (``openai``, ``httpx``, ``requests``, ``urllib``, anything
-   built on ``socket``; TLS included, the wrapped socket is a socket too);
-2. SIGINT goes to the main thread only (``pthread_kill``: no child process sees it), with a
+1. SIGINT goes to the main thread only (``pthread_kill``: no child process sees it), with a
    note saying which run it is for. The kernel extension's SIGINT handler finds the note and
    raises ``jc.Cancelled`` instead of ``KeyboardInterrupt``, and does *not* cancel the rest
-   of the kernel's work. A note for a run that has ended meanwhile is dropped;
+   of the kernel's work. A note for a run that has ended meanwhile is dropped, and a SIGINT
+   we sent is never taken for a real interrupt, however late it is handled;
+2. every socket the running cell's code created (its own thread and the threads it started)
+   is shut down: a blocked ``recv`` returns at once and the server sees the disconnect, so an
+   LLM stream stops generating (``openai``, ``httpx``, ``requests``, ``urllib``, anything
+   built on ``socket``; TLS included, the wrapped socket is a socket too). The signal went
+   first, so the cell sees ``Cancelled``, not the library's error about a closed connection
+   (a pending signal's handler runs at the first bytecode after ``recv`` returns);
 3. the caller cancels the cell's operations as for any cell-scoped cancel.
 
 Code in C that never returns to Python cannot be stopped this way: after ``bound`` seconds
@@ -95,6 +98,7 @@ class CellStopper:
         self._lock = threading.Lock()
         self._running: dict[str, Any] | None = None  # {"run", "cell_id"}
         self._pending: tuple[int, str] | None = None  # (run, reason) not yet raised
+        self._signalled = False  # a SIGINT of ours not handled yet (SIGINTs coalesce)
         self._main = threading.main_thread().ident
 
     def next_run(self) -> int:
@@ -123,8 +127,8 @@ class CellStopper:
                 return False
             run = running["run"]
             self._pending = (run, reason)
-        self.sockets.shutdown(run)
         self._signal_main()
+        self.sockets.shutdown(run)
         self._watch(run, reason, 1)
         return True
 
@@ -133,13 +137,16 @@ class CellStopper:
         whose run has ended (nothing to raise), None if this SIGINT is a real interrupt."""
         with self._lock:
             pending, self._pending = self._pending, None
+            ours, self._signalled = self._signalled, False
             if pending is None:
-                return None
+                return "" if ours else None
             run, reason = pending
             return reason if self._running is not None and self._running["run"] == run else ""
 
     def _signal_main(self) -> None:
         if self._main is not None:
+            with self._lock:
+                self._signalled = True
             signal.pthread_kill(self._main, signal.SIGINT)
 
     def _watch(self, run: int, reason: str, rounds: int) -> None:
@@ -158,6 +165,6 @@ class CellStopper:
             self.on_stuck(
                 {"cell_id": running["cell_id"], "seconds": self.stuck_after, "in_native_code": native}
             )
-        self.sockets.shutdown(run)
         self._signal_main()
+        self.sockets.shutdown(run)
         self._watch(run, reason, rounds + 1)
