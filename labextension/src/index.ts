@@ -161,6 +161,9 @@ function reportStuck(
   );
 }
 
+/** Cells reported stuck after a Stop, until they end. */
+const stuckCells = new Set<string>();
+
 const mainPlugin: JupyterFrontEndPlugin<void> = {
   id: PLUGIN_ID,
   description: 'Stop button, running-work panel and tab-close signal.',
@@ -199,6 +202,13 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
       }
     };
     const runningCells = (): IRunningCell[] => {
+      for (const id of [...stuckCells]) {
+        const found = tracker.find(p => p.content.widgets.some(c => c.model.id === id));
+        const model = found?.content.widgets.find(c => c.model.id === id)?.model as ICodeCellModel;
+        if (!model || model.executionState !== 'running') {
+          stuckCells.delete(id); // it ended after all
+        }
+      }
       const cells: IRunningCell[] = [];
       tracker.forEach(panel => {
         const kernel = panel.sessionContext.session?.kernel;
@@ -208,7 +218,9 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
             cells.push({
               id: model.id,
               label: `${panel.title.label} · cell ${index + 1}`,
+              stuck: stuckCells.has(model.id),
               stop: () => stopCell(kernel, model.id, 'user').then(() => undefined),
+              interrupt: () => kernel.interrupt(),
               reveal: () => {
                 app.shell.activateById(panel.id);
                 panel.content.activeCellIndex = index;
@@ -272,7 +284,8 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
           if ((msg.header.msg_type as string) === 'jupyter_cancel_event') {
             announce(k); // the extension was loaded after we connected
             const stuck = (msg.content as { cell_stuck?: ICellStuck }).cell_stuck;
-            if (stuck) {
+            if (stuck && !stuckCells.has(stuck.cell_id)) {
+              stuckCells.add(stuck.cell_id);
               reportStuck(panel, k, stuck);
             }
           }

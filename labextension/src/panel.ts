@@ -8,7 +8,10 @@ import { IOperation, describeReason, formatElapsed } from './tokens';
 export interface IRunningCell {
   id: string;
   label: string;
+  /** Still running after a Stop's bound (C code, or it caught the stop). */
+  stuck: boolean;
   stop: () => Promise<void>;
+  interrupt: () => Promise<void>;
   reveal: () => void;
 }
 
@@ -67,6 +70,21 @@ export class OperationsPanel extends Widget {
       head.appendChild(name);
       head.appendChild(stop);
       row.appendChild(head);
+      if (cell.stuck) {
+        const meta = document.createElement('div');
+        meta.className = 'jc-row-meta jc-cell-stuck';
+        meta.textContent = 'still running after Stop (native code?) ';
+        const interrupt = document.createElement('button');
+        interrupt.className = 'jc-cell-interrupt jp-mod-styled jp-mod-warn';
+        interrupt.textContent = 'Interrupt kernel';
+        interrupt.title = 'Interrupt the kernel: stops all of its work';
+        interrupt.onclick = event => {
+          event.stopPropagation();
+          void cell.interrupt();
+        };
+        meta.appendChild(interrupt);
+        row.appendChild(meta);
+      }
       row.onclick = () => cell.reveal();
       list.appendChild(row);
     }

@@ -364,3 +364,27 @@ def test_rerun_of_a_cell_reading_an_openai_stream_disconnects_it(lab, page):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_cell_stuck_after_stop_is_reported_with_the_interrupt_offered(lab, page):
+    # SIGINT blocked in the main thread stands for C code that never returns to Python.
+    marker, release = lab.root / "stuck-in", lab.root / "stuck-release"
+    code = (
+        "import signal, os, time\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
+        f"open({str(marker)!r}, 'w').write('in')\n"
+        f"while not os.path.exists({str(release)!r}):\n    time.sleep(0.05)\n"
+        "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})\nprint('after')\n"
+    )
+    nb = NotebookPage(lab, page, lab.notebook("stuck.ipynb", [code]))
+    nb.run(0)
+    until_file(marker, marker.exists, 60, "cell running")
+    nb.cell(0).locator(".jp-InputArea-prompt").click()
+    nb.cell(0).locator(".jp-cell-toolbar [data-command='jupyter-cancel:stop-cell']").click()
+    toast = page.locator(".Toastify__toast", has_text="still running")
+    toast.wait_for()
+    assert toast.locator("button", has_text="Interrupt kernel").count() == 1
+    page.locator(".jp-SideBar [title='Running work (jupyter_cancel)']").click()
+    page.locator(".jc-cell-row .jc-cell-interrupt").wait_for()
+    release.write_text("go")
+    nb.cell(0).locator(".jp-OutputArea-output", has_text="Cancelled").wait_for()
+    assert "after" not in nb.cell(0).locator(".jp-OutputArea").inner_text()
