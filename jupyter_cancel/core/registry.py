@@ -676,7 +676,7 @@ class Registry:
             if self._watchdog is None:
                 from .watchdog import WatchdogClient
 
-                self._watchdog = WatchdogClient.start(on_lost=self._watchdog_lost)
+                self._watchdog = WatchdogClient.open(on_lost=self._watchdog_lost)
             return self._watchdog
 
     def start_watchdog(self, wait: float | None = None) -> bool:
@@ -704,14 +704,19 @@ class Registry:
             assert isinstance(op.runner, TreeRunner)
             client.register(op, op.runner)
         if not client.wait_ready(5.0):
-            log.warning("the new watchdog %d did not come up", client.proc.pid)
+            log.warning("the new watchdog %d did not come up", client.pid)
 
     def watchdog_health(self) -> dict[str, Any]:
         """Whether the death watchdog is up (``pid`` None: not started, or not used)."""
         client = self._watchdog
         if client is None:
             return {"used": self._use_watchdog, "pid": None, "alive": False}
-        return {"used": self._use_watchdog, "pid": client.proc.pid, "alive": bool(client.alive)}
+        return {
+            "used": self._use_watchdog,
+            "pid": client.pid,
+            "alive": bool(client.alive),
+            "shared": client.proc is None,
+        }
 
     def health(self, now: float | None = None) -> dict[str, Any]:
         """The registry's own state: watchdog, running work, work past its grace + 1 s since its

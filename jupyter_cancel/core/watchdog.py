@@ -6,7 +6,16 @@ SIGKILL and OOM included) the watchdog terminates every tree still registered, t
 It blocks in ``read``: no polling. It runs in its own session, so signals sent to the
 owner's process group do not reach it.
 
-Run as ``python -m jupyter_cancel.core.watchdog``.
+Run as ``python -m jupyter_cancel.core.watchdog <owner pid>``.
+
+**Shared** (``--serve <fd>``): one watchdog for every kernel a Jupyter server starts, instead
+of a Python process per kernel (~23 MiB each). The server hands it a listening Unix socket
+and tells its kernels where it is (``JUPYTER_CANCEL_WATCHDOG_SOCKET``); each kernel connects
+and sends the same lines. The owner is the connecting process (``SO_PEERCRED``), pinned by a
+pidfd at once; its connection's EOF or its pidfd ends its trees, in a thread of their own so
+other owners are still watched. A kernel that cannot connect starts its own watchdog, as a
+process outside a server does. The shared watchdog leaves when its server is gone (or asks
+it to, with SIGTERM) and no owner is connected any more.
 """
 
 from __future__ import annotations
@@ -15,6 +24,9 @@ import json
 import logging
 import os
 import select
+import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -33,19 +45,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _CTIME_TOLERANCE = 0.005
+#: Where a server's shared watchdog listens (set in the environment of the kernels it starts).
+SOCKET_ENV = "JUPYTER_CANCEL_WATCHDOG_SOCKET"
 
 
 class WatchdogClient:
     """The owner's end: ``register``/``forget`` lines, ``close`` for a clean exit."""
 
     def __init__(
-        self, proc: subprocess.Popen[bytes], on_lost: Callable[[WatchdogClient], None] | None = None
+        self,
+        proc: subprocess.Popen[bytes] | None,
+        on_lost: Callable[[WatchdogClient], None] | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self.proc = proc
+        self.sock = sock
         self._lock = threading.Lock()
-        assert proc.stdin is not None
-        self._pipe: IO[bytes] | None = proc.stdin
         self._closing = False
+        self._lost = False
+        if sock is not None:
+            self.pid: int = _peer_pid(sock)
+            self._pipe: IO[bytes] | None = sock.makefile("wb")
+        else:
+            assert proc is not None and proc.stdin is not None
+            self.pid = proc.pid
+            self._pipe = proc.stdin
         if on_lost is not None:
             # Blocked in waitpid until the watchdog exits (no polling): a watchdog that dies
             # while its owner lives (SIGKILLed, OOM) is replaced and given the live trees again.
@@ -55,16 +79,18 @@ class WatchdogClient:
 
     def _guard(self, on_lost: Callable[[WatchdogClient], None]) -> None:
         try:
-            self.proc.wait()
+            if self.sock is not None:
+                while self.sock.recv(4096):  # the watchdog never writes: b"" is its end
+                    pass
+            else:
+                assert self.proc is not None
+                self.proc.wait()
         except Exception:  # ECHILD: someone else reaped it; it is gone all the same
-            log.debug("waiting on watchdog %d failed", self.proc.pid, exc_info=True)
+            log.debug("waiting on watchdog %d failed", self.pid, exc_info=True)
+        self._lost = True
         if self._closing:
             return
-        log.warning(
-            "watchdog %d exited (%s) while its owner lives: restarting it",
-            self.proc.pid,
-            self.proc.returncode,
-        )
+        log.warning("watchdog %d exited while its owner lives: starting another", self.pid)
         self._close_pipe()
         on_lost(self)
 
@@ -79,7 +105,25 @@ class WatchdogClient:
 
     @property
     def alive(self) -> bool:
-        return self._pipe is not None and self.proc.poll() is None
+        if self.proc is not None:
+            return self._pipe is not None and self.proc.poll() is None
+        return self._pipe is not None and not self._lost
+
+    @classmethod
+    def open(cls, on_lost: Callable[[WatchdogClient], None] | None = None) -> WatchdogClient:
+        """The server's shared watchdog if there is one to connect to, else a watchdog of our own."""
+        path = os.environ.get(SOCKET_ENV)
+        if path:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(path)
+                client = cls(None, on_lost, sock=sock)
+                log.debug("connected to the shared watchdog %d", client.pid)
+                return client
+            except OSError:
+                sock.close()
+                log.debug("no shared watchdog at %s: starting our own", path)
+        return cls.start(on_lost)
 
     @classmethod
     def start(cls, on_lost: Callable[[WatchdogClient], None] | None = None) -> WatchdogClient:
@@ -98,8 +142,8 @@ class WatchdogClient:
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """Block until the watchdog has started (imports done); True if it said so in time."""
-        import select
-
+        if self.proc is None:
+            return self.alive  # connected: the shared watchdog is up
         out = self.proc.stdout
         assert out is not None
         readable, _, _ = select.select([out], [], [], timeout)
@@ -114,7 +158,7 @@ class WatchdogClient:
                 self._pipe.write(line)
                 self._pipe.flush()
             except (BrokenPipeError, ValueError):
-                log.warning("watchdog %d is gone: kernel death will not be cleaned up", self.proc.pid)
+                log.warning("watchdog %d is gone: kernel death will not be cleaned up", self.pid)
                 self._pipe = None
 
     def register(self, op: Operation, runner: TreeRunner) -> None:
@@ -137,12 +181,22 @@ class WatchdogClient:
         """Owner exits cleanly: the watchdog sees EOF, cleans what is left, and exits."""
         self._closing = True
         self._close_pipe()
+        if self.sock is not None:
+            self.sock.close()
+            return
+        assert self.proc is not None
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         try:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             log.warning("watchdog %d did not exit", self.proc.pid)
+
+
+def _peer_pid(sock: socket.socket) -> int:
+    """The pid of the process at the other end of a connected Unix socket."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return int(struct.unpack("3i", creds)[0])
 
 
 def _root(pid: int | None, ctime: float | None) -> psutil.Process | None:
@@ -206,19 +260,30 @@ def _lines(stream: IO[bytes], owner: int | None) -> Iterator[bytes]:
     os.close(pidfd)
 
 
+def _apply(registered: dict[str, dict[str, Any]], raw: bytes) -> None:
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        return
+    if not isinstance(message, dict):
+        return
+    if "register" in message:
+        registered[str(message["register"])] = message
+    elif "forget" in message:
+        registered.pop(str(message["forget"]), None)
+
+
 def main(stream: IO[bytes], owner: int | None = None) -> int:
     """Read registrations until the owner is gone, then terminate what is still registered."""
     registered: dict[str, dict[str, Any]] = {}
     for raw in _lines(stream, owner):
-        try:
-            message = json.loads(raw)
-        except ValueError:
-            continue
-        if "register" in message:
-            registered[str(message["register"])] = message
-        elif "forget" in message:
-            registered.pop(str(message["forget"]), None)
+        _apply(registered, raw)
     log.debug("owner gone at %.6f", time.time())
+    _terminate(registered)
+    return 0
+
+
+def _terminate(registered: dict[str, dict[str, Any]]) -> None:
     trees = [
         Tree(
             op_id=op_id,
@@ -235,7 +300,141 @@ def main(stream: IO[bytes], owner: int | None = None) -> int:
             if tree.cgroup is not None:
                 tree.cgroup.remove()
         log.info("owner gone: terminated %s", {k: v for k, v in outcome.gone.items() if v})
-    return 0
+
+
+class _Owner:
+    """One connected owner of the shared watchdog."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.pid = _peer_pid(sock)
+        self.pidfd: int | None = None
+        try:
+            self.pidfd = os.pidfd_open(self.pid)  # connected, so alive (or its pid not reused yet)
+        except OSError:
+            pass
+        self.buffer = b""
+        self.registered: dict[str, dict[str, Any]] = {}
+
+    def feed(self, chunk: bytes) -> None:
+        *complete, self.buffer = (self.buffer + chunk).split(b"\n")
+        for raw in complete:
+            _apply(self.registered, raw)
+
+    def drain(self) -> None:
+        """The owner is gone: take what it wrote before it went."""
+        self.sock.setblocking(False)
+        try:
+            while chunk := self.sock.recv(65536):
+                self.feed(chunk)
+        except OSError:
+            pass
+        if self.buffer:
+            self.feed(b"\n")
+
+
+def serve(listener: socket.socket, parent: int | None) -> int:
+    """The shared watchdog: owners connect to ``listener``; each one's trees are terminated
+    when it is gone. Returns once ``parent`` is gone (or SIGTERM came) and no owner is left."""
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    parent_fd = _owner_pidfd(parent)
+    owners: dict[int, _Owner] = {}  # by socket fd and by pidfd
+    while True:
+        if stopping.is_set() and listener.fileno() >= 0:
+            listener.close()  # no new owners
+        live = {id(o): o for o in owners.values()}
+        if listener.fileno() < 0 and not live:
+            return 0
+        fds = [wake_r, *owners]
+        if listener.fileno() >= 0:
+            fds.append(listener.fileno())
+        if parent_fd is not None:
+            fds.append(parent_fd)
+        readable, _, _ = select.select(fds, [], [])
+        if wake_r in readable:
+            os.read(wake_r, 512)
+        if parent_fd is not None and parent_fd in readable:
+            os.close(parent_fd)
+            parent_fd = None
+            stopping.set()  # the server is gone: no new kernels will come
+        if listener.fileno() >= 0 and listener.fileno() in readable:
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                continue
+            owner = _Owner(sock)
+            owners[sock.fileno()] = owner
+            if owner.pidfd is not None:
+                owners[owner.pidfd] = owner
+            log.debug("owner %d connected", owner.pid)
+        for fd in readable:
+            owner_ = owners.get(fd)
+            if owner_ is None:
+                continue
+            gone = fd == owner_.pidfd
+            if not gone:
+                try:
+                    chunk = owner_.sock.recv(65536)
+                except OSError:
+                    chunk = b""
+                gone = not chunk
+                if chunk:
+                    owner_.feed(chunk)
+            if gone:
+                _gone(owner_, owners)
+
+
+def _gone(owner: _Owner, owners: dict[int, _Owner]) -> None:
+    owner.drain()
+    log.debug("owner %d gone at %.6f", owner.pid, time.time())
+    for fd in [fd for fd, o in owners.items() if o is owner]:
+        del owners[fd]
+    owner.sock.close()
+    if owner.pidfd is not None:
+        os.close(owner.pidfd)
+    if owner.registered:
+        threading.Thread(target=_terminate, args=(owner.registered,), daemon=False).start()
+
+
+def start_shared(path: str) -> subprocess.Popen[bytes]:
+    """Start a shared watchdog listening at ``path`` (a Unix socket, owner-only), for the
+    processes of this one (a server's kernels); ``SOCKET_ENV`` tells them where it is."""
+    if os.path.exists(path):
+        os.unlink(path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o177)
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(old)
+    # listen() is the watchdog's: SO_PEERCRED then names it (not us) to the kernels that connect.
+    env = {k: v for k, v in os.environ.items() if k not in (COOKIE, SOCKET_ENV)}
+    try:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jupyter_cancel.core.watchdog",
+                "--serve",
+                str(listener.fileno()),
+                str(os.getpid()),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=None if os.environ.get("JUPYTER_CANCEL_WATCHDOG_DEBUG") else subprocess.DEVNULL,
+            start_new_session=True,
+            pass_fds=(listener.fileno(),),
+            env=env,
+        )
+    finally:
+        listener.close()  # the watchdog has its own copy
+    # Reaped as soon as it leaves, whoever holds the Popen by then.
+    threading.Thread(target=proc.wait, name="jupyter_cancel-shared-watchdog", daemon=True).start()
+    return proc
 
 
 if __name__ == "__main__":
@@ -246,6 +445,10 @@ if __name__ == "__main__":
         filename=debug if debug and debug != "1" else None,
         format="%(created).6f jupyter_cancel watchdog: %(message)s",
     )
+    if sys.argv[1:2] == ["--serve"]:
+        sock = socket.socket(fileno=int(sys.argv[2]))
+        sock.listen(128)
+        sys.exit(serve(sock, int(sys.argv[3])))
     try:
         sys.stdout.write("ready\n")
         sys.stdout.flush()

@@ -70,8 +70,10 @@ class KernelIntegration:
                 log.debug("no comm manager: plain output only")
         self.capture.install()
         self._patch_pools()
-        # Started and waited for now (~0.1 s, once): work started later is covered from its first ms.
-        self.registry.start_watchdog(wait=5.0)
+        # Started now, not waited for: registrations queue in its pipe (or socket) until it reads
+        # them, and a kernel that dies first still closes its end, so the first cell's work is
+        # covered either way. Under a server it is the server's shared watchdog: a connect.
+        self.registry.start_watchdog()
 
     def uninstall(self) -> None:
         self.capture.uninstall()

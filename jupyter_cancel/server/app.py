@@ -67,6 +67,11 @@ class JupyterCancel(ExtensionApp):
     load_kernel_extension = Bool(
         True, help="Load the kernel extension into every IPython kernel the server starts."
     ).tag(config=True)
+    shared_watchdog = Bool(
+        True,
+        help="One death watchdog for all the kernels the server starts (each kernel connects to "
+        "it) instead of a process per kernel. A kernel that cannot reach it starts its own.",
+    ).tag(config=True)
 
     @validate("llm_timeout")
     def _check_llm_timeout(self, proposal: dict[str, Any]) -> float:
@@ -109,6 +114,28 @@ class JupyterCancel(ExtensionApp):
             logger.register_event_schema(SCHEMA)
         self.tracker.install()
         self._track_websockets()
+        self._start_shared_watchdog()
+
+    def _start_shared_watchdog(self) -> None:
+        """Kernels the server starts inherit its environment: they find the watchdog there."""
+        import os
+        import tempfile
+
+        from ..core.watchdog import SOCKET_ENV, start_shared
+
+        self._watchdog: Any = None
+        self._watchdog_env = os.environ.get(SOCKET_ENV)
+        if not self.shared_watchdog:
+            return
+        folder = tempfile.mkdtemp(prefix="jupyter_cancel-")  # 0700; short (Unix socket paths are)
+        path = os.path.join(folder, "watchdog.sock")
+        try:
+            self._watchdog = start_shared(path)
+        except OSError as err:
+            self.log.warning("no shared watchdog (%s): each kernel starts its own", err)
+            return
+        os.environ[SOCKET_ENV] = path
+        self.log.debug("shared watchdog %d at %s", self._watchdog.pid, path)
 
     def initialize_handlers(self) -> None:
         base = r"/jupyter-cancel/api"
@@ -196,6 +223,26 @@ class JupyterCancel(ExtensionApp):
 
     async def stop_extension(self) -> None:
         await self.tracker.stop()
+        self._stop_shared_watchdog()
+
+    def _stop_shared_watchdog(self) -> None:
+        """It leaves once the kernels still connected are gone (their trees ended as they go)."""
+        import os
+        import shutil
+        import signal
+
+        from ..core.watchdog import SOCKET_ENV
+
+        proc = getattr(self, "_watchdog", None)
+        if proc is None:
+            return
+        path = os.environ.pop(SOCKET_ENV, None)
+        if self._watchdog_env is not None:
+            os.environ[SOCKET_ENV] = self._watchdog_env
+        proc.send_signal(signal.SIGTERM)  # ours, by pid
+        if path:
+            shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+        self._watchdog = None
 
 
 main = JupyterCancel.launch_instance
