@@ -77,6 +77,7 @@ class Registry:
         self._workers: ThreadPoolExecutor | None = None
         self._use_watchdog = watchdog
         self._watchdog: Any = None
+        self._join_queue: Any = None
         self.closed = False
 
     # -- creating and registering -------------------------------------------------
@@ -222,7 +223,7 @@ class Registry:
             op = self.expect(name=name or f"pid {pid}", policy=policy, grace=grace, owner=owner)
         with self._lock:
             group = self._cgroups.pop(op.id, None)
-        if group is not None and not (cgroup and group.add_tree(pid)):
+        if group is not None and not cgroup:
             group.remove()
             group = None
         root = root_identity(pid)
@@ -234,10 +235,36 @@ class Registry:
             raise KeyError(pid)
         # (A root already reaped whose `job &` lives on: the cookie holds that tree.)
         runner = CapturedRunner(Tree(op.id, root, op.grace, group, cgroup_complete=False), popen)
-        # Its cgroup holds its tree only if the root was still running when it joined.
-        runner.joined_alive = group is not None and running(root, fresh=True)
         self.attach(op, runner)
+        if group is not None:
+            # Off the spawning thread: moving a process into a cgroup after the machine was
+            # idle costs ~5–12 ms (the kernel syncs RCU); the caller's spawn must not wait for
+            # it. Until it has joined, the tree is found by its cookie and pidfds as without.
+            self._cgroup_joins().put((runner, group, pid))
         return op
+
+    def _cgroup_joins(self) -> Any:
+        with self._lock:
+            if self._join_queue is None:
+                self._join_queue = queue.SimpleQueue()
+                threading.Thread(
+                    target=self._join_cgroups,
+                    args=(self._join_queue,),
+                    name="jupyter_cancel-cgroup",
+                    daemon=True,
+                ).start()
+            return self._join_queue
+
+    @staticmethod
+    def _join_cgroups(joins: Any) -> None:
+        while True:
+            runner, group, pid = joins.get()
+            if group.add_tree(pid):
+                # Its cgroup holds its tree only if the root was still running when it joined.
+                runner.joined_alive = running(runner.tree.root, fresh=True)
+            else:
+                runner.tree.cgroup = None
+                group.remove()
 
     # -- starting work ----------------------------------------------------------------
     def start(

@@ -20,7 +20,7 @@ def test_owner_sigkill_watchdog_terminates_trees(tmp_path):
         a = jc.start({tree_cmd("setsid", ready)!r}, display=False)
         b = jc.start({tree_cmd("ignore_term", tmp_path / "ign")!r}, display=False, grace=0.3)
         d = jc.start({tree_cmd("child", tmp_path / "det")!r}, display=False, policy="detach")
-        print(jc.core.default_registry()._watchdog.proc.pid, flush=True)
+        print(jc.core.default_registry().watchdog_health()["pid"], flush=True)
         signal.pause()
         """
     )
@@ -90,7 +90,7 @@ def test_killed_watchdog_is_replaced_without_any_server(tmp_path):
         f"""
         import jupyter_cancel as jc, signal
         a = jc.start({tree_cmd("daemon", ready)!r}, display=False)
-        print(jc.core.default_registry()._watchdog.proc.pid, flush=True)
+        print(jc.core.default_registry().watchdog_health()["pid"], flush=True)
         signal.pause()
         """
     )
@@ -121,3 +121,53 @@ def test_killed_watchdog_is_replaced_without_any_server(tmp_path):
         if owner.poll() is None:
             owner.kill()
             owner.wait()
+
+
+def test_shared_watchdog_ends_each_owners_trees_when_that_owner_dies(tmp_path, monkeypatch):
+    """One watchdog for many owners (a server's kernels): an owner's SIGKILL ends its trees,
+    not another owner's; told to stop, it leaves once no owner is connected."""
+    import psutil
+
+    from jupyter_cancel.core.watchdog import SOCKET_ENV, start_shared
+
+    path = str(tmp_path / "w.sock")
+    shared = start_shared(path)
+    monkeypatch.setenv(SOCKET_ENV, path)
+    owners, trees = [], []
+    try:
+        for name in ("a", "b"):
+            ready = tmp_path / name
+            code = textwrap.dedent(
+                f"""
+                import jupyter_cancel as jc, signal
+                op = jc.start({tree_cmd("setsid", ready)!r}, display=False)
+                print(jc.core.default_registry().watchdog_health(), flush=True)
+                signal.pause()
+                """
+            )
+            owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+            health = eval(owner.stdout.readline())
+            owner.stdout.close()
+            assert health["shared"] and health["pid"] == shared.pid, health
+            owners.append(owner)
+            trees.append(wait_ready(ready, 3))
+        os.kill(owners[0].pid, signal.SIGKILL)
+        owners[0].wait()
+        from tests.helpers.wait import wait_gone
+
+        assert wait_gone(trees[0], 5) == []
+        assert [p for p in trees[1] if alive(p)] == trees[1], "another owner's trees were touched"
+        shared.send_signal(signal.SIGTERM)  # stop: it waits for the last owner
+        assert shared.poll() is None
+        os.kill(owners[1].pid, signal.SIGKILL)
+        owners[1].wait()
+        assert wait_gone(trees[1], 5) == []
+        psutil.Process(shared.pid).wait(5) if alive(shared.pid) else None
+        assert not alive(shared.pid)
+    finally:
+        for proc in owners:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if shared.poll() is None:
+            shared.kill()

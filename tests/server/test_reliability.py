@@ -190,3 +190,21 @@ async def test_health_lists_each_kernel(harness):
     h = await until_async(loaded, 30, "extension never answered")
     assert h["watchdog_alive"] and h["running"] == 0
     assert h["unkillable"] == [] and h["overdue"] == []
+
+
+async def test_kernels_share_the_servers_watchdog_and_a_killed_kernels_trees_end(harness):
+    """One watchdog process for the server's kernels (not one each); a kernel's SIGKILL ends
+    its trees through it while the other kernel's trees live on."""
+    k1, k2 = await harness.start_kernel(), await harness.start_kernel()
+    c1, c2 = await harness.connect(k1), await harness.connect(k2)
+    p1, p2 = await harness.start_tree(c1), await harness.start_tree(c2)
+    h1, h2 = await _health(harness, k1), await _health(harness, k2)
+    assert h1["watchdog_alive"] and h1["watchdog_pid"] == h2["watchdog_pid"]
+    shared = psutil.Process(h1["watchdog_pid"])
+    assert shared.ppid() == os.getpid(), "the server's watchdog, not a kernel's"
+    harness.app.web_app.settings["jupyter_cancel_tracker"].drop(k1)  # the watchdog must act
+    manager = harness.app.kernel_manager.get_kernel(k1)
+    manager.autorestart = False
+    os.kill(manager.provisioner.process.pid, signal.SIGKILL)
+    assert await wait_gone(p1) == []
+    assert left_alive(p2) == p2 and shared.is_running()
