@@ -259,10 +259,7 @@ class Registry:
     def _join_cgroups(joins: Any) -> None:
         while True:
             runner, group, pid = joins.get()
-            if group.add_tree(pid):
-                # Its cgroup holds its tree only if the root was still running when it joined.
-                runner.joined_alive = running(runner.tree.root, fresh=True)
-            else:
+            if not group.add_tree(pid):
                 runner.tree.cgroup = None
                 group.remove()
 
@@ -524,13 +521,10 @@ class Registry:
         assert isinstance(runner, CapturedRunner)
         if op.done or op.cancel_requested:
             return  # the canceller records the end
-        if runner.cgroup is not None and runner.joined_alive:
-            # Cheap on this hot path (every captured process ends here): its cgroup. A child
-            # forked before the root joined it is still found by a cancel's full collect.
-            left = [pid for pid in runner.cgroup.pids() if pid != runner.pid]
-        elif runner.pid is not None:
+        if runner.pid is not None:
             # Its descendants were reparented when it died: they carry its cookie, and they
-            # started after it (a scan of the newer pids only).
+            # started after it (a scan of the newer pids only). Its cgroup alone is not enough:
+            # the root joins it off the spawning thread, maybe after it forked (`cmd &`).
             left = [pid for pid in carriers_since(op.id, runner.pid) if pid != runner.pid]
             if runner.cgroup is not None:
                 left += [pid for pid in runner.cgroup.pids() if pid != runner.pid and pid not in left]
