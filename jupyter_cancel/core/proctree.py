@@ -347,6 +347,9 @@ class Termination:
         self.live: dict[int, _Member] = {}
         self.outcome = Outcome()
         self.started = 0.0
+        #: When each tree's last member got its SIGTERM: its grace runs from then, so a
+        #: process is never SIGKILLed because signalling the others (thousands) took time.
+        self.signalled: dict[str, float] = {}
 
     def signal(self) -> Termination:
         self.started = time.monotonic()
@@ -355,6 +358,7 @@ class Termination:
             for member in _children_first(self.live.values()):
                 _signal_group(member, self.live, signal.SIGTERM)
                 member.signal(signal.SIGTERM)
+                self.signalled[member.tree.op_id] = time.monotonic()
         return self
 
     def close(self) -> None:
@@ -368,7 +372,9 @@ class Termination:
             return outcome
         try:
             by_id = {t.op_id: t for t in trees}
-            deadlines = {op_id: self.started + t.grace for op_id, t in by_id.items()}
+            deadlines = {
+                op_id: self.signalled.get(op_id, self.started) + t.grace for op_id, t in by_id.items()
+            }
             _wait(live, deadlines, outcome)
             # Forks made while dying, and whatever ignores SIGTERM: freeze, re-collect, kill.
             for _ in range(_FORK_ROUNDS):

@@ -15,7 +15,7 @@ import pytest
 import jupyter_cancel as jc
 from jupyter_cancel.core import proctree, watchdog
 from jupyter_cancel.core.cgroup import Cgroup
-from tests.helpers.procs import alive, tree_cmd, wait_ready
+from tests.helpers.procs import TREE, alive, tree_cmd, wait_ready
 
 MODES = [("child", 1), ("grandchild", 2), ("setsid", 3), ("daemon", 2), ("three", 3)]
 
@@ -187,3 +187,33 @@ def test_no_cgroup_environment_switch(tmp_path):
             check=True,
         )
         assert (json.loads(out.stdout) is not None) is expect_cgroup, (env, out.stdout)
+
+
+def test_grace_runs_from_each_trees_own_sigterm(tmp_path, monkeypatch):
+    """Signalling many trees takes time (thousands, a loaded machine): a process that honours
+    SIGTERM within its grace is never SIGKILLed because the others were signalled first."""
+    import signal as _signal
+
+    procs = [
+        subprocess.Popen([sys.executable, TREE, "slow_term", str(tmp_path / f"r{i}")]) for i in range(10)
+    ]
+    try:
+        pids = [wait_ready(tmp_path / f"r{i}", 1)[0] for i in range(10)]
+        trees = [
+            proctree.Tree(op_id=f"t{i}", root=psutil.Process(pid), grace=1.0) for i, pid in enumerate(pids)
+        ]
+        original = proctree._Member.signal
+
+        def slow(member, sig):
+            original(member, sig)
+            if sig == _signal.SIGTERM:
+                time.sleep(0.15)  # stands for the time signalling many others takes
+
+        monkeypatch.setattr(proctree._Member, "signal", slow)
+        outcome = proctree.terminate(trees)
+        assert outcome.killed == {}, outcome.killed
+        assert sorted(p for ps in outcome.gone.values() for p in ps) == sorted(pids)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()

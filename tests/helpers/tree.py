@@ -2,7 +2,7 @@
 
     python tree.py MODE READY
 
-Modes: child, grandchild, setsid, daemon, ignore_term, fork_on_term, three, envclear, exit_now,
+Modes: child, grandchild, setsid, daemon, ignore_term, fork_on_term, slow_term, three, envclear, exit_now,
 chainN (N deep), wideN (N wide, half setsid).
 Members sleep until signalled. Nothing here sleeps to "wait for readiness": the test reads READY.
 """
@@ -10,6 +10,7 @@ Members sleep until signalled. Nothing here sleeps to "wait for readiness": the 
 import os
 import signal
 import sys
+import time
 
 
 def announce(ready):
@@ -71,6 +72,11 @@ def main(mode, ready):
             os._exit(0)
 
         signal.signal(signal.SIGTERM, on_term)
+        announce(ready)
+        park()
+    if mode == "slow_term":
+        # Honours SIGTERM, but takes 0.3 s to shut down (flushing, saving) before it exits.
+        signal.signal(signal.SIGTERM, lambda *_: (time.sleep(0.3), os._exit(0)))
         announce(ready)
         park()
     if mode == "child":
