@@ -63,12 +63,16 @@ class WatchdogClient:
         self._lock = threading.Lock()
         self._closing = False
         self._lost = False
+        #: The shared watchdog says its pid first thing on a connection (SO_PEERCRED would name
+        #: the server, which listens for it, so that no kernel finds it not yet listening).
+        self._pid: int | None = None
+        self._pid_known = threading.Event()
         if sock is not None:
-            self.pid: int = _peer_pid(sock)
             self._pipe: IO[bytes] | None = sock.makefile("wb")
         else:
             assert proc is not None and proc.stdin is not None
-            self.pid = proc.pid
+            self._pid = proc.pid
+            self._pid_known.set()
             self._pipe = proc.stdin
         if on_lost is not None:
             # Blocked in waitpid until the watchdog exits (no polling): a watchdog that dies
@@ -77,10 +81,28 @@ class WatchdogClient:
                 target=self._guard, args=(on_lost,), name="jupyter_cancel-watchdog-guard", daemon=True
             ).start()
 
+    @property
+    def pid(self) -> int | None:
+        self._pid_known.wait(2.0)
+        return self._pid
+
+    def _read_pid(self) -> None:
+        assert self.sock is not None
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = self.sock.recv(64 - len(line))
+            if not chunk:
+                break
+            line += chunk
+        if line.strip().isdigit():
+            self._pid = int(line)
+        self._pid_known.set()
+
     def _guard(self, on_lost: Callable[[WatchdogClient], None]) -> None:
         try:
             if self.sock is not None:
-                while self.sock.recv(4096):  # the watchdog never writes: b"" is its end
+                self._read_pid()
+                while self.sock.recv(4096):  # after its pid it never writes: b"" is its end
                     pass
             else:
                 assert self.proc is not None
@@ -117,9 +139,8 @@ class WatchdogClient:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
                 sock.connect(path)
-                client = cls(None, on_lost, sock=sock)
-                log.debug("connected to the shared watchdog %d", client.pid)
-                return client
+                log.debug("connected to the shared watchdog at %s", path)
+                return cls(None, on_lost, sock=sock)
             except OSError:
                 sock.close()
                 log.debug("no shared watchdog at %s: starting our own", path)
@@ -366,6 +387,11 @@ def serve(listener: socket.socket, parent: int | None) -> int:
                 sock, _ = listener.accept()
             except OSError:
                 continue
+            try:
+                sock.sendall(f"{os.getpid()}\n".encode())
+            except OSError:
+                sock.close()
+                continue
             owner = _Owner(sock)
             owners[sock.fileno()] = owner
             if owner.pidfd is not None:
@@ -411,7 +437,7 @@ def start_shared(path: str) -> subprocess.Popen[bytes]:
         listener.bind(path)
     finally:
         os.umask(old)
-    # listen() is the watchdog's: SO_PEERCRED then names it (not us) to the kernels that connect.
+    listener.listen(128)  # before it starts: a kernel connecting early waits in the backlog
     env = {k: v for k, v in os.environ.items() if k not in (COOKIE, SOCKET_ENV)}
     try:
         proc = subprocess.Popen(
@@ -447,7 +473,6 @@ if __name__ == "__main__":
     )
     if sys.argv[1:2] == ["--serve"]:
         sock = socket.socket(fileno=int(sys.argv[2]))
-        sock.listen(128)
         sys.exit(serve(sock, int(sys.argv[3])))
     try:
         sys.stdout.write("ready\n")

@@ -171,3 +171,4 @@ def test_shared_watchdog_ends_each_owners_trees_when_that_owner_dies(tmp_path, m
                 proc.wait()
         if shared.poll() is None:
             shared.kill()
+        shared.wait()

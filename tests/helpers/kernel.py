@@ -23,6 +23,7 @@ class Result:
     errors: list[dict[str, Any]] = field(default_factory=list)
     displays: list[dict[str, Any]] = field(default_factory=list)
     reply: dict[str, Any] | None = None
+    idle: bool = False
 
     @property
     def ok(self) -> bool:
@@ -84,29 +85,43 @@ class Kernel:
         """Read iopub until that request is idle, then its execute_reply."""
         result = self.pending[msg_id]
         deadline = time.monotonic() + timeout
-        while True:
-            m = self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic()))
-            pid = m["parent_header"].get("msg_id")
-            if pid not in self.pending:
-                if not pid:
-                    self.unparented.append(m)
-                continue
-            r = self.pending[pid]
-            t, c = m["msg_type"], m["content"]
-            if t == "stream":
-                r.stdout += c["text"]
-            elif t == "error":
-                r.errors.append(c)
-            elif t in ("display_data", "execute_result", "update_display_data"):
-                r.displays.append(c)
-            elif t == "status" and c["execution_state"] == "idle" and pid == msg_id:
-                break
+        while not result.idle:
+            self._take(self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic())))
         while result.reply is None:
             reply = self.kc.get_shell_msg(timeout=max(0.1, deadline - time.monotonic()))
             rid = reply["parent_header"].get("msg_id")
             if rid in self.pending:
                 self.pending[rid].reply = reply["content"]
         return result
+
+    def _take(self, m: dict[str, Any]) -> None:
+        """File one iopub message under its request (or as parentless)."""
+        pid = m["parent_header"].get("msg_id")
+        if pid not in self.pending:
+            if not pid:
+                self.unparented.append(m)
+            return
+        r = self.pending[pid]
+        t, c = m["msg_type"], m["content"]
+        if t == "stream":
+            r.stdout += c["text"]
+        elif t == "error":
+            r.errors.append(c)
+        elif t in ("display_data", "execute_result", "update_display_data"):
+            r.displays.append(c)
+        elif t == "status" and c["execution_state"] == "idle":
+            r.idle = True
+
+    def unparented_event(self, key: str, timeout: float = 30) -> dict[str, Any]:
+        """The content of the first parentless iopub message (the extension's events) that
+        has ``key``, reading iopub until it comes: messages from different kernel threads are
+        not ordered with each other, so it may come after the cell's own."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for m in self.unparented:
+                if key in m["content"]:
+                    return m["content"]
+            self._take(self.kc.get_iopub_msg(timeout=max(0.1, deadline - time.monotonic())))
 
     def execute(self, code: str, **kw: Any) -> Result:
         timeout = kw.pop("timeout", 60)

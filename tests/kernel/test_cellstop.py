@@ -106,8 +106,8 @@ def test_swallowed_cancel_is_raised_again_and_reported(kernel, tmp_path):
     until_file(marker, marker.exists, 30, "cell running")
     assert _stop(kernel, "stubborn")["running"] is True
     _cancelled(kernel.collect(msg, timeout=30))
-    stuck = [m["content"]["cell_stuck"] for m in kernel.unparented if "cell_stuck" in m["content"]]
-    assert stuck and stuck[0]["cell_id"] == "stubborn" and stuck[0]["in_native_code"] is False
+    stuck = kernel.unparented_event("cell_stuck")["cell_stuck"]
+    assert stuck["cell_id"] == "stubborn" and stuck["in_native_code"] is False
 
 
 def test_code_that_blocks_signals_is_reported_stuck_then_stopped(kernel, tmp_path):
@@ -124,21 +124,8 @@ def test_code_that_blocks_signals_is_reported_stuck_then_stopped(kernel, tmp_pat
     until_file(marker, marker.exists, 30, "cell running")
     assert _stop(kernel, "native")["running"] is True
 
-    def stuck() -> list:
-        kernel.control({"action": "list"})  # anything: the events arrive on iopub meanwhile
-        while True:
-            try:
-                m = kernel.kc.get_iopub_msg(timeout=0.5)
-            except Exception:
-                break
-            if not m["parent_header"].get("msg_id"):
-                kernel.unparented.append(m)
-        return [m["content"]["cell_stuck"] for m in kernel.unparented if "cell_stuck" in m["content"]]
-
-    from tests.helpers.wait import until
-
-    found = until(stuck, 30, "cell_stuck event")
-    assert found[0]["cell_id"] == "native" and found[0]["in_native_code"] is True
+    found = kernel.unparented_event("cell_stuck")["cell_stuck"]
+    assert found["cell_id"] == "native" and found["in_native_code"] is True
     release.write_text("go")
     r = kernel.collect(msg)
     _cancelled(r)
