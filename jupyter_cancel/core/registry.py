@@ -77,7 +77,6 @@ class Registry:
         self._workers: ThreadPoolExecutor | None = None
         self._use_watchdog = watchdog
         self._watchdog: Any = None
-        self._join_queue: Any = None
         self.closed = False
 
     # -- creating and registering -------------------------------------------------
@@ -223,7 +222,7 @@ class Registry:
             op = self.expect(name=name or f"pid {pid}", policy=policy, grace=grace, owner=owner)
         with self._lock:
             group = self._cgroups.pop(op.id, None)
-        if group is not None and not cgroup:
+        if group is not None and not (cgroup and group.add_tree(pid)):
             group.remove()
             group = None
         root = root_identity(pid)
@@ -235,33 +234,10 @@ class Registry:
             raise KeyError(pid)
         # (A root already reaped whose `job &` lives on: the cookie holds that tree.)
         runner = CapturedRunner(Tree(op.id, root, op.grace, group, cgroup_complete=False), popen)
+        # Its cgroup holds its tree only if the root was still running when it joined.
+        runner.joined_alive = group is not None and running(root, fresh=True)
         self.attach(op, runner)
-        if group is not None:
-            # Off the spawning thread: moving a process into a cgroup after the machine was
-            # idle costs ~5–12 ms (the kernel syncs RCU); the caller's spawn must not wait for
-            # it. Until it has joined, the tree is found by its cookie and pidfds as without.
-            self._cgroup_joins().put((runner, group, pid))
         return op
-
-    def _cgroup_joins(self) -> Any:
-        with self._lock:
-            if self._join_queue is None:
-                self._join_queue = queue.SimpleQueue()
-                threading.Thread(
-                    target=self._join_cgroups,
-                    args=(self._join_queue,),
-                    name="jupyter_cancel-cgroup",
-                    daemon=True,
-                ).start()
-            return self._join_queue
-
-    @staticmethod
-    def _join_cgroups(joins: Any) -> None:
-        while True:
-            runner, group, pid = joins.get()
-            if not group.add_tree(pid):
-                runner.tree.cgroup = None
-                group.remove()
 
     # -- starting work ----------------------------------------------------------------
     def start(
@@ -521,10 +497,13 @@ class Registry:
         assert isinstance(runner, CapturedRunner)
         if op.done or op.cancel_requested:
             return  # the canceller records the end
-        if runner.pid is not None:
+        if runner.cgroup is not None and runner.joined_alive:
+            # Cheap on this hot path (every captured process ends here): its cgroup. A child
+            # forked before the root joined it is still found by a cancel's full collect.
+            left = [pid for pid in runner.cgroup.pids() if pid != runner.pid]
+        elif runner.pid is not None:
             # Its descendants were reparented when it died: they carry its cookie, and they
-            # started after it (a scan of the newer pids only). Its cgroup alone is not enough:
-            # the root joins it off the spawning thread, maybe after it forked (`cmd &`).
+            # started after it (a scan of the newer pids only).
             left = [pid for pid in carriers_since(op.id, runner.pid) if pid != runner.pid]
             if runner.cgroup is not None:
                 left += [pid for pid in runner.cgroup.pids() if pid != runner.pid and pid not in left]

@@ -116,6 +116,8 @@ class CapturedRunner(TreeRunner):
     def __init__(self, tree: Tree, popen: subprocess.Popen[Any] | None = None) -> None:
         super().__init__(tree)
         self.popen = popen
+        #: The root joined its cgroup while running, so the cgroup holds what it started since.
+        self.joined_alive = False
 
     def identity(self) -> dict[str, Any]:
         return {**super().identity(), "captured": True}

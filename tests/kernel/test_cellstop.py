@@ -98,9 +98,11 @@ def test_interrupt_is_still_the_kernel_wide_stop(kernel, tmp_path):
 
 def test_swallowed_cancel_is_raised_again_and_reported(kernel, tmp_path):
     marker = tmp_path / "in"
-    code = _ready(marker) + (
-        "import time\ncaught = 0\nwhile caught < 1:\n    try:\n        time.sleep(600)\n"
-        "    except Exception:\n        caught += 1\ntime.sleep(600)\n"
+    # The marker is written inside the try: the stop cannot land before the code that swallows it.
+    code = (
+        "import time\ncaught = 0\nwhile caught < 1:\n    try:\n        "
+        + _ready(marker).strip()
+        + "\n        time.sleep(600)\n    except Exception:\n        caught += 1\ntime.sleep(600)\n"
     )
     msg = kernel.send(code, cell="stubborn")
     until_file(marker, marker.exists, 30, "cell running")
