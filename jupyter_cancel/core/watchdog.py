@@ -367,8 +367,7 @@ def serve(listener: socket.socket, parent: int | None) -> int:
     while True:
         if stopping.is_set() and listener.fileno() >= 0:
             listener.close()  # no new owners
-        live = {id(o): o for o in owners.values()}
-        if listener.fileno() < 0 and not live:
+        if listener.fileno() < 0 and not owners:
             return 0
         fds = [wake_r, *owners]
         if listener.fileno() >= 0:

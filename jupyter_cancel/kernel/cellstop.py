@@ -115,10 +115,6 @@ class CellStopper:
         if run is not None:
             self.sockets.forget(run["run"])
 
-    def running_cell(self) -> str | None:
-        with self._lock:
-            return self._running["cell_id"] if self._running else None
-
     def stop(self, cell_id: str, reason: str) -> bool:
         """Stop ``cell_id`` if it is the cell running now; True if it was."""
         with self._lock:
@@ -127,9 +123,7 @@ class CellStopper:
                 return False
             run = running["run"]
             self._pending = (run, reason)
-        self._signal_main()
-        self.sockets.shutdown(run)
-        self._watch(run, reason, 1)
+        self._fire(run, reason, 1)
         return True
 
     def claim(self) -> str | None:
@@ -143,13 +137,14 @@ class CellStopper:
             run, reason = pending
             return reason if self._running is not None and self._running["run"] == run else ""
 
-    def _signal_main(self) -> None:
+    def _fire(self, run: int, reason: str, rounds: int) -> None:
+        """SIGINT to the main thread first (see the module's docstring), then the sockets, and
+        a look again after the bound."""
         if self._main is not None:
             with self._lock:
                 self._signalled = True
             signal.pthread_kill(self._main, signal.SIGINT)
-
-    def _watch(self, run: int, reason: str, rounds: int) -> None:
+        self.sockets.shutdown(run)
         timer = threading.Timer(self.stuck_after, self._check, (run, reason, rounds))
         timer.daemon = True
         timer.start()
@@ -165,6 +160,4 @@ class CellStopper:
             self.on_stuck(
                 {"cell_id": running["cell_id"], "seconds": self.stuck_after, "in_native_code": native}
             )
-        self._signal_main()
-        self.sockets.shutdown(run)
-        self._watch(run, reason, rounds + 1)
+        self._fire(run, reason, rounds + 1)

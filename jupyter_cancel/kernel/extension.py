@@ -187,11 +187,6 @@ class KernelIntegration:
     def post_run_cell(self, result: Any) -> None:
         self.stopper.ended()
 
-    def stop_cell(self, cell_id: str, reason: str) -> bool:
-        """Stop one cell: its sockets, its Python (if it is the running cell), then the
-        caller cancels its operations. True if it was running."""
-        return self.stopper.stop(cell_id, reason)
-
     def publish_stuck(self, info: dict[str, Any]) -> None:
         """A stopped cell still runs after the bound (C code, or it caught ``Cancelled``)."""
         if self.adapter is not None:
@@ -223,7 +218,7 @@ class KernelIntegration:
         await original(stream, ident, parent)
 
     def control_request(self, stream: Any, ident: Any, parent: Any) -> None:
-        content = control.handle(self.registry, parent.get("content"), stop_cell=self.stop_cell)
+        content = control.handle(self.registry, parent.get("content"), stop_cell=self.stopper.stop)
         assert self.adapter is not None
         self.adapter.reply(stream, control.REPLY, content, parent, ident)
 

@@ -192,22 +192,28 @@ def test_no_cgroup_environment_switch(tmp_path):
 def test_grace_runs_from_each_trees_own_sigterm(tmp_path, monkeypatch):
     """Signalling many trees takes time (thousands, a loaded machine): a process that honours
     SIGTERM within its grace is never SIGKILLed because the others were signalled first."""
+    import select
     import signal as _signal
 
-    procs = [
-        subprocess.Popen([sys.executable, TREE, "slow_term", str(tmp_path / f"r{i}")]) for i in range(10)
-    ]
+    procs = [subprocess.Popen([sys.executable, TREE, "slow_term", str(tmp_path / f"r{i}")]) for i in range(6)]
     try:
-        pids = [wait_ready(tmp_path / f"r{i}", 1)[0] for i in range(10)]
+        pids = [wait_ready(tmp_path / f"r{i}", 1)[0] for i in range(6)]
         trees = [
             proctree.Tree(op_id=f"t{i}", root=psutil.Process(pid), grace=1.0) for i, pid in enumerate(pids)
         ]
         original = proctree._Member.signal
+        previous: list[int] = []
 
         def slow(member, sig):
+            # Each SIGTERM goes out only once the one before has taken effect (its process,
+            # 0.3 s to shut down, has exited): signalling all six takes ~1.5 s, past the grace.
+            if sig == _signal.SIGTERM and previous:
+                fd = os.pidfd_open(previous[-1])
+                select.select([fd], [], [], 10)
+                os.close(fd)
             original(member, sig)
             if sig == _signal.SIGTERM:
-                time.sleep(0.15)  # stands for the time signalling many others takes
+                previous.append(member.proc.pid)
 
         monkeypatch.setattr(proctree._Member, "signal", slow)
         outcome = proctree.terminate(trees)

@@ -21,6 +21,20 @@ def _ready(path) -> str:
     return f"open({str(path)!r}, 'w').write('in')\n"
 
 
+def _running(kernel, marker, code: str, cell: str) -> str:
+    """Send ``code`` (which writes ``marker`` once inside what is tested); return once it has."""
+    msg = kernel.send(code, cell=cell)
+    until_file(marker, marker.exists, 60, f"cell {cell} running")
+    return msg
+
+
+def _background_tree(kernel, tmp_path) -> list[int]:
+    """Another cell's work, running in the background: a 3-process tree."""
+    ready = tmp_path / "bg-ready"
+    kernel.execute(f"bg = jc.start({tree_cmd('three', ready)!r}, name='bg')", cell="other")
+    return wait_ready(ready, 3)
+
+
 def _cancelled(result) -> str:
     assert not result.ok, result
     assert [e["ename"] for e in result.errors] == ["Cancelled"], result.errors
@@ -28,12 +42,9 @@ def _cancelled(result) -> str:
 
 
 def test_busy_python_loop_stops_and_other_cells_work_lives(kernel, tmp_path):
-    ready = tmp_path / "ready"
-    kernel.execute(f"bg = jc.start({tree_cmd('three', ready)!r}, name='bg')", cell="other")
-    tree = wait_ready(ready, 3)
+    tree = _background_tree(kernel, tmp_path)
     marker = tmp_path / "loop"
-    msg = kernel.send(_ready(marker) + "n = 0\nwhile True:\n    n += 1\n", cell="loop")
-    until_file(marker, marker.exists, 30, "loop running")
+    msg = _running(kernel, marker, _ready(marker) + "n = 0\nwhile True:\n    n += 1\n", "loop")
     reply = _stop(kernel, "loop", "cell_rerun")
     assert reply["running"] is True and reply["cancelled"] == []
     assert "cell_rerun" in _cancelled(kernel.collect(msg))
@@ -52,16 +63,14 @@ def test_busy_python_loop_stops_and_other_cells_work_lives(kernel, tmp_path):
 )
 def test_blocked_cell_stops(kernel, tmp_path, body):
     marker = tmp_path / "in"
-    msg = kernel.send(_ready(marker) + body, cell="c")
-    until_file(marker, marker.exists, 30, "cell running")
+    msg = _running(kernel, marker, _ready(marker) + body, "c")
     assert _stop(kernel, "c")["running"] is True
     assert "user" in _cancelled(kernel.collect(msg, timeout=30))
 
 
 def test_stop_of_a_cell_that_is_not_running_touches_nothing(kernel, tmp_path):
     marker = tmp_path / "in"
-    msg = kernel.send(_ready(marker) + "import time\ntime.sleep(600)\n", cell="busy")
-    until_file(marker, marker.exists, 30, "cell running")
+    msg = _running(kernel, marker, _ready(marker) + "import time\ntime.sleep(600)\n", "busy")
     assert _stop(kernel, "another")["running"] is False
     assert _stop(kernel, "busy")["running"] is True
     _cancelled(kernel.collect(msg))
@@ -82,12 +91,9 @@ def test_cells_operations_are_cancelled_and_its_wait_ends_as_one_line(kernel, tm
 
 
 def test_interrupt_is_still_the_kernel_wide_stop(kernel, tmp_path):
-    ready = tmp_path / "ready"
-    kernel.execute(f"bg = jc.start({tree_cmd('three', ready)!r})", cell="other")
-    tree = wait_ready(ready, 3)
+    tree = _background_tree(kernel, tmp_path)
     marker = tmp_path / "in"
-    msg = kernel.send(_ready(marker) + "import time\ntime.sleep(600)\n", cell="c")
-    until_file(marker, marker.exists, 30, "cell running")
+    msg = _running(kernel, marker, _ready(marker) + "import time\ntime.sleep(600)\n", "c")
     kernel.km.interrupt_kernel()
     r = kernel.collect(msg)
     assert [e["ename"] for e in r.errors] == ["KeyboardInterrupt"]
@@ -104,8 +110,7 @@ def test_swallowed_cancel_is_raised_again_and_reported(kernel, tmp_path):
         + _ready(marker).strip()
         + "\n        time.sleep(600)\n    except Exception:\n        caught += 1\ntime.sleep(600)\n"
     )
-    msg = kernel.send(code, cell="stubborn")
-    until_file(marker, marker.exists, 30, "cell running")
+    msg = _running(kernel, marker, code, "stubborn")
     assert _stop(kernel, "stubborn")["running"] is True
     _cancelled(kernel.collect(msg, timeout=30))
     stuck = kernel.unparented_event("cell_stuck")["cell_stuck"]
@@ -122,8 +127,7 @@ def test_code_that_blocks_signals_is_reported_stuck_then_stopped(kernel, tmp_pat
         + f"while not os.path.exists({str(release)!r}):\n    time.sleep(0.05)\n"
         "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})\nprint('after')\n"
     )
-    msg = kernel.send(code, cell="native")
-    until_file(marker, marker.exists, 30, "cell running")
+    msg = _running(kernel, marker, code, "native")
     assert _stop(kernel, "native")["running"] is True
 
     found = kernel.unparented_event("cell_stuck")["cell_stuck"]
@@ -171,8 +175,7 @@ def test_stream_is_disconnected_and_the_cell_stops(kernel, tmp_path, llm_server,
         code = (
             f"import threading\ndef read():\n{body}\nt = threading.Thread(target=read)\nt.start()\nt.join()\n"
         )
-    msg = kernel.send(code, cell="stream")
-    until_file(marker, marker.exists, 60, "stream running")
+    msg = _running(kernel, marker, code, "stream")
     assert _stop(kernel, "stream")["running"] is True
     assert llm_server.wait_for("disconnects", 1, 10), llm_server.stats()
     _cancelled(kernel.collect(msg))
