@@ -18,6 +18,9 @@ export interface IRunningCell {
 /** The sidebar: running cells, then running and recent operations of all kernels, a stop button per row. */
 export class OperationsPanel extends Widget {
   private _timer: number;
+  /** What the rows show but the elapsed times: the clock re-renders only when it changed. */
+  private _shape = '';
+  private _metas = new Map<HTMLElement, IOperation>();
 
   constructor(
     private store: OperationsStore,
@@ -29,7 +32,9 @@ export class OperationsPanel extends Widget {
     this.addClass('jc-panel');
     this.title.caption = 'Running work (jupyter_cancel)';
     this.store.changed.connect(this.render, this);
-    this._timer = window.setInterval(() => this.render(), 1000);
+    // Each second only the elapsed times change in place: replacing the rows would lose a
+    // click whose mouse-down and mouse-up fall either side of the re-render.
+    this._timer = window.setInterval(() => this.tick(), 1000);
     this.render();
   }
 
@@ -39,9 +44,28 @@ export class OperationsPanel extends Widget {
     super.dispose();
   }
 
+  private shape(): string {
+    const ops = this.store.operations().map(op => `${op.id}:${op.state}:${op.reason}`);
+    const cells = this.runningCells().map(cell => `${cell.id}:${cell.stuck}`);
+    return JSON.stringify([ops, cells]);
+  }
+
+  tick(): void {
+    if (this.shape() !== this._shape) {
+      this.render();
+      return;
+    }
+    const now = Date.now() / 1000;
+    for (const [meta, op] of this._metas) {
+      meta.textContent = metaText(op, now);
+    }
+  }
+
   render(): void {
     const ops = this.store.operations();
     const now = Date.now() / 1000;
+    this._shape = this.shape();
+    this._metas.clear();
     const live = this.store.live().length;
     this.node.innerHTML = `
       <div class="jc-panel-head">Running work <span class="jc-panel-count">${live} running</span></div>
@@ -116,14 +140,21 @@ export class OperationsPanel extends Widget {
       }
       const meta = document.createElement('div');
       meta.className = 'jc-row-meta';
-      const reason = op.reason ? ` — ${describeReason(op.reason)}` : '';
-      meta.textContent =
-        `${op.state}${reason} · ${formatElapsed((op.ended ?? now) - op.started)}` +
-        ` · cell ${op.cell_id ? op.cell_id.slice(0, 8) : '-'} · kernel ${op.kernel_id ? op.kernel_id.slice(0, 8) : '-'}`;
+      meta.textContent = metaText(op, now);
+      this._metas.set(meta, op);
       row.appendChild(head);
       row.appendChild(meta);
       row.onclick = () => this.reveal(op);
       list.appendChild(row);
     }
   }
+}
+
+/** A row's second line: state, reason, elapsed time, cell and kernel. */
+function metaText(op: IOperation, now: number): string {
+  const reason = op.reason ? ` — ${describeReason(op.reason)}` : '';
+  return (
+    `${op.state}${reason} · ${formatElapsed((op.ended ?? now) - op.started)}` +
+    ` · cell ${op.cell_id ? op.cell_id.slice(0, 8) : '-'} · kernel ${op.kernel_id ? op.kernel_id.slice(0, 8) : '-'}`
+  );
 }
