@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 
 COOKIE = "JUPYTER_CANCEL_OP"
 _COOKIE_B = COOKIE.encode() + b"="
+#: The cookie of one start of one kernel (set by the server in the kernel's environment):
+#: everything that kernel starts, in any language, inherits it.
+KERNEL_COOKIE = "JUPYTER_CANCEL_KERNEL"
+_KERNEL_COOKIE_B = KERNEL_COOKIE.encode() + b"="
 HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
 #: How long to wait for processes to vanish after SIGKILL before calling them unkillable.
 KILL_WAIT = 1.0
@@ -105,6 +109,8 @@ class Snapshot:
         a cookie we look for: older ones' environments are not read (most of /proc)."""
         self.children: dict[int, list[int]] = {}
         self.cookie: dict[bytes, list[int]] = {}
+        #: Carriers of each kernel cookie (``KERNEL_COOKIE``), read in the same pass.
+        self.kernel_cookie: dict[bytes, list[int]] = {}
         protected = _protected()
         min_ticks = -1.0
         if since is not None:
@@ -121,9 +127,13 @@ class Snapshot:
                 self.children.setdefault(ppid, []).append(pid)
                 if cookies and pid not in protected and int(fields[19]) >= min_ticks:
                     with open(f"/proc/{pid}/environ", "rb") as fh:
-                        op_id = _cookie_of(fh.read())
+                        environ = fh.read()
+                    op_id = _cookie_of(environ)
                     if op_id is not None:
                         self.cookie.setdefault(op_id, []).append(pid)
+                    kernel = _cookie_of(environ, _KERNEL_COOKIE_B)
+                    if kernel is not None:
+                        self.kernel_cookie.setdefault(kernel, []).append(pid)
             except (OSError, ValueError):
                 continue  # gone meanwhile, or not ours to read
 
@@ -173,17 +183,19 @@ def carriers_since(op_id: str, first_pid: int) -> list[int]:
     return found
 
 
-def sweep(op_ids: Iterable[str]) -> dict[str, list[psutil.Process]]:
-    """Every process of this user whose environment carries the cookie of one of ``op_ids``."""
+def sweep(op_ids: Iterable[str], cookie: str = COOKIE) -> dict[str, list[psutil.Process]]:
+    """Every process of this user whose environment carries the cookie of one of ``op_ids``
+    (``cookie``: the variable, an operation's or a kernel's)."""
     wanted = {op_id.encode(): op_id for op_id in op_ids}
     if not wanted:
         return {}
     if not os.path.isdir("/proc"):
-        return _sweep_psutil(wanted)
+        return _sweep_psutil(wanted, cookie)
     found: dict[str, list[psutil.Process]] = {}
     snap = Snapshot()
+    carriers = snap.cookie if cookie == COOKIE else snap.kernel_cookie
     for key, op_id in wanted.items():
-        for pid in snap.cookie.get(key, ()):
+        for pid in carriers.get(key, ()):
             try:
                 found.setdefault(op_id, []).append(psutil.Process(pid))
             except psutil.NoSuchProcess:
@@ -191,19 +203,19 @@ def sweep(op_ids: Iterable[str]) -> dict[str, list[psutil.Process]]:
     return found
 
 
-def _cookie_of(environ: bytes) -> bytes | None:
-    if environ.startswith(_COOKIE_B):
-        start = len(_COOKIE_B)
+def _cookie_of(environ: bytes, name: bytes = _COOKIE_B) -> bytes | None:
+    if environ.startswith(name):
+        start = len(name)
     else:
-        at = environ.find(b"\0" + _COOKIE_B)
+        at = environ.find(b"\0" + name)
         if at < 0:
             return None
-        start = at + 1 + len(_COOKIE_B)
+        start = at + 1 + len(name)
     end = environ.find(b"\0", start)
     return environ[start:] if end < 0 else environ[start:end]
 
 
-def _sweep_psutil(wanted: dict[bytes, str]) -> dict[str, list[psutil.Process]]:
+def _sweep_psutil(wanted: dict[bytes, str], cookie: str) -> dict[str, list[psutil.Process]]:
     # macOS and others without /proc: slower, same result where environ() is readable.
     found: dict[str, list[psutil.Process]] = {}
     protected = _protected()
@@ -211,7 +223,7 @@ def _sweep_psutil(wanted: dict[bytes, str]) -> dict[str, list[psutil.Process]]:
         if proc.pid in protected:
             continue
         try:
-            value = proc.environ().get(COOKIE)
+            value = proc.environ().get(cookie)
         except psutil.Error:
             continue
         if value is not None and value.encode() in wanted:
@@ -230,6 +242,10 @@ class Tree:
     #: The cgroup holds every member (the root joined it before it could fork). A process
     #: moved in after it started may have forked already: then the walk and the cookie too.
     cgroup_complete: bool = True
+    #: Found but never members (a kernel's own process and helpers, when its work is ended).
+    exclude: frozenset[int] = frozenset()
+    #: Which cookie names this tree's processes: an operation's (``COOKIE``) or a kernel's.
+    cookie: str = COOKIE
 
     def collect(self, snap: Snapshot | None = None) -> dict[int, psutil.Process]:
         """Snapshot the live members: cgroup members where there is a cgroup (it holds every
@@ -251,7 +267,9 @@ class Tree:
             pids.extend(
                 self._walk_and_sweep(snap, root if root is not None and root.pid in members else None)
             )
-        protected = _protected()
+        protected = _protected() | self.exclude
+        for pid in self.exclude:
+            members.pop(pid, None)
         for pid in pids:
             if pid in members or pid in protected:
                 continue
@@ -269,7 +287,8 @@ class Tree:
             if root is not None:
                 pids.extend(snap.descendants(root.pid))
             if USE_COOKIE_SWEEP:
-                pids.extend(snap.cookie.get(self.op_id.encode(), ()))
+                carriers = snap.cookie if self.cookie == COOKIE else snap.kernel_cookie
+                pids.extend(carriers.get(self.op_id.encode(), ()))
             return pids
         if root is not None:
             try:
@@ -277,7 +296,7 @@ class Tree:
             except psutil.Error:
                 pass
         if USE_COOKIE_SWEEP:
-            pids.extend(p.pid for p in sweep([self.op_id]).get(self.op_id, ()))
+            pids.extend(p.pid for p in sweep([self.op_id], self.cookie).get(self.op_id, ()))
         return pids
 
 

@@ -5,7 +5,8 @@ same attributes): the multi-kernel manager's ``start_kernel`` / ``interrupt_kern
 ``restart_kernel`` / ``shutdown_kernel`` (wrapped per instance: the class is built before
 extensions load, so ``kernel_manager_class`` cannot be replaced); a kernel's own manager's
 ``restart_kernel`` (jupyter_client's restarter calls it after a death, bypassing the multi
-manager) and ``add_restart_callback(cb, "restart" | "dead")``; ``untracked_message_types``
+manager) and ``add_restart_callback(cb, "restart" | "dead")`` and ``update_env`` (8.5+: the environment a
+restart reuses); ``provisioner.process`` (local provisioners: the kernel's Popen); ``untracked_message_types``
 (control messages listed there do not flip the notebook's busy/idle status); the
 ``kernel_websocket_connection_class`` setting and its ``connect``/``disconnect``,
 ``kernel_id``, ``session_id``. When one of these changes, this module is what changes.
@@ -14,6 +15,7 @@ manager) and ``add_restart_callback(cb, "restart" | "dead")``; ``untracked_messa
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -42,13 +44,22 @@ def wrap_kernel_action(
     return lambda: setattr(km, name, original)
 
 
-def after_start(km: Any, action: Callable[[str], Awaitable[None]]) -> Restore:
-    """``await action(kernel_id)`` once a kernel started, before ``start_kernel`` returns."""
+def after_start(
+    km: Any,
+    action: Callable[[str, dict[str, str]], Awaitable[None]],
+    env: Callable[[], dict[str, str]] = dict,
+) -> Restore:
+    """Start each kernel with ``env()`` added to its environment, then ``await
+    action(kernel_id, added)`` before ``start_kernel`` returns. The environment is passed as
+    ``env=`` (jupyter_client keeps it in the launch arguments a restart reuses)."""
     original = km.start_kernel
 
     async def start_kernel(*args: Any, **kwargs: Any) -> Any:
+        added = env()
+        if added:
+            kwargs["env"] = {**(kwargs.get("env") or os.environ), **added}
         kernel_id = await _maybe_await(original(*args, **kwargs))
-        await action(kernel_id)
+        await action(kernel_id, added)
         return kernel_id
 
     km.start_kernel = start_kernel
@@ -65,6 +76,40 @@ def after_every_restart(manager: Any, action: Callable[[], Awaitable[None]]) -> 
         return result
 
     manager.restart_kernel = restart_kernel
+
+
+def set_restart_env(manager: Any, env: dict[str, str]) -> None:
+    """What the kernel's next start (a restart: REST or the restarter's) adds to its
+    environment (``KernelManager.update_env``, jupyter_client 8.5+)."""
+    update = getattr(manager, "update_env", None)
+    if callable(update):
+        update(env=env)
+
+
+async def kernel_info(manager: Any, timeout: float) -> bool:
+    """Ask the kernel for its ``kernel_info`` on a shell channel of our own; True once it
+    answered (it is up and has run its start-up code), False after ``timeout``."""
+    stream = manager.connect_shell()
+    msg = manager.session.msg("kernel_info_request", {})
+    replied: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    def on_reply(parts: list[Any]) -> None:
+        try:
+            _, parts = manager.session.feed_identities(parts)
+            reply = manager.session.deserialize(parts)
+        except Exception:
+            return
+        if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"] and not replied.done():
+            replied.set_result(True)
+
+    stream.on_recv(on_reply)
+    manager.session.send(stream, msg)
+    try:
+        return await asyncio.wait_for(replied, timeout)
+    except asyncio.TimeoutError:
+        return False
+    finally:
+        stream.close()
 
 
 def on_death(manager: Any, callback: Callable[[str], None]) -> None:

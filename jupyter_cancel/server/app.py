@@ -9,7 +9,7 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, TraitError, Unicode, validate
 
-from ..core.model import DEFAULT_GRACE, Policy
+from ..core.model import DEFAULT_GRACE, Policy, short
 from . import adapter
 from .handlers import (
     CancelKernelHandler,
@@ -67,6 +67,14 @@ class JupyterCancel(ExtensionApp):
     load_kernel_extension = Bool(
         True, help="Load the kernel extension into every IPython kernel the server starts."
     ).tag(config=True)
+    foreign_kernels = Unicode(
+        "cancel",
+        help="Kernels without the kernel extension (R, bash, xeus-python, any other language): "
+        "'cancel' ends every process such a kernel started (but the kernel and its own helpers) "
+        "on restart, shutdown, death, server shutdown, Stop, an interrupt (what escaped the "
+        "kernel's process group) and when its last browser tab is gone for tab_close_grace; "
+        "'continue' does all that but the closed-tab part; 'off' leaves them as stock Jupyter does.",
+    ).tag(config=True)
     shared_watchdog = Bool(
         True,
         help="One death watchdog for all the kernels the server starts (each kernel connects to "
@@ -88,6 +96,15 @@ class JupyterCancel(ExtensionApp):
                 f"JupyterCancel.{proposal['trait'].name} must be between 0 and 3600 seconds, not {value}"
             )
         return value
+
+    @validate("foreign_kernels")
+    def _check_foreign(self, proposal: dict[str, Any]) -> str:
+        value = proposal["value"]
+        if value not in ("cancel", "continue", "off"):
+            raise TraitError(
+                f"JupyterCancel.foreign_kernels must be cancel, continue or off, not {short(value)}"
+            )
+        return str(value)
 
     @validate("default_policy")
     def _check_policy(self, proposal: dict[str, Any]) -> str:

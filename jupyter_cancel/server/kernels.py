@@ -116,6 +116,10 @@ class KernelLink:
         self._publish(self._update(dict(data, **changes), event))
         return self.get(op_id)
 
+    def observe(self, data: dict[str, Any], event: str | None = None) -> None:
+        """Merge what the server saw itself of one operation (a foreign kernel's process)."""
+        self._publish(self._update(data, event))
+
     def _publish(self, events: list[tuple[str, dict[str, Any]]]) -> None:
         for event, data in events:
             self.on_event(self.kernel_id, event, data)

@@ -17,10 +17,11 @@ import psutil
 
 from ..core.cgroup import Cgroup
 from ..core.model import CancelReason, Policy, Reason, applies, short, to_grace
-from ..core.proctree import Tree, running, terminate
+from ..core.proctree import KERNEL_COOKIE, Tree, running, terminate
 from ..core.selector import Selector
 from ..kernel.control import EVENT, REPLY, REQUEST
 from . import adapter, metrics
+from .foreign import ForeignKernels
 from .kernels import KernelLink
 
 EVENT_SCHEMA = "https://github.com/jupyter-cancel/jupyter_cancel/events/operation/v1"
@@ -44,6 +45,8 @@ class Tracker:
         self.call_later: Callable[[float, Callable[[], Any]], Any] = lambda delay, fn: (
             asyncio.get_event_loop().call_later(delay, fn)
         )
+        #: Kernels without the kernel extension: the server owns their processes.
+        self.foreign = ForeignKernels(self)
         metrics.bind(self.running, self.unkillable)
 
     # -- links -------------------------------------------------------------------
@@ -75,7 +78,17 @@ class Tracker:
         self.drop(kernel_id)
         if kernel_id in self.km:
             self.link(kernel_id)
-            await self.app.autoload(kernel_id)
+            manager = self.km.get_kernel(kernel_id)
+            cookie = self.foreign.restarted_cookie(kernel_id, manager)
+            await self._own(kernel_id, manager, cookie)
+
+    async def _own(self, kernel_id: str, manager: Any, cookie: str | None) -> None:
+        """An IPython kernel gets the kernel extension; any other, or one that did not load
+        it, has its processes owned by the server."""
+        if await self.app.autoload(kernel_id):
+            self.foreign.forget(kernel_id)
+        else:
+            await self.foreign.adopt(kernel_id, manager, cookie)
 
     def all_links(self) -> list[KernelLink]:
         for kernel_id in list(self.km.list_kernel_ids()):
@@ -114,8 +127,19 @@ class Tracker:
     async def refresh(self, kernel_id: str | None = None) -> None:
         """Ask the kernels for their current operations (live pids): one control round trip
         each, concurrently, bounded; a kernel that does not answer keeps its last view."""
-        links = [link for link in self.all_links() if kernel_id is None or link.kernel_id == kernel_id]
-        await asyncio.gather(*(link.request({"action": "list"}, 0.5) for link in links))
+        links = [
+            link
+            for link in self.all_links()
+            if (kernel_id is None or link.kernel_id == kernel_id)
+            and link.kernel_id not in self.foreign.launches
+        ]
+        await asyncio.gather(
+            self.foreign.scan(kernel_id), *(link.request({"action": "list"}, 0.5) for link in links)
+        )
+
+    def has_clients(self, kernel_id: str, besides: str | None = None) -> bool:
+        """Whether a browser client (other than session ``besides``) is connected to the kernel."""
+        return any(n > 0 and s != besides for (k, s), n in self.clients.items() if k == kernel_id)
 
     def operations(self, kernel_id: str | None = None) -> list[dict[str, Any]]:
         links = self.all_links()
@@ -142,6 +166,9 @@ class Tracker:
             return []
         if selector is None or selector.empty:
             selector = Selector(all=True)
+        launch = self.foreign.launches.get(kernel_id)
+        if launch is not None:
+            return await self.foreign.cancel(link, launch, reason, selector)
         content: dict[str, Any] = {"action": "cancel", "reason": reason, **selector.to_json()}
         wait = self.app.control_timeout if timeout is None else timeout
         started = time.monotonic()
@@ -157,13 +184,13 @@ class Tracker:
         if reply is not None:
             self.log.warning("kernel %s refused a cancel: %s", kernel_id, short(reply.get("evalue")))
             return []
-        return await self._terminate_known(link, reason, selector)
+        return await self.terminate_known(link, reason, selector)
 
     async def stop_cell(self, kernel_id: str, cell_id: str, reason: str) -> dict[str, Any]:
         """Stop one cell (its Python too, if running); ``{"cancelled", "running"}``. A kernel
         that does not answer gets the cell's trees ended by us, as ``cancel`` does."""
         link = self.link(kernel_id)
-        if link is None:
+        if link is None or kernel_id in self.foreign.launches:
             return {"cancelled": [], "running": False}
         content = {"action": "stop_cell", "cell_id": cell_id, "reason": reason}
         reply = await link.request(content, self.app.control_timeout)
@@ -172,10 +199,12 @@ class Tracker:
         if reply is not None:
             self.log.warning("kernel %s refused a cell stop: %s", kernel_id, short(reply.get("evalue")))
             return {"cancelled": [], "running": False}
-        cancelled = await self._terminate_known(link, reason, Selector(cell_id=cell_id))
+        cancelled = await self.terminate_known(link, reason, Selector(cell_id=cell_id))
         return {"cancelled": cancelled, "running": False}
 
-    async def _terminate_known(self, link: KernelLink, reason: str, selector: Selector) -> list[str]:
+    async def terminate_known(self, link: KernelLink, reason: str, selector: Selector) -> list[str]:
+        """End the trees of the operations in ``link``'s view that ``selector`` names, ourselves
+        (the kernel did not answer, or it has no extension to ask)."""
         why = CancelReason.of(reason)
         chosen = [
             op
@@ -234,7 +263,7 @@ class Tracker:
 
     def _kernel_died(self, kernel_id: str, state: str) -> None:
         link = self.links.get(kernel_id)
-        if link is None:
+        if link is None or self.foreign.died(kernel_id):
             return
         self.log.info(
             "kernel %s %s: ending its work", kernel_id, "died" if state == "dead" else "restarted after dying"
@@ -243,13 +272,19 @@ class Tracker:
         loop.create_task(self._after_death(link))
 
     async def _after_death(self, link: KernelLink) -> None:
-        await self._terminate_known(link, Reason.KERNEL_DIED, Selector(all=True))
+        await self.terminate_known(link, Reason.KERNEL_DIED, Selector(all=True))
         self.drop(link.kernel_id, link)
 
     async def health(self) -> list[dict[str, Any]]:
         """Per kernel: extension answering, watchdog alive, running and stuck operations."""
         links = self.all_links()
-        replies = await asyncio.gather(*(link.request({"action": "health"}, 0.5) for link in links))
+
+        async def ask(link: KernelLink) -> dict[str, Any] | None:
+            if link.kernel_id in self.foreign.launches:
+                return None  # no extension in it to answer
+            return await link.request({"action": "health"}, 0.5)
+
+        replies = await asyncio.gather(*(ask(link) for link in links))
         out = []
         for link, reply in zip(links, replies, strict=True):
             ok = reply is not None and reply.get("status") == "ok"
@@ -322,11 +357,14 @@ class Tracker:
             self._restores.append(
                 adapter.wrap_kernel_action(self.km, name, self._acting_first(name, reason, flag))
             )
-        self._restores.append(adapter.after_start(self.km, self._started))
+        self._restores.append(adapter.after_start(self.km, self._started, self.foreign.env))
 
-    async def _started(self, kernel_id: str) -> None:
+    async def _started(self, kernel_id: str, env: dict[str, str]) -> None:
         self.link(kernel_id)
-        await self.app.autoload(kernel_id)
+        manager = self.km.get_kernel(kernel_id)
+        cookie = env.get(KERNEL_COOKIE)
+        self.foreign.launched(kernel_id, cookie, manager)
+        await self._own(kernel_id, manager, cookie)
 
     def _acting_first(self, name: str, reason: str, flag: str) -> Any:
         """What runs around a kernel action: our cancel first, then the action."""
@@ -343,6 +381,8 @@ class Tracker:
                 except Exception:
                     self.log.exception("cancelling before %s of %s failed", name, kernel_id)
             link = self.links.get(kernel_id)
+            if name != "interrupt_kernel":
+                self.foreign.exiting(kernel_id, reason)
             if name != "interrupt_kernel" and not args and link is not None and link.stalled:
                 # It did not answer us: it will not answer a shutdown_request either, and
                 # jupyter_client would wait its shutdown_wait_time (5 s) before killing it.
@@ -350,6 +390,7 @@ class Tracker:
                 kwargs["now"] = True
             result = await original(kernel_id, *args, **kwargs)
             if name == "shutdown_kernel":
+                self.foreign.forget_later(kernel_id)
                 self.drop(kernel_id)
             return result
 
@@ -366,6 +407,7 @@ class Tracker:
         self._countdowns.clear()
         links = self.all_links()
         await asyncio.gather(*(self.cancel(link.kernel_id, Reason.SERVER_SHUTDOWN) for link in links))
+        self.foreign.stop()
         for link in links:
             self.drop(link.kernel_id)
         self.uninstall()

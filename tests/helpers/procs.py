@@ -12,6 +12,7 @@ from tests.helpers.wait import until_file
 
 TREE = str(Path(__file__).with_name("tree.py"))
 COOKIE = b"JUPYTER_CANCEL_OP="
+KERNEL_COOKIE = b"JUPYTER_CANCEL_KERNEL="
 #: Set for the whole test session and inherited by everything it starts, so that leak checks
 #: look only at our own processes, never at another user's work on a shared machine.
 SESSION_MARK = "JUPYTER_CANCEL_TEST_SESSION"
@@ -55,7 +56,7 @@ def alive(pid: int) -> bool:
 
 def cookie_carriers() -> dict[int, float]:
     """Processes this test session started (directly or not) whose environment carries an
-    operation cookie: (pid → create_time)."""
+    operation's or a kernel's cookie: (pid → create_time)."""
     found = {}
     me = os.getpid()
     mark = f"{SESSION_MARK}={os.environ.get(SESSION_MARK, '')}".encode()
@@ -66,7 +67,7 @@ def cookie_carriers() -> dict[int, float]:
             with open(f"/proc/{entry}/environ", "rb") as fh:
                 env = fh.read()
             ours = env.startswith(mark + b"\0") or b"\0" + mark + b"\0" in env
-            if ours and (env.startswith(COOKIE) or b"\0" + COOKIE in env):
+            if ours and any(env.startswith(c) or b"\0" + c in env for c in (COOKIE, KERNEL_COOKIE)):
                 proc = psutil.Process(int(entry))
                 if proc.status() != psutil.STATUS_ZOMBIE:
                     found[proc.pid] = proc.create_time()

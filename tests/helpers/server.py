@@ -96,7 +96,7 @@ class Client:
             if raw is None:
                 raise ConnectionError("websocket closed")
             msg = json.loads(raw)
-            if msg.get("parent_header", {}).get("msg_id") != msg_id:
+            if (msg.get("parent_header") or {}).get("msg_id") != msg_id:
                 continue
             t, c = msg["msg_type"], msg["content"]
             if t == "stream":
