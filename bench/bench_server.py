@@ -101,7 +101,7 @@ class Client:
         msg_id = self.send(code, cell)
         while True:
             msg = json.loads(await asyncio.wait_for(self.ws.read_message(), 60))
-            if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "execute_reply":
+            if (msg["parent_header"] or {}).get("msg_id") == msg_id and msg["msg_type"] == "execute_reply":
                 return msg["content"]
 
     async def tree(self, cell: str, ready: Path, stock: bool) -> list[int]:

@@ -9,4 +9,6 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # Builds the labextension too (hatch-jupyter-builder runs jlpm install + build:prod).
 PATH="$PWD/.venv/bin:$PATH" .venv/bin/python -m pip install --quiet -e ".[test,lab]"
+# Kernels in other languages for the foreign-kernel tests (IRkernel comes from Debian, see test.sh).
+.venv/bin/python -m bash_kernel.install --sys-prefix >/dev/null
 .venv/bin/jupyter labextension list 2>&1 | grep -q "jupyter-cancel.*OK" || { echo "labextension not installed"; exit 1; }

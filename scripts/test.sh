@@ -2,12 +2,20 @@
 # Set up from scratch (if needed) and run the whole test suite. Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The browser tests need Debian's Chromium (Playwright never downloads a browser here).
-if ! command -v chromium >/dev/null 2>&1; then
+# The browser tests need Debian's Chromium (Playwright never downloads a browser here); the
+# foreign-kernel tests an R kernel (Debian's IRkernel; CRAN is not needed).
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+[ -f /usr/share/jupyter/kernels/ir/kernel.json ] || missing+=(r-cran-irkernel)
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    apt-get update -qq
+    for pkg in "${missing[@]}"; do  # chromium with its recommends (fonts), as before
+      flags=(); [ "$pkg" = chromium ] || flags=(--no-install-recommends)
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${flags[@]}" "$pkg" >/dev/null
+    done
   else
-    echo "note: no chromium and not root: tests/ui will be skipped" >&2
+    echo "note: not root, cannot install ${missing[*]}: tests/ui or the R kernel tests will be skipped" >&2
   fi
 fi
 bash scripts/setup.sh

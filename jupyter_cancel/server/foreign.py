@@ -188,9 +188,11 @@ class ForeignKernels:
             except OSError:
                 launch.fd = None
         launch.moved = loop.run_in_executor(None, _contain, launch)
-        self._spawn(self._learn_helpers(launch, manager))
         if self._poller is None or self._poller.done():
             self._poller = loop.create_task(self._poll())
+        # Before the start (or restart) returns, so no client can have sent a cell yet: the
+        # kernel answers our kernel_info before it runs any, and what it has then is its own.
+        await self._learn_helpers(launch, manager)
         return launch
 
     def forget(self, kernel_id: str) -> None:
@@ -208,7 +210,7 @@ class ForeignKernels:
 
     async def _learn_helpers(self, launch: Launch, manager: Any) -> None:
         """Once the kernel answers, the children it has are its own (bash_kernel's bash)."""
-        await adapter.kernel_info(manager, timeout=60.0)
+        await adapter.kernel_info(manager, timeout=30.0)
         with contextlib.suppress(psutil.Error):
             launch.helpers = frozenset(c.pid for c in launch.proc.children())
         if launch.helpers:

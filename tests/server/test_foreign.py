@@ -8,36 +8,21 @@ all three; IRkernel comes from Debian's r-cran-irkernel).
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 
 import pytest
-from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
 
+from tests.helpers.foreign import MEMBERS, STARTS, STILL_WORKS, copy_specs, installed
 from tests.helpers.procs import TREE, left_alive, wait_ready
 from tests.helpers.server import wait_gone
 from tests.helpers.server import wait_ready as wait_ready_async
 from tests.helpers.wait import until_async
 
 #: Found before pytest-jupyter hides the machine's kernel specs.
-_SPECS = KernelSpecManager().find_kernel_specs()
-#: How each language starts work in the background, as its users would.
-STARTS = {
-    "ir": 'system("{py} {tree} setsid {ready}", wait = FALSE)\nsystem("{py} {tree} daemon {ready}", wait = FALSE)',
-    "bash": "{py} {tree} setsid {ready} &\n{py} {tree} daemon {ready} &",
-    "xpython": (
-        "import subprocess\n"
-        "subprocess.Popen(['{py}', '{tree}', 'setsid', '{ready}'], start_new_session=True)\n"
-        "subprocess.Popen(['{py}', '{tree}', 'daemon', '{ready}'])"
-    ),
-}
-STILL_WORKS = {"ir": "cat(6 * 7)", "bash": "echo $((6 * 7))", "xpython": "print(6 * 7)"}
-#: setsid: root, child, setsid grandchild; daemon: root, reparented grandchild.
-MEMBERS = 5
+_SPECS = installed()
 KERNELS = [
     pytest.param(
         name,
@@ -51,16 +36,8 @@ KERNELS = [
 
 @pytest.fixture
 def foreign(harness, jp_env_jupyter_path):
-    """The machine's foreign kernel specs, visible to the test server; grace 0 for tab close."""
-    for name, folder in _SPECS.items():
-        if name in STARTS:
-            target = jp_env_jupyter_path / "kernels" / name
-            shutil.copytree(folder, target, dirs_exist_ok=True)
-            # bash_kernel writes a key KernelSpec does not know (a traitlets deprecation
-            # warning, an error under this suite's -W error): keep the known ones.
-            spec = json.loads((target / "kernel.json").read_text())
-            known = set(KernelSpec.class_trait_names())
-            (target / "kernel.json").write_text(json.dumps({k: v for k, v in spec.items() if k in known}))
+    """The machine's foreign kernel specs, visible to the test server."""
+    copy_specs(_SPECS, jp_env_jupyter_path / "kernels")
     return harness
 
 
