@@ -115,7 +115,7 @@ class Launch:
                 p = stack.pop()
                 pids.append(p)
                 stack.extend(children.get(p, ()))
-            name = " ".join(argv)
+            name = " ".join([os.path.basename(argv[0]), *argv[1:]])  # "python x.py", not its path
             out.append(
                 {
                     "id": f"{self.kernel_id[:8]}-{pid}-{int(started * 1000)}",
@@ -238,8 +238,8 @@ class ForeignKernels:
             if kernel_id is not None and kid != kernel_id:
                 continue
             link = self.tracker.links.get(kid)
-            if link is None:
-                continue
+            if link is None or not launch.ready.is_set():
+                continue  # its helpers are not known yet: they would show as its work
             await self._settled_quick(launch)
             work = await loop.run_in_executor(None, launch.work, self.app.grace, self._policy())
             self._sync(link, launch, work)

@@ -2,7 +2,7 @@ import { ICodeCellModel } from '@jupyterlab/cells';
 import { INotebookCellExecutor, runCell } from '@jupyterlab/notebook';
 
 import { announce } from './announce';
-import { stopCell } from './request';
+import { hasExtension, stopCell } from './request';
 import { ISettings } from './tokens';
 
 /** How long a re-run waits for the stopped run to end (a cell stuck in C code may not). */
@@ -47,7 +47,8 @@ export function createExecutor(settings: () => ISettings): INotebookCellExecutor
         settings().stopBeforeRerun &&
         kernel &&
         model.type === 'code' &&
-        model.executionState === 'running'
+        model.executionState === 'running' &&
+        (await hasExtension(kernel)) // other kernels queue the re-run, as stock Jupyter does
       ) {
         try {
           const reply = await stopCell(kernel, model.id, 'cell_rerun');

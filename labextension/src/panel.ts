@@ -155,6 +155,7 @@ function metaText(op: IOperation, now: number): string {
   const reason = op.reason ? ` — ${describeReason(op.reason)}` : '';
   return (
     `${op.state}${reason} · ${formatElapsed((op.ended ?? now) - op.started)}` +
-    ` · cell ${op.cell_id ? op.cell_id.slice(0, 8) : '-'} · kernel ${op.kernel_id ? op.kernel_id.slice(0, 8) : '-'}`
+    (op.foreign ? ' · kernel-level' : ` · cell ${op.cell_id ? op.cell_id.slice(0, 8) : '-'}`) +
+    ` · kernel ${op.kernel_id ? op.kernel_id.slice(0, 8) : '-'}`
   );
 }

@@ -103,13 +103,30 @@ export async function controlRequest(
 }
 
 /**
- * Stop one cell on the kernel's control channel: its work, and its Python if it is the cell
- * running now. Resolves with the kernel's reply (`running`, `cancelled`), or null.
+ * Whether the kernel can run the kernel extension (an IPython kernel). Others (IRkernel,
+ * bash_kernel, xeus-python) never answer our control requests: the server owns their work.
  */
-export function stopCell(
+export async function hasExtension(kernel: Kernel.IKernelConnection): Promise<boolean> {
+  try {
+    return (await kernel.info).implementation === 'ipython';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Stop one cell on the kernel's control channel: its work, and its Python if it is the cell
+ * running now. Resolves with the kernel's reply (`running`, `cancelled`), or null. A kernel
+ * without the extension has nothing finer than its interrupt: that is what it gets.
+ */
+export async function stopCell(
   kernel: Kernel.IKernelConnection,
   cellId: string,
   reason = 'user'
 ): Promise<{ [key: string]: any } | null> {
+  if (!(await hasExtension(kernel))) {
+    await kernel.interrupt();
+    return null;
+  }
   return controlRequest(kernel, { action: 'stop_cell', cell_id: cellId, reason });
 }

@@ -15,6 +15,8 @@ export interface IOperation {
   ended: number | null;
   exit_code: number | null;
   progress: { n: number; total: number | null } | null;
+  /** A process of a kernel without the kernel extension (R, bash, …): kernel-level, no cell. */
+  foreign?: boolean;
 }
 
 /**

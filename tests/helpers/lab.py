@@ -73,14 +73,12 @@ class LabServer:
         except RuntimeError as err:
             raise RuntimeError(f"{err}: " + (root / "lab.log").read_text()[-3000:]) from None
 
-    def notebook(self, name: str, cells: list[str]) -> str:
+    def notebook(self, name: str, cells: list[str], kernel: tuple[str, str, str] | None = None) -> str:
+        """``kernel``: (name, display name, language) of its kernel spec; python3 by default."""
         nb = nbformat.v4.new_notebook()
         nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
-        nb.metadata["kernelspec"] = {
-            "name": "python3",
-            "display_name": "Python 3 (ipykernel)",
-            "language": "python",
-        }
+        spec = kernel or ("python3", "Python 3 (ipykernel)", "python")
+        nb.metadata["kernelspec"] = dict(zip(("name", "display_name", "language"), spec, strict=True))
         nbformat.write(nb, self.root / name)
         return name
 
@@ -108,11 +106,13 @@ class LabServer:
 class NotebookPage:
     """One notebook open in Lab."""
 
-    def __init__(self, lab: LabServer, page: Any, name: str) -> None:
+    def __init__(self, lab: LabServer, page: Any, name: str, kernel_label: str = "\\(ipykernel\\)") -> None:
+        """``kernel_label``: a regular expression for the kernel's name in the status bar."""
         self.lab, self.page, self.name = lab, page, name
+        self.idle = f"text=/{kernel_label} \\| Idle/"
         page.goto(f"{lab.url}/lab/tree/{name}?token={lab.token}&reset")
         # Wait for the kernel, not the toolbar (the toolbar says idle before a kernel exists).
-        page.wait_for_selector("text=/\\(ipykernel\\) \\| Idle/", timeout=60000)
+        page.wait_for_selector(self.idle, timeout=60000)
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=30000)
         news = page.locator(".jp-toast-button", has_text="No")  # "get Jupyter news?" toast
         if news.count():
@@ -126,7 +126,7 @@ class NotebookPage:
         self.page.keyboard.press("Shift+Enter")
 
     def wait_idle(self, timeout: float = 30000) -> None:
-        self.page.wait_for_selector("text=/\\(ipykernel\\) \\| Idle/", timeout=timeout)
+        self.page.wait_for_selector(self.idle, timeout=timeout)
 
     def screenshot(self, path: Path, locator: Any = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

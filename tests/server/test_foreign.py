@@ -153,3 +153,33 @@ async def test_off_leaves_foreign_kernels_alone(foreign, jp_serverapp):
         for pid in left_alive(pids):
             os.kill(pid, signal.SIGKILL)
         await wait_gone(pids, timeout=10)
+
+
+@pytest.mark.parametrize("name", KERNELS)
+async def test_server_stop_ends_the_work_kernel_lives_until_shut_down(foreign, bystander, name):
+    kid, _, pids = await _start(foreign, name)
+    tracker = foreign.app.web_app.settings["jupyter_cancel_tracker"]
+    ended = []
+    tracker.listeners.add(lambda m: ended.append(m["operation"]) if m["event"] == "ended" else None)
+    await tracker.stop()  # what stop_extension runs on server SIGTERM / Ctrl+C
+    assert await wait_gone(pids, timeout=10) == []
+    assert {o["reason"] for o in ended} == {"server_shutdown"} and all(o["foreign"] for o in ended)
+    assert left_alive([_kernel_pid(foreign, kid)]), "the kernel is jupyter_server's to shut down"
+
+
+async def test_continue_keeps_work_when_the_last_tab_closes(foreign, jp_serverapp):
+    name = next((n for n in STARTS if n in _SPECS), None)
+    if name is None:
+        pytest.skip("NO FOREIGN KERNEL INSTALLED")
+    app = jp_serverapp.web_app.settings["jupyter_cancel"]
+    app.foreign_kernels, app.tab_close_grace = "continue", 0.0
+    kid, client, pids = await _start(foreign, name)
+    tracker = jp_serverapp.web_app.settings["jupyter_cancel_tracker"]
+    client.close()
+    await until_async(lambda: not tracker.clients, 10, "the client gone")
+    assert await foreign.api(
+        "POST", "jupyter-cancel", "api", "clients", client.session, "closed", body={"kernel_id": kid}
+    ) == {"cancelled": []}
+    assert left_alive(pids) == pids
+    await foreign.api("DELETE", "api", "kernels", kid)  # a shutdown still ends it
+    assert await wait_gone(pids, timeout=10) == []

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 import time
+
+import pytest
 
 from tests.helpers.kernel import wait_gone
 from tests.helpers.lab import NotebookPage
@@ -388,3 +391,34 @@ def test_a_cell_stuck_after_stop_is_reported_with_the_interrupt_offered(lab, pag
     release.write_text("go")
     nb.cell(0).locator(".jp-OutputArea-output", has_text="Cancelled").wait_for()
     assert "after" not in nb.cell(0).locator(".jp-OutputArea").inner_text()
+
+
+def test_panel_stops_a_bash_kernels_background_job(lab, page, shots):
+    """A kernel without the kernel extension (bash_kernel): its background jobs are listed in
+    the panel as kernel-level rows, and a row's Stop ends that job's whole tree."""
+    from tests.helpers.foreign import installed
+
+    if "bash" not in installed():
+        pytest.skip("KERNEL NOT INSTALLED: bash_kernel (scripts/setup.sh installs it)")
+    ready = lab.root / "bash-job"
+    name = lab.notebook(
+        "bash-job.ipynb",
+        [f"{sys.executable} {TREE} setsid {ready} &\necho started"],
+        kernel=("bash", "Bash", "bash"),
+    )
+    nb = NotebookPage(lab, page, name, kernel_label="Bash")
+    page.locator(".jp-SideBar [data-id='jupyter-cancel-panel']").click()
+    nb.run(0)
+    pids = wait_ready(ready, 3)
+    row = page.locator(".jc-row.jc-state-running", has_text=f"{TREE} setsid")
+    row.first.wait_for(timeout=30000)
+    assert "kernel-level" in row.first.inner_text()
+    nb.screenshot(shots / "panel-bash-kernel.png")
+    assert row.count() == 1, "one row for the job's whole tree (its setsid grandchild included)"
+    row.first.locator(".jc-row-stop").click()
+    assert wait_gone(pids, timeout=10) == []
+    page.locator(".jc-row.jc-state-cancelled", has_text=f"{TREE} setsid").first.wait_for()
+    nb.run(0)  # the kernel itself was left alone: it runs the cell again
+    wait_ready(ready, 6)
+    lab.shutdown_kernels()
+    assert wait_gone(announced(ready), timeout=10) == []
