@@ -88,10 +88,32 @@ async def one(server: Server, name: str, trigger: str, tmp: Path, n: int) -> tup
     return ms, left, start_ms
 
 
+async def starts_only(servers: dict[str, Server], kernels: list[str], n: int) -> None:
+    """Start → first reply only, interleaved; each kernel shut down before the next start."""
+    times: dict[tuple[str, str], list[float]] = {}
+    for _ in range(n):
+        for name in kernels:
+            for label, server in servers.items():
+                kernel_id, client, ms = await start(server, name)
+                times.setdefault((name, label), []).append(ms)
+                client.ws.close()
+                await asyncio.to_thread(server.http.delete, f"/api/kernels/{kernel_id}")
+    print(f"\nstart → first reply, n={n} each, interleaved")
+    print("| kernel | jupyter_cancel p50 (min) | stock p50 (min) | difference of p50 |")
+    print("|---|---|---|---|")
+    for name in kernels:
+        ours, stock = times[(name, "jupyter_cancel")], times[(name, "stock")]
+        print(
+            f"| {name} | {pct(ours, 50):.0f} ms ({min(ours):.0f}) | {pct(stock, 50):.0f} ms ({min(stock):.0f}) "
+            f"| {pct(ours, 50) - pct(stock, 50):+.0f} ms |"
+        )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=5)
     parser.add_argument("--kernels", default=",".join(STARTS))
+    parser.add_argument("--starts", type=int, default=0, help="only time N starts per kernel and server")
     args = parser.parse_args()
     have = installed()
     kernels = [k for k in args.kernels.split(",") if k in have]
@@ -100,6 +122,13 @@ async def main() -> None:
     tmp = Path(tempfile.mkdtemp())
     servers = {"jupyter_cancel": Server(True, 15.0, root), "stock": Server(False, 15.0, root)}
     rows: dict[tuple[str, str, str], list[tuple[float | None, int, float]]] = {}
+    if args.starts:
+        try:
+            await starts_only(servers, kernels, args.starts)
+        finally:
+            for server in servers.values():
+                server.stop()
+        return
     try:
         for i in range(args.n):
             for name in kernels:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -86,12 +87,14 @@ def set_restart_env(manager: Any, env: dict[str, str]) -> None:
         update(env=env)
 
 
-async def kernel_info(manager: Any, timeout: float) -> bool:
-    """Ask the kernel for its ``kernel_info`` on a shell channel of our own; True once it
-    answered (it is up and has run its start-up code), False after ``timeout``."""
+def kernel_info(manager: Any, timeout: float) -> asyncio.Future[float | None]:
+    """Send the kernel a ``kernel_info_request`` now, on a shell channel of our own. The future
+    resolves to the wall-clock time the kernel stamped on its reply (its header's ``date``;
+    our receipt time if it has none), or None if no reply came within ``timeout``."""
     stream = manager.connect_shell()
     msg = manager.session.msg("kernel_info_request", {})
-    replied: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    replied: asyncio.Future[float | None] = loop.create_future()
 
     def on_reply(parts: list[Any]) -> None:
         try:
@@ -100,16 +103,18 @@ async def kernel_info(manager: Any, timeout: float) -> bool:
         except Exception:
             return
         if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"] and not replied.done():
-            replied.set_result(True)
+            date = reply["header"].get("date")
+            replied.set_result(date.timestamp() if hasattr(date, "timestamp") else time.time())
+
+    def give_up() -> None:
+        if not replied.done():
+            replied.set_result(None)
 
     stream.on_recv(on_reply)
     manager.session.send(stream, msg)
-    try:
-        return await asyncio.wait_for(replied, timeout)
-    except asyncio.TimeoutError:
-        return False
-    finally:
-        stream.close()
+    timer = loop.call_later(timeout, give_up)
+    replied.add_done_callback(lambda _: (timer.cancel(), stream.close()))
+    return replied
 
 
 def on_death(manager: Any, callback: Callable[[str], None]) -> None:

@@ -29,7 +29,7 @@ import psutil
 
 from ..core.cgroup import Cgroup
 from ..core.model import CancelReason, Reason
-from ..core.proctree import HAVE_PIDFD, KERNEL_COOKIE, Tree, running, terminate
+from ..core.proctree import HAVE_PIDFD, KERNEL_COOKIE, Outcome, Tree, running, terminate
 from ..core.selector import Selector
 from . import adapter
 from .kernels import KernelLink
@@ -42,6 +42,7 @@ MODES = ("cancel", "continue", "off")
 _KERNEL_ENDS = frozenset({Reason.KERNEL_DIED})
 _CLIENT_GONE = frozenset({Reason.TAB_CLOSED, Reason.CLIENT_DISCONNECTED})
 _NAME_CHARS = 120
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 def new_cookie() -> str:
@@ -190,9 +191,8 @@ class ForeignKernels:
         launch.moved = loop.run_in_executor(None, _contain, launch)
         if self._poller is None or self._poller.done():
             self._poller = loop.create_task(self._poll())
-        # Before the start (or restart) returns, so no client can have sent a cell yet: the
-        # kernel answers our kernel_info before it runs any, and what it has then is its own.
-        await self._learn_helpers(launch, manager)
+        # Sent before the start (or restart) returns, so before any cell a client sends.
+        self._spawn(self._learn_helpers(launch, adapter.kernel_info(manager, timeout=60.0)))
         return launch
 
     def forget(self, kernel_id: str) -> None:
@@ -208,11 +208,18 @@ class ForeignKernels:
                 os.close(launch.fd)
             launch.fd = None
 
-    async def _learn_helpers(self, launch: Launch, manager: Any) -> None:
-        """Once the kernel answers, the children it has are its own (bash_kernel's bash)."""
-        await adapter.kernel_info(manager, timeout=30.0)
-        with contextlib.suppress(psutil.Error):
-            launch.helpers = frozenset(c.pid for c in launch.proc.children())
+    async def _learn_helpers(self, launch: Launch, answered: asyncio.Future[float | None]) -> None:
+        """The kernel's own helpers (bash_kernel's bash): the children it started before it
+        answered our kernel_info, which it did before running any cell. Told apart from a
+        cell's child by start time (clock ticks since boot, the kernel's reply stamp on the
+        same clock), so a cell that forks right after the reply is never taken for one."""
+        stamp = await answered
+        if stamp is not None:
+            reply_tick = int((stamp - time.time() + time.clock_gettime(time.CLOCK_BOOTTIME)) * _CLK_TCK)
+            with contextlib.suppress(psutil.Error):
+                launch.helpers = frozenset(
+                    c.pid for c in launch.proc.children() if _start_tick(c.pid) < reply_tick
+                )
         if launch.helpers:
             log.debug("kernel %s: helpers %s", launch.kernel_id, sorted(launch.helpers))
         launch.ready.set()
@@ -300,14 +307,17 @@ class ForeignKernels:
         helpers: bool,
         only: frozenset[int] | None = None,
     ) -> list[str]:
-        loop = asyncio.get_running_loop()
-        grace = self.app.grace
-        work = await loop.run_in_executor(None, launch.work, grace, self._policy())
-        self._sync(link, launch, work)
+        grace, policy = self.app.grace, self._policy()
         started = time.monotonic()
-        tree = await loop.run_in_executor(None, lambda: launch.tree(grace, helpers=helpers, only=only))
-        outcome = await loop.run_in_executor(None, terminate, [tree])
+
+        def end() -> tuple[list[dict[str, Any]], Outcome]:
+            # One thread hop: list what runs (to report it), then signal at once.
+            work = launch.work(grace, policy)
+            return work, terminate([launch.tree(grace, helpers=helpers, only=only)])
+
+        work, outcome = await asyncio.get_running_loop().run_in_executor(None, end)
         latency = time.monotonic() - started
+        self._sync(link, launch, work)
         gone = set(outcome.gone.get(launch.cookie, ()))
         alive = outcome.alive.get(launch.cookie, [])
         now = time.time()
@@ -399,6 +409,17 @@ def _contain(launch: Launch) -> None:
         launch.cgroup, launch.contained = cgroup, True
     else:
         cgroup.remove()
+
+
+def _start_tick(pid: int) -> int:
+    """When a process started, in clock ticks since boot (``/proc/<pid>/stat`` field 22);
+    a huge number when unknown (it is then no helper)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        return int(stat[stat.rindex(b")") + 2 :].split(b" ")[19])
+    except (OSError, ValueError, IndexError):
+        return 1 << 62
 
 
 def _pgid(pid: int) -> int | None:
