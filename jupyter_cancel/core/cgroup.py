@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -113,6 +114,29 @@ class Cgroup:
         except OSError:
             return False
         return True
+
+
+def remove_stale(prefix: str, older_than: float) -> int:
+    """Remove this user's empty cgroups named ``prefix*`` created more than ``older_than``
+    seconds ago (left by a server that was killed); a cgroup with processes stays. Returns
+    how many went."""
+    base = _base()
+    if base is None:
+        return 0
+    removed = 0
+    now = time.time()
+    try:
+        names = [n for n in os.listdir(base) if n.startswith(prefix)]
+    except OSError:
+        return 0
+    for name in names:
+        path = os.path.join(base, name)
+        try:
+            if now - os.stat(path).st_ctime > older_than and Cgroup(path).remove():
+                removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 def _children(pid: int) -> list[int]:

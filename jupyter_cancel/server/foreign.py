@@ -27,7 +27,7 @@ from typing import Any
 
 import psutil
 
-from ..core.cgroup import Cgroup
+from ..core.cgroup import Cgroup, remove_stale
 from ..core.model import CancelReason, Reason
 from ..core.proctree import HAVE_PIDFD, KERNEL_COOKIE, Outcome, Tree, running, terminate
 from ..core.selector import Selector
@@ -148,6 +148,9 @@ class ForeignKernels:
         self._next: dict[str, str] = {}
         self._poller: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
+        # A kernel's cgroup is filled as it is made: an empty one a minute old was left by a
+        # server that could not remove it (killed, or stopped before the kernel exited).
+        remove_stale("kernel-", older_than=60.0)
 
     @property
     def mode(self) -> str:
