@@ -246,38 +246,50 @@ class Tree:
     exclude: frozenset[int] = frozenset()
     #: Which cookie names this tree's processes: an operation's (``COOKIE``) or a kernel's.
     cookie: str = COOKIE
+    #: The root is our unreaped child (``jc.start``): its pid cannot be reused under us, so
+    #: its group can be signalled before anything is read.
+    owns_root: bool = False
 
     def collect(self, snap: Snapshot | None = None) -> dict[int, psutil.Process]:
         """Snapshot the live members: cgroup members where there is a cgroup (it holds every
         escape), and the descendant walk plus the cookie carriers where there is none or it
         may not hold everything (``cgroup_complete`` False)."""
-        members: dict[int, psutil.Process] = {}
-        root = self.root
-        pids: list[int] = []
-        if root is not None:
-            try:
-                if root.is_running():
-                    members[root.pid] = root
-                    pids.append(root.pid)
-            except psutil.Error:
-                pass
-        if self.cgroup is not None:
-            pids.extend(self.cgroup.pids())
-        if self.cgroup is None or not self.cgroup_complete:
-            pids.extend(
-                self._walk_and_sweep(snap, root if root is not None and root.pid in members else None)
-            )
-        protected = _protected() | self.exclude
-        for pid in self.exclude:
-            members.pop(pid, None)
+        root, pids = self.member_pids(snap)
+        members: dict[int, psutil.Process] = {} if root is None else {root.pid: root}
         for pid in pids:
-            if pid in members or pid in protected:
-                continue
             try:
                 members[pid] = psutil.Process(pid)
             except psutil.NoSuchProcess:
                 continue
         return members
+
+    def member_pids(self, snap: Snapshot | None = None) -> tuple[psutil.Process | None, list[int]]:
+        """The root if it still runs, and the pids of the other members (read, not yet
+        verified: ``collect`` and the termination check each process's identity)."""
+        root = self.root
+        pids: list[int] = []
+        try:
+            if root is not None and not (_child_running(root.pid) if self.owns_root else root.is_running()):
+                root = None
+        except psutil.Error:
+            root = None
+        if self.cgroup is not None:
+            pids.extend(self.cgroup.pids())
+        if self.cgroup is None or not self.cgroup_complete:
+            pids.extend(self._walk_and_sweep(snap, root))
+        skip = _protected() | self.exclude
+        if root is not None:
+            if root.pid in self.exclude:
+                root = None
+            else:
+                skip = skip | {root.pid}
+        seen: set[int] = set()
+        out = []
+        for pid in pids:
+            if pid not in skip and pid not in seen:
+                seen.add(pid)
+                out.append(pid)
+        return root, out
 
     def _walk_and_sweep(self, snap: Snapshot | None, root: psutil.Process | None) -> list[int]:
         """The live root's descendants and every carrier of this tree's cookie."""
@@ -319,6 +331,28 @@ class _Member:
         self.tree = tree
         self.fd: int | None = None
 
+    @classmethod
+    def pin(cls, pid: int, tree: Tree) -> _Member | None:
+        """A process just found by pid: pinned by a pidfd first, its identity read after (so
+        it is the pinned process's), zombies left out — two reads of its stat, not three."""
+        fd = None
+        if HAVE_PIDFD:
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:
+                return None
+        try:
+            proc = psutil.Process(pid)
+            if proc.status() != psutil.STATUS_ZOMBIE:
+                member = cls(proc, tree)
+                member.fd = fd
+                return member
+        except psutil.Error:
+            pass
+        if fd is not None:
+            os.close(fd)
+        return None
+
     def open(self) -> bool:
         """Pin the process; False when it is already gone or its pid was reused."""
         if HAVE_PIDFD:
@@ -336,16 +370,14 @@ class _Member:
         return False
 
     def signal(self, sig: int) -> None:
-        try:
-            if self.fd is not None:
-                signal.pidfd_send_signal(self.fd, sig)
-            else:
-                self.proc.send_signal(sig)  # psutil re-checks identity first
+        if self.fd is None:
+            try:
+                if not self.proc.is_running():  # no pidfd: identity re-checked (as psutil does)
+                    return
+            except psutil.Error:
+                return
+        if _deliver(self.fd, self.proc.pid, sig):
             log.debug("sent %s to %d (%s)", signal.Signals(sig).name, self.proc.pid, self.tree.op_id)
-        except (ProcessLookupError, psutil.NoSuchProcess):
-            pass
-        except (PermissionError, psutil.AccessDenied):
-            log.debug("no permission to signal %d", self.proc.pid)
 
     def gone(self) -> bool:
         return not running(self.proc)
@@ -373,6 +405,11 @@ class Termination:
     def signal(self) -> Termination:
         self.started = time.monotonic()
         if self.trees:
+            # Signal first, collect after: the group each live root leads gets SIGTERM before
+            # any /proc read (most members are in it); the walk then finds the rest.
+            for t in self.trees:
+                if _signal_root_group(t, signal.SIGTERM):
+                    self.signalled[t.op_id] = time.monotonic()
             _enroll(self.trees, self.live)
             for member in _children_first(self.live.values()):
                 _signal_group(member, self.live, signal.SIGTERM)
@@ -442,12 +479,16 @@ def _enroll(trees: Sequence[Tree], live: dict[int, _Member]) -> None:
     if os.path.isdir("/proc") and any(t.cgroup is None for t in trees):
         snap = Snapshot(since=_earliest_root(trees))
     for t in trees:
-        for pid, proc in t.collect(snap).items():
-            if pid in live:
-                continue
-            member = _Member(proc, t)
+        root, pids = t.member_pids(snap)
+        if root is not None and root.pid not in live:
+            member = _Member(root, t)
             if member.open():
-                live[pid] = member
+                live[root.pid] = member
+        for pid in pids:
+            if pid not in live:
+                pinned = _Member.pin(pid, t)
+                if pinned is not None:
+                    live[pid] = pinned
 
 
 def _earliest_root(trees: Sequence[Tree]) -> float | None:
@@ -469,6 +510,54 @@ def _children_first(members: Iterable[_Member]) -> list[_Member]:
     return list(members)[::-1]
 
 
+def _deliver(fd: int | None, pid: int, sig: int) -> bool:
+    """Send ``sig`` through a pidfd (pinned ``pid``), or to ``pid`` where there is none (its
+    identity checked by the caller); False if it is gone. Every signal to one process leaves
+    through here, every signal to a group through ``_deliver_group``."""
+    try:
+        if fd is not None:
+            signal.pidfd_send_signal(fd, sig)
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        log.debug("no permission to signal %d", pid)
+        return False
+    return True
+
+
+def _deliver_group(pgid: int, sig: int) -> bool:
+    try:
+        os.killpg(pgid, sig)
+    except OSError:
+        return False
+    return True
+
+
+def _child_running(pid: int) -> bool:
+    """Our unreaped child still runs (not exited, not a zombie): one ``waitid`` that reaps
+    nothing, where ``psutil.Process.is_running`` reads /proc."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:
+        return False  # reaped already
+
+
+def _signal_root_group(tree: Tree, sig: int) -> bool:
+    """killpg the group a tree's root leads (``start_new_session``), if the root is a process
+    we started and have not reaped: its pid, hence its group id, cannot have been reused."""
+    root = tree.root
+    if root is None or not tree.owns_root or root.pid in tree.exclude:
+        return False
+    try:
+        if os.getpgid(root.pid) != root.pid or root.pid in _protected():
+            return False
+    except OSError:
+        return False
+    return _deliver_group(root.pid, sig)
+
+
 def _signal_group(member: _Member, live: Mapping[int, _Member], sig: int) -> None:
     """killpg when ``member`` leads its group: reaches members forked since the snapshot."""
     try:
@@ -476,10 +565,7 @@ def _signal_group(member: _Member, live: Mapping[int, _Member], sig: int) -> Non
     except OSError:
         return
     if pgid == member.proc.pid and pgid not in _protected() and pgid != os.getpgrp():
-        try:
-            os.killpg(pgid, sig)
-        except OSError:
-            pass
+        _deliver_group(pgid, sig)
 
 
 def _wait(live: dict[int, _Member], deadlines: Mapping[str, float], outcome: Outcome) -> None:

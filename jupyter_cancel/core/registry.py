@@ -274,7 +274,9 @@ class Registry:
             if cgroup is not None:
                 cgroup.remove()
             raise
-        self.attach(op, ProcessRunner(popen, Tree(op.id, root_identity(popen.pid), op.grace, cgroup)))
+        self.attach(
+            op, ProcessRunner(popen, Tree(op.id, root_identity(popen.pid), op.grace, cgroup, owns_root=True))
+        )
         return op
 
     def scope(

@@ -69,18 +69,16 @@ def test_a_process_that_survives_sigkill_is_reported_unkillable(tmp_path, monkey
     monkeypatch.setattr(Cgroup, "create", classmethod(lambda cls, op_id: None))  # cgroup.kill would win
     op = jc.start(tree_cmd("child", tmp_path / "r"), display=False, grace=0.1)
     (stuck,) = wait_ready(tmp_path / "r", 1)
-    real_signal, real_group = proctree._Member.signal, proctree._signal_group
+    real_deliver, real_group = proctree._deliver, proctree._deliver_group
 
-    def signal_unless_stuck(member, sig):
-        if member.proc.pid != stuck:
-            real_signal(member, sig)
+    def deliver_unless_stuck(fd, pid, sig):  # every signal to one process leaves through here
+        return pid != stuck and real_deliver(fd, pid, sig)
 
-    def group_unless_stuck(member, live, sig):
-        if member.proc.pid != stuck:
-            real_group(member, live, sig)
+    def group_unless_stuck(pgid, sig):  # and every signal to a group through here
+        return pgid != stuck and real_group(pgid, sig)
 
-    monkeypatch.setattr(proctree._Member, "signal", signal_unless_stuck)
-    monkeypatch.setattr(proctree, "_signal_group", group_unless_stuck)
+    monkeypatch.setattr(proctree, "_deliver", deliver_unless_stuck)
+    monkeypatch.setattr(proctree, "_deliver_group", group_unless_stuck)
     monkeypatch.setattr(proctree, "KILL_WAIT", 0.2)
     op.cancel()  # bounded: grace, SIGKILL, KILL_WAIT — it never waits forever
     assert op.state is jc.State.CANCELLED and op.unkillable == [stuck] and alive(stuck)
