@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.helpers.kernel import Kernel
-from tests.helpers.procs import TREE, alive
+from tests.helpers.procs import TREE, alive, wait_ready
 
 
 def pct(values: list[float], q: float) -> float:
@@ -107,6 +107,18 @@ def main() -> None:
         k.km.interrupt_kernel()
         k.collect(msg)
     report("control-channel cancel while the cell sleeps", lat)
+    # control-channel cancel of a cell blocked in jc.run (it waits on the operation)
+    lat = []
+    for i in range(n):
+        ready = f"{tmp}/jrun{i}"
+        msg = k.send(
+            f"import jupyter_cancel as jc, sys\njc.run([sys.executable, {TREE!r}, 'three', {ready!r}], display=False)",
+            cell="runner",
+        )
+        pids = wait_ready(Path(ready), 3)
+        lat.append(gone_after(pids, lambda: k.control({"action": "cancel", "cell_id": "runner"})))
+        k.collect(msg)  # jc.run raised jc.Cancelled
+    report("control-channel cancel of a cell blocked in jc.run", lat)
     # interrupt busy / idle
     for busy in (True, False):
         lat = []
