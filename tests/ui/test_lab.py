@@ -174,14 +174,18 @@ def test_notebook7_widget_stop_and_toolbar(lab, page):
     page.goto(f"{lab.url}/notebooks/{name}?token={lab.token}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60000)
     page.wait_for_selector(".jc-stop-all")  # our toolbar button is there
-    until(
-        lambda: [k for k in lab.http.get("/api/kernels").json() if k["execution_state"] == "idle"],
+    until(  # this notebook's own kernel (kernels of earlier tests may be idle too)
+        lambda: [
+            s
+            for s in lab.http.get("/api/sessions").json()
+            if s["path"].endswith(name) and s["kernel"]["execution_state"] == "idle"
+        ],
         60,
-        "the kernel became idle",
+        "the notebook's kernel became idle",
     )
     page.locator(".jp-Notebook .jp-Cell").first.locator(".jp-InputArea-prompt").click()
     page.keyboard.press("Shift+Enter")
-    pids = wait_ready(ready, 3)
+    pids = wait_ready(ready, 3, timeout=30)
     page.wait_for_selector(".jc-op[data-state=running] .jc-op-stop").click()
     page.wait_for_selector(".jc-op[data-state=cancelled]", timeout=15000)
     assert wait_gone(pids) == []
