@@ -54,6 +54,20 @@ def test_toolbar_stops_all_work_of_the_notebook(lab, page):
     nb.run(1)
     pids = wait_ready(a, 3) + wait_ready(b, 3)
     page.wait_for_selector(".jc-stop-all[data-count='2']")
+    # The count badge shows its digit whole: not clipped by the badge or by the button.
+    fit = page.evaluate(
+        """() => {
+          const badge = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jc-badge');
+          const button = badge.closest('button');
+          const b = badge.getBoundingClientRect(), p = button.getBoundingClientRect();
+          return {text: badge.textContent, sw: badge.scrollWidth, cw: badge.clientWidth,
+                  sh: badge.scrollHeight, ch: badge.clientHeight, inside: b.left >= p.left - 0.5
+                  && b.right <= p.right + 0.5 && b.top >= p.top - 0.5 && b.bottom <= p.bottom + 0.5,
+                  bsw: button.scrollWidth, bcw: button.clientWidth, w: b.width, h: b.height};
+        }"""
+    )
+    assert fit["text"] == "2" and fit["sw"] <= fit["cw"] and fit["sh"] <= fit["ch"], fit
+    assert fit["inside"] and fit["bsw"] <= fit["bcw"] and fit["w"] >= fit["h"] * 0.9, fit
     page.locator(".jc-stop-all button").click()
     assert wait_gone(pids, timeout=10) == []
     page.wait_for_selector(".jc-stop-all[data-count='0']")
