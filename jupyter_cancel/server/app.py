@@ -23,7 +23,11 @@ from .handlers import (
 from .tracker import Tracker
 
 SCHEMA = pathlib.Path(__file__).with_name("schemas") / "operation.yaml"
-_AUTOLOAD = "%load_ext jupyter_cancel"
+#: The extension's entry point called directly, not ``%load_ext``: IPython then does not count
+#: it as loaded by the magic, so a notebook's own ``%load_ext jupyter_cancel`` (the demos have
+#: one, for kernels without the server) loads it again quietly — ``load`` is idempotent — where
+#: the magic would print "The jupyter_cancel extension is already loaded".
+_AUTOLOAD = "import jupyter_cancel as _jc_ext\n_jc_ext.load_ipython_extension(get_ipython())\ndel _jc_ext"
 
 #: ``jupyter cancel --help-all`` lists every trait (``jupyter server --help-all`` only knows
 #: ServerApp's own classes); ``jupyter cancel`` alone starts a server with the extension.

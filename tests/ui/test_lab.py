@@ -440,3 +440,13 @@ def test_panel_stops_a_bash_kernels_background_job(lab, page, shots):
     wait_ready(ready, 6)
     lab.shutdown_kernels()
     assert wait_gone(announced(ready), timeout=10) == []
+
+
+def test_a_notebooks_own_load_ext_prints_nothing(lab, page):
+    """The server loads the kernel extension itself; the demo notebooks (and users) still
+    start with ``%load_ext jupyter_cancel``: it must not print "already loaded"."""
+    name = lab.notebook("loadext.ipynb", ["%load_ext jupyter_cancel\nprint('loaded-ok')"])
+    nb = NotebookPage(lab, page, name)
+    nb.run(0)
+    nb.cell(0).locator(".jp-OutputArea-output", has_text="loaded-ok").wait_for(timeout=30000)
+    assert "already loaded" not in nb.cell(0).locator(".jp-OutputArea").inner_text()
