@@ -438,8 +438,8 @@ def test_panel_stops_a_bash_kernels_background_job(lab, page, shots):
     page.locator(".jc-row.jc-state-cancelled", has_text=f"{TREE} setsid").first.wait_for()
     nb.run(0)  # the kernel itself was left alone: it runs the cell again
     wait_ready(ready, 6)
-    lab.shutdown_kernels()
-    assert wait_gone(announced(ready), timeout=10) == []
+    # The page fixture shuts the kernel down once the page is closed (shut down under an open
+    # page, Lab may start a new kernel for it); the leak check then sees this job ended.
 
 
 def test_a_notebooks_own_load_ext_prints_nothing(lab, page):
