@@ -77,15 +77,20 @@ def bench_launch(n: int) -> None:
     )
 
 
-def bench_throughput(n: int) -> None:
+def bench_throughput(n: int, rounds: int = 1) -> None:
     reg = Registry(watchdog=False)
-    t = time.perf_counter()
-    for _ in range(n):
-        op = reg.new(name="x", kind="scope")
-        reg.register(op)
-        reg.finish(op, jc.State.COMPLETED)
-    rate = n / (time.perf_counter() - t)
-    print(f"registry register+complete, one thread: {rate / 1000:.0f}k/s  (n={n})")
+    rates = []
+    for _ in range(rounds):
+        t = time.perf_counter()
+        for _ in range(n):
+            op = reg.new(name="x", kind="scope")
+            reg.register(op)
+            reg.finish(op, jc.State.COMPLETED)
+        rates.append(n / (time.perf_counter() - t))
+    print(
+        f"registry register+complete, one thread: {statistics.median(rates) / 1000:.0f}k/s  "
+        f"(median of {rounds} × n={n})"
+    )
 
 
 def bench_cancel_all(n: int) -> None:

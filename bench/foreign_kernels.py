@@ -107,24 +107,27 @@ async def starts_only(servers: dict[str, Server], kernels: list[str], n: int) ->
                 posts.setdefault((name, label), []).append(post_ms)
                 client.ws.close()
                 await asyncio.to_thread(server.http.delete, f"/api/kernels/{kernel_id}")
-    print(f"\nstart → first reply, n={n} each, interleaved")
+    compare_table(f"start → first reply, n={n} each, interleaved", kernels, times, digits=0)
+    compare_table(
+        "`POST api/kernels` alone (what the marking adds to the start itself; the rest is the kernel's boot)",
+        kernels,
+        posts,
+        digits=1,
+    )
+
+
+def compare_table(
+    title: str, kernels: list[str], rows: dict[tuple[str, str], list[float]], digits: int
+) -> None:
+    """One markdown table: per kernel, p50 (min) with jupyter_cancel and stock, and the difference."""
+    print(f"\n{title}")
     print("| kernel | jupyter_cancel p50 (min) | stock p50 (min) | difference of p50 |")
     print("|---|---|---|---|")
     for name in kernels:
-        ours, stock = times[(name, "jupyter_cancel")], times[(name, "stock")]
+        ours, stock = rows[(name, "jupyter_cancel")], rows[(name, "stock")]
         print(
-            f"| {name} | {pct(ours, 50):.0f} ms ({min(ours):.0f}) | {pct(stock, 50):.0f} ms ({min(stock):.0f}) "
-            f"| {pct(ours, 50) - pct(stock, 50):+.0f} ms |"
-        )
-    print(
-        "\n`POST api/kernels` alone (what the marking adds to the start itself; the rest is the kernel's boot)"
-    )
-    print("| kernel | jupyter_cancel p50 | stock p50 | difference of p50 |")
-    print("|---|---|---|---|")
-    for name in kernels:
-        ours, stock = posts[(name, "jupyter_cancel")], posts[(name, "stock")]
-        print(
-            f"| {name} | {pct(ours, 50):.1f} ms | {pct(stock, 50):.1f} ms | {pct(ours, 50) - pct(stock, 50):+.1f} ms |"
+            f"| {name} | {pct(ours, 50):.{digits}f} ms ({min(ours):.{digits}f}) | "
+            f"{pct(stock, 50):.{digits}f} ms ({min(stock):.{digits}f}) | {pct(ours, 50) - pct(stock, 50):+.{digits}f} ms |"
         )
 
 

@@ -23,7 +23,6 @@ import os
 import platform
 import select
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,15 +36,10 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jupyter_cancel as jc
+from bench.bench_core import bench_launch, bench_throughput, pct
 from jupyter_cancel.core import Registry
-from jupyter_cancel.core.cgroup import Cgroup
 from jupyter_cancel.core.registry import HISTORY
 from tests.helpers.procs import alive, tree_cmd, wait_ready
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
 def wait_pidfds(fds: list[int], timeout: float = 30.0) -> None:
@@ -188,44 +182,6 @@ def kill_all_floor(n: int, load: int) -> None:
     )
 
 
-def launch(n: int) -> None:
-    bare, mine = [], []
-    for _ in range(n):
-        t = time.perf_counter()
-        p = subprocess.Popen(
-            ["sleep", "30"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        bare.append((time.perf_counter() - t) * 1000)
-        p.kill()
-        p.wait()
-        assert p.stdout is not None
-        p.stdout.close()
-        t = time.perf_counter()
-        op = jc.start(["sleep", "30"], display=False)
-        mine.append((time.perf_counter() - t) * 1000)
-        op.cancel()
-    b, o = statistics.median(bare), statistics.median(mine)
-    print(
-        f"launch: Popen p50 {b:.2f} ms, jc.start p50 {o:.2f} ms, overhead {o - b:+.2f} ms "
-        f"(n={n}, cgroup={Cgroup.available()})"
-    )
-
-
-def throughput(n: int) -> None:
-    reg = Registry(watchdog=False)
-    rates = []
-    for _ in range(5):
-        t = time.perf_counter()
-        for _ in range(n):
-            op = reg.new(name="x", kind="scope")
-            reg.register(op)
-            reg.finish(op, jc.State.COMPLETED)
-        rates.append(n / (time.perf_counter() - t))
-    print(
-        f"registry register+complete, one thread: median {statistics.median(rates) / 1000:.0f}k/s (5 × {n})"
-    )
-
-
 def history_memory() -> None:
     reg = Registry(watchdog=False)
     for _ in range(HISTORY):  # fill the history once (its deque, the allocator's arenas)
@@ -288,9 +244,9 @@ def main() -> None:
         cancel_all(args.ops, args.load)
         kill_all_floor(args.ops, args.load)
     if "launch" in only:
-        launch(200)
+        bench_launch(200)
     if "registry" in only:
-        throughput(100_000)
+        bench_throughput(100_000, rounds=5)
     if "history" in only:
         history_memory()
 

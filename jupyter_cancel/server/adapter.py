@@ -87,14 +87,15 @@ def set_restart_env(manager: Any, env: dict[str, str]) -> None:
         update(env=env)
 
 
-def kernel_info(manager: Any, timeout: float) -> asyncio.Future[float | None]:
-    """Send the kernel a ``kernel_info_request`` now, on a shell channel of our own. The future
-    resolves to the wall-clock time the kernel stamped on its reply (its header's ``date``;
-    our receipt time if it has none), or None if no reply came within ``timeout``."""
+def shell_request(
+    manager: Any, msg_type: str, content: dict[str, Any], timeout: float
+) -> asyncio.Future[dict[str, Any] | None]:
+    """Send the kernel one shell request now, on a shell channel of our own; the future
+    resolves to the reply (header and content), or None if none came within ``timeout``."""
     stream = manager.connect_shell()
-    msg = manager.session.msg("kernel_info_request", {})
+    msg = manager.session.msg(msg_type, content)
     loop = asyncio.get_running_loop()
-    replied: asyncio.Future[float | None] = loop.create_future()
+    replied: asyncio.Future[dict[str, Any] | None] = loop.create_future()
 
     def on_reply(parts: list[Any]) -> None:
         try:
@@ -103,8 +104,7 @@ def kernel_info(manager: Any, timeout: float) -> asyncio.Future[float | None]:
         except Exception:
             return
         if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"] and not replied.done():
-            date = reply["header"].get("date")
-            replied.set_result(date.timestamp() if hasattr(date, "timestamp") else time.time())
+            replied.set_result(reply)
 
     def give_up() -> None:
         if not replied.done():
@@ -115,6 +115,15 @@ def kernel_info(manager: Any, timeout: float) -> asyncio.Future[float | None]:
     timer = loop.call_later(timeout, give_up)
     replied.add_done_callback(lambda _: (timer.cancel(), stream.close()))
     return replied
+
+
+def reply_stamp(reply: dict[str, Any] | None) -> float | None:
+    """The wall-clock time a kernel stamped on its reply (its header's ``date``; now if it has
+    none); None for no reply."""
+    if reply is None:
+        return None
+    date = reply["header"].get("date")
+    return date.timestamp() if hasattr(date, "timestamp") else time.time()
 
 
 def on_death(manager: Any, callback: Callable[[str], None]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import pathlib
 from typing import Any
 
@@ -11,6 +10,7 @@ from traitlets import Bool, Float, TraitError, Unicode, validate
 
 from ..core.model import DEFAULT_GRACE, Policy, short
 from . import adapter
+from .foreign import MODES as FOREIGN_MODES
 from .handlers import (
     CancelKernelHandler,
     CancelOperationHandler,
@@ -104,7 +104,7 @@ class JupyterCancel(ExtensionApp):
     @validate("foreign_kernels")
     def _check_foreign(self, proposal: dict[str, Any]) -> str:
         value = proposal["value"]
-        if value not in ("cancel", "continue", "off"):
+        if value not in FOREIGN_MODES:
             raise TraitError(
                 f"JupyterCancel.foreign_kernels must be cancel, continue or off, not {short(value)}"
             )
@@ -204,8 +204,8 @@ class JupyterCancel(ExtensionApp):
             f"_jc_configure(**{settings!r})\n"
             "del _jc_configure"
         )
-        stream = manager.connect_shell()
-        msg = manager.session.msg(
+        reply = await adapter.shell_request(
+            manager,
             "execute_request",
             {
                 "code": code,
@@ -215,29 +215,13 @@ class JupyterCancel(ExtensionApp):
                 "allow_stdin": False,
                 "stop_on_error": False,
             },
+            timeout,
         )
-        replied: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-
-        def on_reply(parts: list[Any]) -> None:
-            try:
-                _, parts = manager.session.feed_identities(parts)
-                reply = manager.session.deserialize(parts)
-            except Exception:
-                return
-            if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"] and not replied.done():
-                replied.set_result(reply["content"].get("status") == "ok")
-
-        stream.on_recv(on_reply)
-        manager.session.send(stream, msg)
-        try:
-            ok = await asyncio.wait_for(replied, timeout)
-        except asyncio.TimeoutError:
+        if reply is None:
             self.log.warning(
                 "jupyter_cancel: kernel %s did not load the extension in %.0f s", kernel_id, timeout
             )
-            ok = False
-        finally:
-            stream.close()
+        ok = reply is not None and reply["content"].get("status") == "ok"
         if not ok:
             self.log.warning("jupyter_cancel: the kernel extension did not load in kernel %s", kernel_id)
         return ok

@@ -195,7 +195,9 @@ class ForeignKernels:
         if self._poller is None or self._poller.done():
             self._poller = loop.create_task(self._poll())
         # Sent before the start (or restart) returns, so before any cell a client sends.
-        self._spawn(self._learn_helpers(launch, adapter.kernel_info(manager, timeout=60.0)))
+        self._spawn(
+            self._learn_helpers(launch, adapter.shell_request(manager, "kernel_info_request", {}, 60.0))
+        )
         return launch
 
     def forget(self, kernel_id: str) -> None:
@@ -211,12 +213,12 @@ class ForeignKernels:
                 os.close(launch.fd)
             launch.fd = None
 
-    async def _learn_helpers(self, launch: Launch, answered: asyncio.Future[float | None]) -> None:
+    async def _learn_helpers(self, launch: Launch, answered: asyncio.Future[dict[str, Any] | None]) -> None:
         """The kernel's own helpers (bash_kernel's bash): the children it started before it
         answered our kernel_info, which it did before running any cell. Told apart from a
         cell's child by start time (clock ticks since boot, the kernel's reply stamp on the
         same clock), so a cell that forks right after the reply is never taken for one."""
-        stamp = await answered
+        stamp = adapter.reply_stamp(await answered)
         if stamp is not None:
             reply_tick = int((stamp - time.time() + time.clock_gettime(time.CLOCK_BOOTTIME)) * _CLK_TCK)
             with contextlib.suppress(psutil.Error):
@@ -232,13 +234,15 @@ class ForeignKernels:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _settled(self, launch: Launch) -> None:
-        """Contained and its helpers known (bounded: a kernel that never answers has none)."""
+    async def _settled(self, launch: Launch, *, helpers: bool = True) -> None:
+        """Contained (its cgroup move done) and, with ``helpers``, its helpers known (bounded:
+        a kernel that never answers has none)."""
         if launch.moved is not None:
             with contextlib.suppress(Exception):
                 await launch.moved
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(launch.ready.wait(), 10.0)
+        if helpers:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(launch.ready.wait(), 10.0)
 
     # -- the view -------------------------------------------------------------------
     async def scan(self, kernel_id: str | None = None) -> None:
@@ -250,14 +254,9 @@ class ForeignKernels:
             link = self.tracker.links.get(kid)
             if link is None or not launch.ready.is_set():
                 continue  # its helpers are not known yet: they would show as its work
-            await self._settled_quick(launch)
+            await self._settled(launch, helpers=False)
             work = await loop.run_in_executor(None, launch.work, self.app.grace, self._policy())
             self._sync(link, launch, work)
-
-    async def _settled_quick(self, launch: Launch) -> None:
-        if launch.moved is not None and not launch.moved.done():
-            with contextlib.suppress(Exception):
-                await launch.moved
 
     def _policy(self) -> str:
         return "continue" if self.mode == "continue" else "cancel"
