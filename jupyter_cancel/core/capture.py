@@ -24,20 +24,26 @@ from __future__ import annotations
 import contextlib
 import multiprocessing.util
 import os
+import shlex
 import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .model import Policy, State
 from .operation import new_id
 from .proctree import COOKIE
+
+if TYPE_CHECKING:
+    from .operation import Operation
+    from .registry import Registry
 
 SpawnHandler = Callable[[int, str, Any, "subprocess.Popen[Any] | None"], None]
 PrepareHandler = Callable[[str, Any], None]
 FailHandler = Callable[[str], None]
 #: Callers whose spawns are the kernel's own machinery, never the user's work.
-_OWN_MACHINERY = ("ipykernel", "jupyter_client", "debugpy", "zmq", "tornado", "jupyter_cancel.core")
+OWN_MACHINERY = ("ipykernel", "jupyter_client", "debugpy", "zmq", "tornado", "jupyter_cancel.core")
 _local = threading.local()
 
 
@@ -52,8 +58,8 @@ def suspended() -> Iterator[None]:
         _local.suspended = depth
 
 
-def _own_machinery() -> bool:
-    """Whether the nearest caller outside the standard library and this module is the kernel's
+def _own_machinery(machinery: tuple[str, ...]) -> bool:
+    """Whether the nearest caller outside the standard library and this module is the host's
     own machinery (a frame walk, a few frames deep: microseconds)."""
     frame: Any = sys._getframe(2)
     stdlib = sys.stdlib_module_names
@@ -61,7 +67,7 @@ def _own_machinery() -> bool:
         module = str(frame.f_globals.get("__name__", ""))
         top = module.partition(".")[0]
         if module != __name__ and top not in stdlib:
-            return module.startswith(_OWN_MACHINERY)
+            return module.startswith(machinery)
         frame = frame.f_back
     return False
 
@@ -75,6 +81,7 @@ class Capture:
         on_prepare: PrepareHandler | None = None,
         on_failed: FailHandler | None = None,
         detached: Callable[[], bool] | None = None,
+        machinery: tuple[str, ...] = OWN_MACHINERY,
     ) -> None:
         #: ``on_prepare(op_id, argv)`` before the child exists (register it: a trigger that
         #: fires between the spawn and ``on_spawn`` must still reach it), ``on_spawn(pid,
@@ -85,11 +92,13 @@ class Capture:
         #: Whether work started now is ``detach``: a ``Popen`` then gets a session of its own,
         #: as ``jc.start`` work has, so the kernel's process group dying does not take it.
         self.detached = detached
+        #: Modules whose spawns are the host's own (a kernel's, a Dask worker's), never work.
+        self.machinery = machinery
         self.enabled = True
         self._saved: list[tuple[Any, str, Any]] = []
 
     def active(self) -> bool:
-        return self.enabled and not getattr(_local, "suspended", 0) and not _own_machinery()
+        return self.enabled and not getattr(_local, "suspended", 0) and not _own_machinery(self.machinery)
 
     # -- install -----------------------------------------------------------------------
     def install(self) -> None:
@@ -213,3 +222,49 @@ class Capture:
             return pid
 
         return spawnv_passfds
+
+
+class OwnedCapture(Capture):
+    """A ``Capture`` whose spawns become ``process`` operations of ``registry``: owned by
+    ``owner()`` (a kernel's cell, a Dask task) with ``policy()``, registered before the child
+    exists (a trigger between the spawn and the adoption still reaches it)."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        owner: Callable[[], Mapping[str, Any]],
+        policy: Callable[[], Policy],
+        machinery: tuple[str, ...] = OWN_MACHINERY,
+    ) -> None:
+        super().__init__(
+            self._captured,
+            self._prepare,
+            self._failed,
+            detached=lambda: policy() is Policy.DETACH,
+            machinery=machinery,
+        )
+        self.registry = registry
+        self.owner = owner
+        self.policy = policy
+        self._expected: dict[str, Operation] = {}
+        self._lock = threading.Lock()
+
+    def _prepare(self, op_id: str, argv: Any) -> None:
+        name = argv if isinstance(argv, str) else shlex.join(str(a) for a in argv) if argv else "process"
+        op = self.registry.expect(name=name, op_id=op_id, policy=self.policy(), owner=self.owner())
+        with self._lock:
+            self._expected[op_id] = op
+
+    def _failed(self, op_id: str) -> None:
+        with self._lock:
+            op = self._expected.pop(op_id, None)
+        if op is not None:
+            self.registry.finish(op, State.FAILED)
+
+    def _captured(self, pid: int, op_id: str, argv: Any, popen: subprocess.Popen[Any] | None) -> None:
+        with self._lock:
+            op = self._expected.pop(op_id, None)
+        try:
+            self.registry.adopt(pid, op=op, popen=popen, name=str(argv), owner=self.owner())
+        except KeyError:
+            pass  # it exited before we looked: nothing to own

@@ -14,14 +14,13 @@
 from __future__ import annotations
 
 import logging
-import shlex
 import threading
 from typing import Any
 
 from ..core import api
-from ..core.capture import Capture
+from ..core.capture import OwnedCapture
 from ..core.errors import Cancelled
-from ..core.model import Policy, Reason, State
+from ..core.model import Reason
 from ..core.registry import Registry
 from . import control
 from .adapter import KernelAdapter
@@ -44,14 +43,8 @@ class KernelIntegration:
         #: Set by the server (JupyterCancel.cancel_on_rerun / cancel_on_interrupt) via ``configure``.
         self.cancel_on_rerun = True
         self.cancel_on_interrupt = True
-        self.capture = Capture(
-            self.captured,
-            self.capture_prepare,
-            self.capture_failed,
-            detached=lambda: api.current_policy() is Policy.DETACH,
-        )
-        self._expected: dict[str, Any] = {}
-        self._lock = threading.Lock()
+        #: Every process the kernel starts, by any route: an operation of the cell starting it.
+        self.capture = OwnedCapture(self.registry, self.host.owner, api.current_policy)
         self.stopper = CellStopper(self.publish_stuck)
 
     # -- install / uninstall -------------------------------------------------------
@@ -94,30 +87,6 @@ class KernelIntegration:
             self.adapter.remove_control_handler(control.REQUEST)
             self.adapter.restore()
         api.set_host(None)
-
-    # -- capture: every process the kernel starts ------------------------------------------
-    def capture_prepare(self, op_id: str, argv: Any) -> None:
-        """A child is about to start outside ``jc.*``: an operation of the cell starting it."""
-        name = argv if isinstance(argv, str) else shlex.join(str(a) for a in argv) if argv else "process"
-        op = self.registry.expect(
-            name=name, op_id=op_id, policy=api.current_policy(), owner=self.host.owner()
-        )
-        with self._lock:
-            self._expected[op_id] = op
-
-    def capture_failed(self, op_id: str) -> None:
-        with self._lock:
-            op = self._expected.pop(op_id, None)
-        if op is not None:
-            self.registry.finish(op, State.FAILED)
-
-    def captured(self, pid: int, op_id: str, argv: Any, popen: Any) -> None:
-        with self._lock:
-            op = self._expected.pop(op_id, None)
-        try:
-            self.registry.adopt(pid, op=op, popen=popen, name=str(argv), owner=self.host.owner())
-        except KeyError:
-            pass  # it exited before we looked: nothing to own
 
     def _patch_pools(self) -> None:
         """A ``ProcessPoolExecutor`` belongs to the cell that created it, though its workers
