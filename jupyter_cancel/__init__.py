@@ -45,6 +45,15 @@ __all__ = [
 ]
 
 
+def __getattr__(name: str) -> Any:
+    """``jc.dask``: imported on first use only (Dask is an optional extra)."""
+    if name == "dask":
+        import importlib
+
+        return importlib.import_module(".dask", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext jupyter_cancel``: install the notebook API's hooks in this kernel."""
     from .kernel.extension import load

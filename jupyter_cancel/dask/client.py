@@ -1,0 +1,345 @@
+"""The notebook side: each submission to a Dask cluster is one operation of the kernel.
+
+``submit``, ``compute`` and ``with tracked(client):`` annotate what they send with the
+notebook owner (kernel, cell, client session, policy) and a submission id, and register one
+operation (kind ``dask``) in this process's registry. Every trigger the kernel knows — re-run,
+deleted cell, interrupt, restart, shutdown, closed tab, Stop — cancels it like local work; its
+cancel is ``client.cancel(futures, force=True)``, and it ends once the workers reported the
+task's work gone (the worker plugin's events), so the cancel latency covers the cluster too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import weakref
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import dask
+from distributed import Client, Future, fire_and_forget, futures_of
+
+from ..core import api
+from ..core.model import Policy, Reason, State
+from ..core.operation import Operation
+from .worker import ANNOTATION, PLUGIN_NAME, RUNNING, TOPIC, JupyterCancelPlugin
+
+log = logging.getLogger(__name__)
+
+#: Seconds past an operation's grace after which a cancel counts as done even if no worker
+#: reported (a worker that died meanwhile: its watchdog ended the trees).
+REPORT_TIMEOUT = 5.0
+#: Remote operations remembered per client (the most recent), for ``remote_operations``.
+REMOTE_HISTORY = 1000
+
+
+class Tracker:
+    """One per client: the plugin on its workers, their events, its live submissions."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self._lock = threading.Lock()
+        self._runners: dict[str, DaskRunner] = {}
+        #: Latest JSON of each remote operation (id → JSON, with ``worker``), most recent last.
+        self.remote: dict[str, dict[str, Any]] = {}
+        #: The operation each submitted key belongs to (the most recent ``REMOTE_HISTORY``).
+        self.by_key: dict[Any, Operation] = {}
+        #: Keys whose cancel was sent and not yet confirmed by the scheduler (see ``settled``).
+        self._inflight: dict[Any, threading.Event] = {}
+        self._watch_cancels()
+
+    def _watch_cancels(self) -> None:
+        """Know when the scheduler confirmed a cancel: its ``cancelled-keys`` report cancels
+        whatever future the client holds for the key *then*, so a key re-submitted before the
+        report arrived would be cancelled too (a Dask race). Wraps this client's ``_cancel``
+        (what ``future.cancel()`` and ``client.cancel`` call) and its report handler."""
+        client = self.client
+        original_cancel = client._cancel
+        original_report = client._stream_handlers["cancelled-keys"]
+        inflight = self._inflight
+
+        async def _cancel(futures: Any, reason: Any = None, msg: Any = None, force: bool = False) -> Any:
+            for future in futures_of(futures):
+                inflight.setdefault(future.key, threading.Event())
+            return await original_cancel(futures, reason=reason, msg=msg, force=force)
+
+        def cancelled_keys(keys: Any, reason: Any = None, msg: Any = None) -> None:
+            original_report(keys, reason=reason, msg=msg)
+            for key in keys:
+                confirmed = inflight.pop(key, None)
+                if confirmed is not None:
+                    confirmed.set()
+
+        client._cancel = _cancel
+        client._stream_handlers["cancelled-keys"] = cancelled_keys
+
+    def settled(self, key: Any, timeout: float = 2.0) -> None:
+        """Wait until a cancel of ``key`` sent earlier was confirmed (bounded)."""
+        confirmed = self._inflight.get(key)
+        if confirmed is not None and not confirmed.wait(timeout):
+            self._inflight.pop(key, None)
+
+    def on_event(self, event: Any) -> None:
+        """(The client's event loop.) A worker plugin's message."""
+        try:
+            _, msg = event
+            submission = msg.get("submission")
+        except (TypeError, ValueError, AttributeError):
+            return
+        if msg.get("event") != "task" and isinstance(msg.get("op"), dict):
+            with self._lock:
+                self.remote.pop(msg["op"].get("id"), None)
+                self.remote[msg["op"].get("id")] = {**msg["op"], "worker": msg.get("worker")}
+                while len(self.remote) > REMOTE_HISTORY:
+                    del self.remote[next(iter(self.remote))]
+        runner = self._runners.get(submission) if isinstance(submission, str) else None
+        if runner is not None:
+            runner.on_remote(msg)
+
+    def add(self, runner: DaskRunner) -> None:
+        with self._lock:
+            self._runners[runner.op.id] = runner
+
+    def drop(self, runner: DaskRunner) -> None:
+        with self._lock:
+            self._runners.pop(runner.op.id, None)
+
+    def cancel(self, futures: Sequence[Future]) -> None:
+        """``client.cancel(futures, force=True)`` without blocking the caller (a trigger may
+        arrive on any thread, the client's own loop included)."""
+        if not futures:
+            return
+        try:
+            self.client.loop.add_callback(self.client._cancel, list(futures), None, None, True)
+        except RuntimeError:
+            pass  # the client's loop is closed: its scheduler dropped the keys already
+
+
+_trackers: weakref.WeakKeyDictionary[Client, Tracker] = weakref.WeakKeyDictionary()
+_install_lock = threading.Lock()
+
+
+def install(client: Client) -> Tracker:
+    """Install the worker plugin on ``client``'s cluster (idempotent: workers that join later
+    get it too) and subscribe to its events. The submission helpers call it for you."""
+    if client.asynchronous:
+        raise TypeError("jupyter_cancel.dask needs a synchronous Client (Client(..., asynchronous=False))")
+    with _install_lock:
+        tracker = _trackers.get(client)
+        if tracker is not None:
+            return tracker
+        tracker = Tracker(client)
+        client.register_plugin(JupyterCancelPlugin(), name=PLUGIN_NAME)
+        client.subscribe_topic(TOPIC, tracker.on_event)
+        _trackers[client] = tracker
+        return tracker
+
+
+def remote_operations(client: Client) -> list[dict[str, Any]]:
+    """The operations the client's workers reported (latest JSON each, with ``worker``)."""
+    tracker = _trackers.get(client)
+    if tracker is None:
+        return []
+    with tracker._lock:
+        return list(tracker.remote.values())
+
+
+class DaskRunner:
+    """A submission's futures as an operation's work (see the module's docstring)."""
+
+    def __init__(self, tracker: Tracker, op: Operation) -> None:
+        self.tracker = tracker
+        self.op = op
+        self.futures: list[Future] = []
+        self._lock = threading.Lock()
+        self._running: dict[str, str] = {}  # key → worker, of the tasks executing now
+        self._live: set[str] = set()  # remote operations started and not ended
+        self._awaited: set[str] = set()  # remote operations a worker is ending for us
+        self._ended: set[str] = set()
+        self._workers: set[str] = set()
+        self._timer: threading.Timer | None = None
+
+    # -- the runner protocol ---------------------------------------------------------------------
+    def pids(self) -> list[int]:
+        return []  # the work runs on other machines: never pids this host could signal
+
+    def identity(self) -> dict[str, Any]:
+        return {}
+
+    def request_cancel(self, op: Operation) -> None:
+        self.tracker.cancel(self.futures)
+        self._timer = threading.Timer(op.grace + REPORT_TIMEOUT, self._give_up)
+        self._timer.daemon = True
+        self._timer.start()
+        self._settle()
+
+    def wait_gone(self, op: Operation, timeout: float) -> bool:
+        return op.wait(timeout).done
+
+    # -- what the submission helpers call --------------------------------------------------------
+    def add(self, futures: Sequence[Future]) -> None:
+        self.futures.extend(futures)
+        for future in futures:
+            future.add_done_callback(self._future_done)
+        if self.op.cancel_requested:
+            self.tracker.cancel(futures)
+        self._progress()
+
+    # -- what happens ------------------------------------------------------------------------------
+    def _future_done(self, _future: Future) -> None:
+        """(Dask's callback thread.) One of the futures finished, failed or was cancelled."""
+        op = self.op
+        done = [f for f in self.futures if f.done()]
+        self._progress()
+        if len(done) < len(self.futures) or op.done:
+            return
+        if op.cancel_requested:
+            self._settle()
+        elif any(f.status in ("cancelled", "lost") for f in done):
+            # Cancelled by Dask's own API (future.cancel(), client.restart()): the same end.
+            op.registry.cancel_ops([op], Reason.USER, wait=False, force=True)
+        else:
+            failed = [f for f in done if f.status == "error"]
+            if failed:
+                op.error = repr(failed[0].exception())
+            self._finish(State.FAILED if failed else State.COMPLETED)
+
+    def on_remote(self, msg: dict[str, Any]) -> None:
+        """(The client's event loop.) A worker reported a task or an operation of ours."""
+        worker = msg.get("worker")
+        with self._lock:
+            if isinstance(worker, str):
+                self._workers.add(worker)
+            if msg.get("event") == "task":
+                key = str(msg.get("key"))
+                if msg.get("state") in RUNNING:
+                    self._running[key] = str(worker)
+                else:
+                    self._running.pop(key, None)
+                ops = msg.get("ops") or []
+                self._awaited.update(str(i) for i in ops if i not in self._ended)
+            elif isinstance(msg.get("op"), dict):
+                op_id = str(msg["op"].get("id"))
+                if msg.get("event") == "ended":
+                    self._ended.add(op_id)
+                    self._live.discard(op_id)
+                    self._awaited.discard(op_id)
+                elif op_id not in self._ended:
+                    self._live.add(op_id)
+            self.op.tags["workers"] = sorted(self._workers)
+            self.op.tags["remote_operations"] = len(self._live)
+        if self.op.cancel_requested:
+            self._settle()
+
+    def _settle(self) -> None:
+        """End a cancelled submission once nothing of it runs on a worker any more."""
+        with self._lock:
+            busy = self._running or self._live or self._awaited
+        if not busy and all(f.done() for f in self.futures):
+            self._finish(State.CANCELLED)
+
+    def _give_up(self) -> None:
+        if not self.op.done:
+            with self._lock:
+                left = sorted(self._live | self._awaited)
+            log.warning(
+                "dask submission %s: no report from its workers about %s; taken as ended", self.op.id, left
+            )
+            self._finish(State.CANCELLED)
+
+    def _finish(self, state: State) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.op.registry.finish(self.op, state)
+        self.tracker.drop(self)
+        self.futures = []  # the cluster may release the results the user no longer holds
+
+    def _progress(self) -> None:
+        if len(self.futures) > 1:
+            self.op.set_progress(sum(f.done() for f in self.futures), len(self.futures))
+
+
+def _begin(client: Client, name: str, policy: str | Policy | None) -> tuple[DaskRunner, dict[str, Any]]:
+    tracker = install(client)
+    chosen = api.current_policy() if policy is None else policy
+    owner = api.host().owner()
+    registry = api.registry()
+    op = registry.new(name=name, kind="dask", policy=chosen, owner=owner)
+    runner = DaskRunner(tracker, op)
+    tracker.add(runner)
+    registry.attach(op, runner)
+    registry.register(op)
+    note = {k: owner[k] for k in ("kernel_id", "cell_id", "client_session") if owner.get(k)}
+    note.update(submission=op.id, policy=op.policy.value)
+    return runner, note
+
+
+def _attach(runner: DaskRunner, found: Any) -> None:
+    futures = futures_of(found)
+    tracker = runner.tracker
+    with tracker._lock:
+        for future in futures:
+            tracker.by_key.pop(future.key, None)
+            tracker.by_key[future.key] = runner.op
+        while len(tracker.by_key) > REMOTE_HISTORY:
+            del tracker.by_key[next(iter(tracker.by_key))]
+    if runner.op.policy is Policy.DETACH:
+        fire_and_forget(futures)  # the scheduler keeps it if this client dies
+    runner.add(futures)
+    if not futures:
+        runner._finish(State.COMPLETED)
+
+
+@contextlib.contextmanager
+def _submitting(client: Client, name: str, policy: str | Policy | None) -> Iterator[tuple[DaskRunner, Any]]:
+    runner, note = _begin(client, name, policy)
+    try:
+        with dask.annotate(**{ANNOTATION: note}):
+            yield runner, note
+    except BaseException as exc:
+        runner.op.error = repr(exc)
+        runner._finish(State.FAILED)
+        raise
+
+
+def submit(client: Client, fn: Any, *args: Any, policy: str | Policy | None = None, **kwargs: Any) -> Future:
+    """``client.submit(fn, *args, **kwargs)`` as an operation of the current cell."""
+    name = f"{getattr(fn, '__name__', 'task')} on dask"
+    if "key" in kwargs:
+        install(client).settled(kwargs["key"])  # a cancel of that key still on its way back
+    with _submitting(client, name, policy) as (runner, _):
+        future = client.submit(fn, *args, **kwargs)
+    _attach(runner, future)
+    return future
+
+
+def compute(client: Client, collection: Any, *, policy: str | Policy | None = None, **kwargs: Any) -> Any:
+    """``client.compute(collection, **kwargs)`` as an operation of the current cell."""
+    name = f"{type(collection).__name__} on dask"
+    with _submitting(client, name, policy) as (runner, _):
+        found = client.compute(collection, **kwargs)
+    _attach(runner, found)
+    return found
+
+
+@contextlib.contextmanager
+def tracked(
+    client: Client, name: str = "dask work", *, policy: str | Policy | None = None
+) -> Iterator[Operation]:
+    """Everything submitted to ``client`` inside the block is one operation of the current cell:
+    ``with jc.dask.tracked(client): futures = client.map(f, items)``."""
+    before = set(client.futures)
+    with _submitting(client, name, policy) as (runner, _):
+        yield runner.op
+    new = [Future(key, client) for key in list(client.futures) if key not in before]
+    _attach(runner, new)
+
+
+def operation_of(future: Future) -> Operation | None:
+    """The kernel-side operation a future was submitted under (None if it was not)."""
+    tracker = _trackers.get(future.client)
+    if tracker is None:
+        return None
+    with tracker._lock:
+        return tracker.by_key.get(future.key)
