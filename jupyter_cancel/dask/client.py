@@ -97,6 +97,21 @@ class Tracker:
         if runner is not None:
             runner.on_remote(msg)
 
+    def on_cluster_event(self, event: Any) -> None:
+        """(The client's event loop.) The scheduler's own events: a worker that left took its
+        processes with it (its plugin's teardown or, if it was killed, its watchdog ended them),
+        so no report about them will come."""
+        try:
+            _, msg = event
+            gone = msg.get("worker") if msg.get("action") == "remove-worker" else None
+        except (TypeError, ValueError, AttributeError):
+            return
+        if isinstance(gone, str):
+            with self._lock:
+                runners = list(self._runners.values())
+            for runner in runners:
+                runner.on_worker_gone(gone)
+
     def add(self, runner: DaskRunner) -> None:
         with self._lock:
             self._runners[runner.op.id] = runner
@@ -132,6 +147,7 @@ def install(client: Client) -> Tracker:
         tracker = Tracker(client)
         client.register_plugin(JupyterCancelPlugin(), name=PLUGIN_NAME)
         client.subscribe_topic(TOPIC, tracker.on_event)
+        client.subscribe_topic("all", tracker.on_cluster_event)
         _trackers[client] = tracker
         return tracker
 
@@ -156,6 +172,7 @@ class DaskRunner:
         self._running: dict[str, str] = {}  # key → worker, of the tasks executing now
         self._live: set[str] = set()  # remote operations started and not ended
         self._awaited: set[str] = set()  # remote operations a worker is ending for us
+        self._where: dict[str, str] = {}  # remote operation → its worker
         self._ended: set[str] = set()
         self._workers: set[str] = set()
         self._timer: threading.Timer | None = None
@@ -217,8 +234,9 @@ class DaskRunner:
                     self._running[key] = str(worker)
                 else:
                     self._running.pop(key, None)
-                ops = msg.get("ops") or []
-                self._awaited.update(str(i) for i in ops if i not in self._ended)
+                ops = [str(i) for i in msg.get("ops") or [] if i not in self._ended]
+                self._awaited.update(ops)
+                self._where.update(dict.fromkeys(ops, str(worker)))
             elif isinstance(msg.get("op"), dict):
                 op_id = str(msg["op"].get("id"))
                 if msg.get("event") == "ended":
@@ -227,8 +245,20 @@ class DaskRunner:
                     self._awaited.discard(op_id)
                 elif op_id not in self._ended:
                     self._live.add(op_id)
+                    self._where[op_id] = str(worker)
             self.op.tags["workers"] = sorted(self._workers)
             self.op.tags["remote_operations"] = len(self._live)
+        if self.op.cancel_requested:
+            self._settle()
+
+    def on_worker_gone(self, worker: str) -> None:
+        with self._lock:
+            for key in [k for k, w in self._running.items() if w == worker]:
+                del self._running[key]
+            for op_id in [i for i, w in self._where.items() if w == worker]:
+                self._live.discard(op_id)
+                self._awaited.discard(op_id)
+                del self._where[op_id]
         if self.op.cancel_requested:
             self._settle()
 

@@ -53,3 +53,20 @@ def test_cancel_all_of_500_beside_busy_loops_sends_no_sigkill(tmp_path):
         for p in loops:
             p.kill()
             p.wait()
+
+
+def test_a_zombie_member_counts_as_gone_without_sigkill(tmp_path, mechanism):
+    """A member that already exited but is not reaped yet (a reparented zombie that its new
+    parent reaps lazily) holds nothing: the cancel neither waits out the grace for it nor
+    SIGKILLs it — with pidfds, and in the psutil fallback (macOS)."""
+    warnings = _Warnings()
+    op = jc.start(tree_cmd("zombie", tmp_path / "z"), display=False, grace=30)
+    root, zombie = wait_ready(tmp_path / "z", 2)
+    logging.getLogger("jupyter_cancel").addHandler(warnings)
+    try:
+        op.cancel()
+    finally:
+        logging.getLogger("jupyter_cancel").removeHandler(warnings)
+    assert op.state is jc.State.CANCELLED and op.unkillable == []
+    assert [m for m in warnings.messages if "outlived its grace" in m] == []
+    assert wait_gone([root, zombie], timeout=10) == []

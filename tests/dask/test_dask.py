@@ -180,3 +180,29 @@ def test_client_restart_leaves_no_survivors_and_no_kill_warning(own_cluster, tmp
         c.restart()
         assert wait_gone(pids, timeout=10) == []
     assert "still alive" not in own_cluster.log_text()
+
+
+def test_compute_of_a_collection_is_one_operation(client, tmp_path):
+    import dask
+
+    ready = tmp_path / "delayed"
+    future = jc.dask.compute(client, dask.delayed(tree_task)(str(ready)))
+    pids = wait_ready(ready, MEMBERS)
+    op = jc.dask.operation_of(future)
+    assert op is not None and op.name == "Delayed on dask"
+    jc.cancel(op)  # what Stop in the panel does
+    assert op.state is jc.State.CANCELLED and op.reason == "user"
+    assert wait_gone(pids, timeout=0.5) == []
+
+
+def test_tracked_block_makes_what_it_submits_one_operation(client, tmp_path):
+    readies = [str(tmp_path / "m1"), str(tmp_path / "m2")]
+    with jc.dask.tracked(client, "a map") as op:
+        futures = client.map(tree_task, readies)
+    pids = [p for r in readies for p in wait_ready(Path(r), MEMBERS)]
+    assert op.state is jc.State.RUNNING and op.progress == {"n": 0, "total": 2}
+    assert {jc.dask.operation_of(f) for f in futures} == {op}
+    jc.cancel(op)
+    assert op.state is jc.State.CANCELLED
+    assert wait_gone(pids, timeout=0.5) == []
+    assert {f.status for f in futures} == {"cancelled"}

@@ -51,7 +51,11 @@ def test_interrupting_a_cell_waiting_on_the_cluster_ends_the_remote_tree(kernel,
     pids = wait_ready(ready, MEMBERS, timeout=30)
     kernel.km.interrupt_kernel()
     r = kernel.collect(msg)
-    assert r.errors and r.errors[0]["ename"] in ("KeyboardInterrupt", "FutureCancelledError", "CancelledError"), r
+    assert r.errors and r.errors[0]["ename"] in (
+        "KeyboardInterrupt",
+        "FutureCancelledError",
+        "CancelledError",
+    ), r
     assert wait_gone(pids, timeout=10) == []
     (op,) = [o for o in kernel.control({"action": "list"})["operations"] if o["kind"] == "dask"]
     assert (op["state"], op["reason"]) == ("cancelled", "kernel_interrupt")

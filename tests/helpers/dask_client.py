@@ -1,5 +1,5 @@
 """A notebook's stand-in in a process of its own (a test SIGKILLs it): it submits one
-``tree_task`` through ``jupyter_cancel.dask`` with a policy and waits.
+``tree_task`` through ``jupyter_cancel.dask`` with a policy (or, with ``stock``, plain ``client.submit``) and waits.
 
     python dask_client.py SCHEDULER READY POLICY KEYFILE
 """
@@ -14,7 +14,10 @@ from tests.helpers.dask_tasks import tree_task
 
 def main(address: str, ready: str, policy: str, keyfile: str) -> None:
     client = Client(address, set_as_default=False)
-    future = jc.dask.submit(client, tree_task, ready, policy=policy)
+    if policy == "stock":  # plain Dask, no jupyter_cancel anywhere
+        future = client.submit(tree_task, ready)
+    else:
+        future = jc.dask.submit(client, tree_task, ready, policy=policy)
     with open(keyfile + ".tmp", "w") as fh:
         fh.write(str(future.key))
     import os

@@ -2,7 +2,7 @@
 
     python tree.py MODE READY
 
-Modes: child, grandchild, setsid, daemon, ignore_term, fork_on_term, slow_term, three, envclear, exit_now,
+Modes: child, grandchild, zombie, setsid, daemon, ignore_term, fork_on_term, slow_term, three, envclear, exit_now,
 chainN (N deep), wideN (N wide, half setsid).
 Members sleep until signalled. Nothing here sleeps to "wait for readiness": the test reads READY.
 """
@@ -47,6 +47,17 @@ def main(mode, ready):
         for i in range(int(mode[4:]) - 1):
             fork(lambda i=i: (os.setsid() if i % 2 else None, announce(ready), park()))
         announce(ready)
+        park()
+    if mode == "zombie":
+        # A child that exits at once and is never reaped: a zombie member of the tree (after the
+        # root dies it is reparented, and reaped whenever its new parent gets to it).
+        child = fork(lambda: None)
+        while open(f"/proc/{child}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+            time.sleep(0.001)
+        announce(ready)
+        fd = os.open(ready, os.O_WRONLY | os.O_APPEND)
+        os.write(fd, f"{child}\n".encode())
+        os.close(fd)
         park()
     if mode == "exit_now":
         announce(ready)
