@@ -11,8 +11,10 @@ task's work gone (the worker plugin's events), so the cancel latency covers the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -30,6 +32,8 @@ log = logging.getLogger(__name__)
 #: Seconds past an operation's grace after which a cancel counts as done even if no worker
 #: reported (a worker that died meanwhile: its watchdog ended the trees).
 REPORT_TIMEOUT = 5.0
+#: Seconds between two progress updates of a submission of many futures.
+PROGRESS_EVERY = 0.1
 #: Remote operations remembered per client (the most recent), for ``remote_operations``.
 REMOTE_HISTORY = 1000
 
@@ -47,6 +51,7 @@ class Tracker:
         self.by_key: dict[Any, Operation] = {}
         #: Keys whose cancel was sent and not yet confirmed by the scheduler (see ``settled``).
         self._inflight: dict[Any, threading.Event] = {}
+        self._workers: set[str] = set()
         self._watch_cancels()
 
     def _watch_cancels(self) -> None:
@@ -81,12 +86,24 @@ class Tracker:
             self._inflight.pop(key, None)
 
     def on_event(self, event: Any) -> None:
-        """(The client's event loop.) A worker plugin's message."""
+        """(The client's event loop.) A worker plugin's batch of messages."""
         try:
-            _, msg = event
-            submission = msg.get("submission")
-        except (TypeError, ValueError, AttributeError):
+            _, batch = event
+            messages = batch["batch"]
+        except (TypeError, ValueError, KeyError):
             return
+        for msg in messages if isinstance(messages, (list, tuple)) else ():  # msgpack: a tuple
+            if isinstance(msg, dict):
+                self._on_message(msg)
+
+    def _on_message(self, msg: dict[str, Any]) -> None:
+        submission = msg.get("submission")
+        worker = msg.get("worker")
+        if isinstance(worker, str) and worker not in self._workers:
+            # The scheduler's events about that worker (its removal among them): not the
+            # "all" topic, which also carries every client's coming and going.
+            self._workers.add(worker)
+            self.client.subscribe_topic(worker, functools.partial(self.on_cluster_event, topic=worker))
         if msg.get("event") != "task" and isinstance(msg.get("op"), dict):
             with self._lock:
                 self.remote.pop(msg["op"].get("id"), None)
@@ -97,13 +114,13 @@ class Tracker:
         if runner is not None:
             runner.on_remote(msg)
 
-    def on_cluster_event(self, event: Any) -> None:
-        """(The client's event loop.) The scheduler's own events: a worker that left took its
+    def on_cluster_event(self, event: Any, topic: str | None = None) -> None:
+        """(The client's event loop.) The scheduler's events about a worker: one that left took its
         processes with it (its plugin's teardown or, if it was killed, its watchdog ended them),
         so no report about them will come."""
         try:
             _, msg = event
-            gone = msg.get("worker") if msg.get("action") == "remove-worker" else None
+            gone = topic if msg.get("action") == "remove-worker" else None
         except (TypeError, ValueError, AttributeError):
             return
         if isinstance(gone, str):
@@ -120,13 +137,28 @@ class Tracker:
         with self._lock:
             self._runners.pop(runner.op.id, None)
 
-    def cancel(self, futures: Sequence[Future]) -> None:
+    def cancel(self, futures: Sequence[Future], runner: DaskRunner | None = None) -> None:
         """``client.cancel(futures, force=True)`` without blocking the caller (a trigger may
-        arrive on any thread, the client's own loop included)."""
+        arrive on any thread, the client's own loop included). With ``runner``: first ask the
+        scheduler which of the keys are on which worker, so the runner waits for each of those
+        workers' release report (a task that began a moment ago has not said so yet)."""
         if not futures:
             return
+        client = self.client
+
+        async def cancel() -> None:
+            if runner is not None:
+                try:
+                    runner.expect_releases(await client.scheduler.processing(workers=None))
+                except Exception:  # an old scheduler, a lost connection: the events still count
+                    log.debug("asking the scheduler where the keys run failed", exc_info=True)
+            # Not those done already: cancelled by Dask's own API, their key may be in use again.
+            left = [f for f in futures if not f.done()]
+            if left:
+                await client._cancel(left, None, None, True)
+
         try:
-            self.client.loop.add_callback(self.client._cancel, list(futures), None, None, True)
+            client.loop.add_callback(cancel)
         except RuntimeError:
             pass  # the client's loop is closed: its scheduler dropped the keys already
 
@@ -147,7 +179,6 @@ def install(client: Client) -> Tracker:
         tracker = Tracker(client)
         client.register_plugin(JupyterCancelPlugin(), name=PLUGIN_NAME)
         client.subscribe_topic(TOPIC, tracker.on_event)
-        client.subscribe_topic("all", tracker.on_cluster_event)
         _trackers[client] = tracker
         return tracker
 
@@ -176,6 +207,8 @@ class DaskRunner:
         self._ended: set[str] = set()
         self._workers: set[str] = set()
         self._timer: threading.Timer | None = None
+        self._done = 0  # futures done so far
+        self._told = 0.0  # when progress was last told
 
     # -- the runner protocol ---------------------------------------------------------------------
     def pids(self) -> list[int]:
@@ -185,7 +218,7 @@ class DaskRunner:
         return {}
 
     def request_cancel(self, op: Operation) -> None:
-        self.tracker.cancel(self.futures)
+        self.tracker.cancel(self.futures, self)
         self._timer = threading.Timer(op.grace + REPORT_TIMEOUT, self._give_up)
         self._timer.daemon = True
         self._timer.start()
@@ -197,19 +230,25 @@ class DaskRunner:
     # -- what the submission helpers call --------------------------------------------------------
     def add(self, futures: Sequence[Future]) -> None:
         self.futures.extend(futures)
+        self._progress()
         for future in futures:
             future.add_done_callback(self._future_done)
         if self.op.cancel_requested:
             self.tracker.cancel(futures)
-        self._progress()
 
     # -- what happens ------------------------------------------------------------------------------
     def _future_done(self, _future: Future) -> None:
         """(Dask's callback thread.) One of the futures finished, failed or was cancelled."""
         op = self.op
-        done = [f for f in self.futures if f.done()]
-        self._progress()
-        if len(done) < len(self.futures) or op.done:
+        with self._lock:
+            self._done += 1  # one call per future: counted, not rescanned (1000 tasks: 1000 calls)
+            last = self._done >= len(self.futures)
+        if not last:
+            self._progress()
+            return
+        done = list(self.futures)
+        self._progress(force=True)
+        if op.done:
             return
         if op.cancel_requested:
             self._settle()
@@ -234,7 +273,7 @@ class DaskRunner:
                     self._running[key] = str(worker)
                 else:
                     self._running.pop(key, None)
-                ops = [str(i) for i in msg.get("ops") or [] if i not in self._ended]
+                ops = [str(i) for i in msg.get("ops") or () if i not in self._ended]
                 self._awaited.update(ops)
                 self._where.update(dict.fromkeys(ops, str(worker)))
             elif isinstance(msg.get("op"), dict):
@@ -250,6 +289,16 @@ class DaskRunner:
             self.op.tags["remote_operations"] = len(self._live)
         if self.op.cancel_requested:
             self._settle()
+
+    def expect_releases(self, processing: Any) -> None:
+        """(The client's loop, before the cancel is sent.) The scheduler's ``{worker: [keys]}``:
+        each of our keys there is running (or about to) until that worker reports its release."""
+        ours = {str(f.key) for f in self.futures}
+        with self._lock:
+            for worker, keys in (processing or {}).items():
+                for key in keys:
+                    if str(key) in ours:
+                        self._running[str(key)] = str(worker)
 
     def on_worker_gone(self, worker: str) -> None:
         with self._lock:
@@ -285,9 +334,12 @@ class DaskRunner:
         self.tracker.drop(self)
         self.futures = []  # the cluster may release the results the user no longer holds
 
-    def _progress(self) -> None:
-        if len(self.futures) > 1:
-            self.op.set_progress(sum(f.done() for f in self.futures), len(self.futures))
+    def _progress(self, force: bool = False) -> None:
+        """``n`` of ``total`` futures done, told at most ``PROGRESS_EVERY`` seconds apart."""
+        now = time.monotonic()
+        if len(self.futures) > 1 and (force or now - self._told >= PROGRESS_EVERY):
+            self._told = now
+            self.op.set_progress(self._done, len(self.futures))
 
 
 def _begin(client: Client, name: str, policy: str | Policy | None) -> tuple[DaskRunner, dict[str, Any]]:

@@ -9,7 +9,8 @@ included — without blocking the worker's event loop; the reason is read from t
 (``cancel-key-`` → ``user``, ``remove-client-`` → ``client_disconnected``,
 ``client-releases-keys-`` → ``released``). A worker closing ends what is left
 (``worker_closing``); a worker killed outright is covered by the core's watchdog. Operation
-events go to the clients through ``Worker.log_event`` on the topic ``jupyter-cancel``.
+events go to the clients through ``Worker.log_event`` on the topic ``jupyter-cancel``
+(``{"batch": [message, ...]}``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ TOPIC = "jupyter-cancel"
 ANNOTATION = "jupyter_cancel"
 PLUGIN_NAME = "jupyter-cancel"
 RUNNING = frozenset({"executing", "long-running"})
+#: Routine task events go to the clients in one message per this many seconds.
+BATCH_INTERVAL = 0.05
 #: Stimulus prefixes that mean "the client dropped this key", and the reason each becomes.
 STIMULI = (
     ("cancel-key-", Reason.USER),
@@ -134,6 +137,8 @@ class JupyterCancelPlugin(WorkerPlugin):  # type: ignore[misc]
         self.address = worker.address
         self.registry = api.registry()
         _Installed.acquire()
+        self._pending: list[dict[str, Any]] = []
+        self._flush_due = False
         self._unsubscribe = self.registry.subscribe(self._changed)
         # Started now, not waited for: registrations queue until it reads them (see the core).
         self.registry.start_watchdog()
@@ -146,11 +151,15 @@ class JupyterCancelPlugin(WorkerPlugin):  # type: ignore[misc]
         found = annotation(ts)
         stimulus = self._stimulus()
         cancelled: list[str] = []
-        if finish in ("released", "forgotten"):
+        why = None
+        released = finish in ("released", "forgotten")
+        if released:
             why = reason_of(stimulus)
             if start in RUNNING or why is not None:
                 cancelled = self._cancel_key(str(key), why or Reason.RELEASED)
-        if found.get("submission") and (start in RUNNING or finish in RUNNING or cancelled):
+        if found.get("submission") and (start in RUNNING or finish in RUNNING or released):
+            # A cancelling client waits for the release of each key it was told was on this
+            # worker (whatever its state here): that one goes at once, the rest in batches.
             self._send(
                 {
                     "event": "task",
@@ -159,7 +168,8 @@ class JupyterCancelPlugin(WorkerPlugin):  # type: ignore[misc]
                     "state": finish,
                     "submission": found["submission"],
                     "ops": cancelled,
-                }
+                },
+                urgent=bool(cancelled) or why in (Reason.USER, Reason.CLIENT_DISCONNECTED),
             )
 
     def _stimulus(self) -> str | None:
@@ -206,12 +216,29 @@ class JupyterCancelPlugin(WorkerPlugin):  # type: ignore[misc]
                 return ts.state in ("cancelled", "released")
         return True
 
-    def _send(self, message: dict[str, Any]) -> None:
+    def _send(self, message: dict[str, Any], urgent: bool = True) -> None:
+        """(Any thread.) Queue a message for the clients: what a cancel waits for goes at once
+        (with what queued before it, in order); routine task events in one message per
+        ``BATCH_INTERVAL``, so a thousand tiny tasks are not two thousand scheduler events."""
         message["worker"] = self.address
         try:
-            self.worker.loop.add_callback(self.worker.log_event, TOPIC, message)
+            self.worker.loop.add_callback(self._queue, message, urgent)
         except RuntimeError:
             pass  # the loop is closed: the worker is gone, and its clients know
+
+    def _queue(self, message: dict[str, Any], urgent: bool) -> None:
+        self._pending.append(message)
+        if urgent:
+            self._flush()
+        elif not self._flush_due:
+            self._flush_due = True
+            self.worker.loop.call_later(BATCH_INTERVAL, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_due = False  # a timer still due finds nothing to send: harmless
+        batch, self._pending = self._pending, []
+        if batch:
+            self.worker.log_event(TOPIC, {"batch": batch})
 
     # -- closing ------------------------------------------------------------------------------
     async def teardown(self, worker: Any) -> None:
@@ -222,4 +249,5 @@ class JupyterCancelPlugin(WorkerPlugin):  # type: ignore[misc]
                 None, lambda: self.registry.cancel_ops(ops, Reason.WORKER_CLOSING, wait=True, force=True)
             )
         self._unsubscribe()
+        self._flush()
         _Installed.release()
