@@ -49,6 +49,8 @@ TOMBSTONE_TTL = 60.0
 TOMBSTONE_MAX = 4096
 #: Finished operations kept for listing (most recent).
 HISTORY = 200
+#: A blocked ``wait`` wakes this often (seconds), so that an asynchronous exception lands.
+WAIT_SLICE = 0.05
 #: Captured processes are announced to subscribers once they lived this long (seconds).
 ANNOUNCE_AFTER = 0.5
 
@@ -550,7 +552,12 @@ class Registry:
             done = self._waiters.get(op.id)
             if done is None:
                 done = self._waiters[op.id] = threading.Event()  # made on first wait: most never wait
-        done.wait(timeout)
+        # In slices: an asynchronous exception (``_thread.interrupt_main``, which Ray's cancel
+        # uses; ``PyThreadState_SetAsyncExc``) lands only when the thread runs Python again.
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not done.wait(WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())):
+            if deadline is not None and time.monotonic() >= deadline:
+                break
         return op.state
 
     def finish(self, op: Operation, state: State) -> None:

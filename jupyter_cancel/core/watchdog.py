@@ -47,6 +47,42 @@ log = logging.getLogger(__name__)
 _CTIME_TOLERANCE = 0.005
 #: Where a server's shared watchdog listens (set in the environment of the kernels it starts).
 SOCKET_ENV = "JUPYTER_CANCEL_WATCHDOG_SOCKET"
+#: ``1``: the owner's watchdog is not its child (see ``detach``); set where a supervisor kills
+#: a dying worker's direct children (Ray's workers are detected by ``RAY_RAYLET_PID``).
+DETACH_ENV = "JUPYTER_CANCEL_WATCHDOG_DETACH"
+
+
+#: A detached watchdog's first step, before any import: pin the owner (a pidfd, while it is
+#: still our parent), fork, and say the watchdog's pid from the child; the parent exits at
+#: once. Then the watchdog proper runs in that child. Python's start-up is all it costs the
+#: owner (a few ms), so the first registration already goes to a watchdog its owner's death
+#: cannot take with it.
+_DETACH_BOOT = """
+import os, sys
+owner = int(sys.argv[1])
+try:
+    fd = os.pidfd_open(owner)
+    if os.getppid() != owner:
+        os.close(fd)
+        fd = -1
+except OSError:
+    fd = -1
+if os.fork() > 0:
+    os._exit(0)
+os.write(1, b"%d\\n" % os.getpid())
+sys.argv = [sys.argv[0], str(owner), "--pinned", str(fd)]
+import runpy
+runpy.run_module("jupyter_cancel.core.watchdog", run_name="__main__", alter_sys=True)
+"""
+
+
+def detach() -> bool:
+    """Whether to start the watchdog detached: forked once more, so that it is not a direct child
+    of its owner. Ray kills a dying worker's direct children first (``ray.cancel(force=True)``):
+    a child watchdog would die with its owner and leave the trees' setsid members alive. Needs
+    pidfds (the owner watches a process that is not its child)."""
+    wanted = os.environ.get(DETACH_ENV, "1" if "RAY_RAYLET_PID" in os.environ else "0") == "1"
+    return wanted and hasattr(os, "pidfd_open")
 
 
 class WatchdogClient:
@@ -57,9 +93,13 @@ class WatchdogClient:
         proc: subprocess.Popen[bytes] | None,
         on_lost: Callable[[WatchdogClient], None] | None = None,
         sock: socket.socket | None = None,
+        detached: bool = False,
     ) -> None:
         self.proc = proc
         self.sock = sock
+        #: ``proc`` only forked the watchdog and exits: the watchdog says its pid (see ``detach``).
+        self.detached = detached
+        self._ready = threading.Event()
         self._lock = threading.Lock()
         self._closing = False
         self._lost = False
@@ -71,9 +111,14 @@ class WatchdogClient:
             self._pipe: IO[bytes] | None = sock.makefile("wb")
         else:
             assert proc is not None and proc.stdin is not None
-            self._pid = proc.pid
-            self._pid_known.set()
+            if not detached:
+                self._pid = proc.pid
+                self._pid_known.set()
             self._pipe = proc.stdin
+        if detached and on_lost is None:
+            threading.Thread(
+                target=self._read_detached, name="jupyter_cancel-watchdog-pid", daemon=True
+            ).start()
         if on_lost is not None:
             # Blocked in waitpid until the watchdog exits (no polling): a watchdog that dies
             # while its owner lives (SIGKILLed, OOM) is replaced and given the live trees again.
@@ -98,9 +143,43 @@ class WatchdogClient:
             self._pid = int(line)
         self._pid_known.set()
 
+    def _read_detached(self) -> None:
+        """The detached watchdog's lines, its pid then ``ready``; the forking parent reaped."""
+        assert self.proc is not None and self.proc.stdout is not None
+        try:
+            line = self.proc.stdout.readline().strip()
+            if line.isdigit():
+                self._pid = int(line)
+        except (OSError, ValueError):
+            pass
+        finally:
+            self._pid_known.set()
+            self.proc.wait()  # the fork's parent: it exits at once
+        try:
+            if self.proc.stdout.readline().strip() == b"ready":
+                self._ready.set()
+        except (OSError, ValueError):
+            pass
+
+    def _wait_detached(self, timeout: float | None = None) -> bool:
+        """Block until the detached watchdog exited (its pidfd; ``timeout``); True if it did."""
+        if self._pid is None:
+            return True
+        try:
+            fd = os.pidfd_open(self._pid)
+        except ProcessLookupError:
+            return True
+        try:
+            return bool(select.select([fd], [], [], timeout)[0])
+        finally:
+            os.close(fd)
+
     def _guard(self, on_lost: Callable[[WatchdogClient], None]) -> None:
         try:
-            if self.sock is not None:
+            if self.detached:
+                self._read_detached()
+                self._wait_detached()  # blocks until it exits (not our child: no waitpid)
+            elif self.sock is not None:
                 self._read_pid()
                 while self.sock.recv(4096):  # after its pid it never writes: b"" is its end
                     pass
@@ -127,7 +206,7 @@ class WatchdogClient:
 
     @property
     def alive(self) -> bool:
-        if self.proc is not None:
+        if self.proc is not None and not self.detached:
             return self._pipe is not None and self.proc.poll() is None
         return self._pipe is not None and not self._lost
 
@@ -149,8 +228,11 @@ class WatchdogClient:
     @classmethod
     def start(cls, on_lost: Callable[[WatchdogClient], None] | None = None) -> WatchdogClient:
         env = {k: v for k, v in os.environ.items() if k != COOKIE}
+        detached = detach()
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyter_cancel.core.watchdog", str(os.getpid())],
+            [sys.executable, "-c", _DETACH_BOOT, str(os.getpid())]
+            if detached
+            else [sys.executable, "-m", "jupyter_cancel.core.watchdog", str(os.getpid())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=None if os.environ.get("JUPYTER_CANCEL_WATCHDOG_DEBUG") else subprocess.DEVNULL,
@@ -158,13 +240,18 @@ class WatchdogClient:
             close_fds=True,
             env=env,
         )
-        log.debug("watchdog %d started", proc.pid)
-        return cls(proc, on_lost)
+        log.debug("watchdog %d started%s", proc.pid, " (detached)" if detached else "")
+        client = cls(proc, on_lost, detached=detached)
+        if detached and not client._pid_known.wait(10):
+            log.warning("the detached watchdog did not say its pid")
+        return client
 
     def wait_ready(self, timeout: float = 10.0) -> bool:
         """Block until the watchdog has started (imports done); True if it said so in time."""
         if self.proc is None:
             return self.alive  # connected: the shared watchdog is up
+        if self.detached:
+            return self._ready.wait(timeout)
         out = self.proc.stdout
         assert out is not None
         readable, _, _ = select.select([out], [], [], timeout)
@@ -206,6 +293,11 @@ class WatchdogClient:
             self.sock.close()
             return
         assert self.proc is not None
+        if self.detached:
+            self._pid_known.wait(5)
+            if not self._wait_detached(5):
+                log.warning("watchdog %s did not exit", self._pid)
+            return
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         try:
@@ -246,11 +338,13 @@ def _owner_pidfd(owner: int | None) -> int | None:
     return fd
 
 
-def _lines(stream: IO[bytes], owner: int | None) -> Iterator[bytes]:
+def _lines(stream: IO[bytes], owner: int | None, pidfd: int | None = None) -> Iterator[bytes]:
     """Registration lines until the owner is gone: pipe EOF, or (sooner, on Linux) the
     owner's pidfd turning readable. A dying process closes its files only after its whole
-    address space is torn down (~70 ms for a kernel here); the pidfd says so first."""
-    pidfd = _owner_pidfd(owner)
+    address space is torn down (~70 ms for a kernel here); the pidfd says so first.
+    (``pidfd``: pinned already, before a detaching fork made the owner not our parent.)"""
+    if pidfd is None:
+        pidfd = _owner_pidfd(owner)
     log.debug("watching owner %s (pidfd %s, parent %d)", owner, pidfd, os.getppid())
     if pidfd is None:
         yield from stream
@@ -294,10 +388,10 @@ def _apply(registered: dict[str, dict[str, Any]], raw: bytes) -> None:
         registered.pop(str(message["forget"]), None)
 
 
-def main(stream: IO[bytes], owner: int | None = None) -> int:
+def main(stream: IO[bytes], owner: int | None = None, pidfd: int | None = None) -> int:
     """Read registrations until the owner is gone, then terminate what is still registered."""
     registered: dict[str, dict[str, Any]] = {}
-    for raw in _lines(stream, owner):
+    for raw in _lines(stream, owner, pidfd):
         _apply(registered, raw)
     log.debug("owner gone at %.6f", time.time())
     _terminate(registered)
@@ -473,6 +567,9 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--serve"]:
         sock = socket.socket(fileno=int(sys.argv[2]))
         sys.exit(serve(sock, int(sys.argv[3])))
+    owner = int(sys.argv[1]) if len(sys.argv) > 1 else None
+    # Detached (see _DETACH_BOOT): the owner pinned by the boot step, before it forked.
+    owner_fd = int(sys.argv[3]) if sys.argv[2:3] == ["--pinned"] and int(sys.argv[3]) >= 0 else None
     try:
         sys.stdout.write("ready\n")
         sys.stdout.flush()
@@ -480,4 +577,4 @@ if __name__ == "__main__":
         pass  # the owner died before we were up: clean up all the same
     finally:
         os.close(1)  # nothing more to say: a dead reader must not break us later
-    sys.exit(main(sys.stdin.buffer, int(sys.argv[1]) if len(sys.argv) > 1 else None))
+    sys.exit(main(sys.stdin.buffer, owner, owner_fd))

@@ -43,6 +43,42 @@ def test_owner_sigkill_watchdog_terminates_trees(tmp_path):
             psutil.Process(detached).wait(3) if alive(detached) else None
 
 
+def test_a_detached_watchdog_is_not_its_owners_child_and_ends_everything(tmp_path):
+    """Where a supervisor kills a dying owner's direct children first (Ray does, on a forced
+    cancel), the watchdog is started detached: the owner and its direct children (the trees'
+    roots) SIGKILLed at once, as Ray does it, still leave nothing — setsid members included."""
+    import psutil
+
+    ready = tmp_path / "ready"
+    owner_code = textwrap.dedent(
+        f"""
+        import jupyter_cancel as jc, signal
+        a = jc.start({tree_cmd("setsid", ready)!r}, display=False)
+        print(jc.core.default_registry().watchdog_health()["pid"], flush=True)
+        signal.pause()
+        """
+    )
+    env = dict(os.environ, JUPYTER_CANCEL_WATCHDOG_DETACH="1")
+    owner = subprocess.Popen([sys.executable, "-c", owner_code], stdout=subprocess.PIPE, text=True, env=env)
+    watchdog_pid = int(owner.stdout.readline())
+    owner.stdout.close()
+    pids = wait_ready(ready, 3)
+    watchdog = psutil.Process(watchdog_pid)
+    assert watchdog_pid not in [c.pid for c in psutil.Process(owner.pid).children()]
+    try:
+        children = psutil.Process(owner.pid).children()
+        os.kill(owner.pid, signal.SIGKILL)
+        for child in children:  # what Ray's kill_child_processes_on_worker_exit does
+            child.kill()
+        owner.wait()
+        watchdog.wait(10)  # it ran its cleanup and exited
+        assert [p for p in pids if alive(p)] == []
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+
+
 def test_core_imports_no_jupyter():
     code = (
         "import sys, jupyter_cancel.core, jupyter_cancel;"

@@ -1,4 +1,5 @@
-"""Tasks the Dask tests submit (imported on the workers by name: this folder is on their path)."""
+"""Tasks the Dask and Ray tests submit (imported on the workers by name: the repository is on
+their path)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def run_task(ready: str) -> int:
     import jupyter_cancel as jc
 
     py = sys.executable
-    return jc.run(f"{py} {TREE} three {ready} & {py} {TREE} daemon {ready}; wait", shell=True).returncode or 0
+    cmd = f"{py} {TREE} three {ready} & {py} {TREE} daemon {ready}; wait"
+    return jc.run(cmd, shell=True, display=False).returncode or 0
 
 
 def quick(code: int) -> int:
