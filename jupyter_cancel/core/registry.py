@@ -489,8 +489,11 @@ class Registry:
         """The monitor saw a root exit."""
         if op.cancel_requested:
             return  # the canceller records the end once the whole tree is gone
-        self._finish_exit(op, returncode, cancelled=False)
-        if op.policy is not Policy.DETACH:
+        sweep = op.policy is not Policy.DETACH
+        # The watchdog keeps the tree until its leftovers are swept: an owner killed right after
+        # its tree's root (Ray kills a dying worker's children first) leaves them to it.
+        self._finish_exit(op, returncode, cancelled=False, forget=not sweep)
+        if sweep:
             # Leftovers of a finished tree (`cmd &`, daemons) are ended like Jenkins' ProcessTreeKiller.
             self._pool().submit(self._sweep_leftovers, op)
 
@@ -522,12 +525,17 @@ class Registry:
     def _sweep_leftovers(self, op: Operation) -> None:
         runner = op.runner
         assert isinstance(runner, ProcessRunner)
-        outcome = terminate([runner.tree])
-        if outcome.gone.get(op.id):
-            log.info("operation %s left processes %s: terminated", op.id, outcome.gone[op.id])
-        self._release(runner)
+        try:
+            outcome = terminate([runner.tree])
+            if outcome.gone.get(op.id):
+                log.info("operation %s left processes %s: terminated", op.id, outcome.gone[op.id])
+            self._release(runner)
+        finally:
+            self._forget(op)
 
-    def _finish_exit(self, op: Operation, returncode: int | None, *, cancelled: bool) -> None:
+    def _finish_exit(
+        self, op: Operation, returncode: int | None, *, cancelled: bool, forget: bool = True
+    ) -> None:
         with self._lock:
             if op.done:
                 return
@@ -536,7 +544,7 @@ class Registry:
                 state = State.CANCELLED
             else:
                 state = State.COMPLETED if returncode == 0 else State.FAILED
-            self._finish_locked(op, state)
+            self._finish_locked(op, state, forget=forget)
         if cancelled and isinstance(op.runner, TreeRunner):
             self._release(op.runner)
 
@@ -566,7 +574,7 @@ class Registry:
             if not op.done:
                 self._finish_locked(op, state)
 
-    def _finish_locked(self, op: Operation, state: State) -> None:
+    def _finish_locked(self, op: Operation, state: State, *, forget: bool = True) -> None:
         op.state = state
         op.ended = time.time()
         if op.cancel_requested_at is not None:
@@ -582,6 +590,10 @@ class Registry:
         done = self._waiters.pop(op.id, None)
         if done is not None:
             done.set()
+        if forget:
+            self._forget(op)
+
+    def _forget(self, op: Operation) -> None:
         if self._watchdog is not None and isinstance(op.runner, TreeRunner):
             self._watchdog.forget(op.id)
 

@@ -285,8 +285,12 @@ class DaskRunner:
                 elif op_id not in self._ended:
                     self._live.add(op_id)
                     self._where[op_id] = str(worker)
-            self.op.tags["workers"] = sorted(self._workers)
+            workers = sorted(self._workers)
+            changed = workers != self.op.tags.get("workers")
+            self.op.tags["workers"] = workers
             self.op.tags["remote_operations"] = len(self._live)
+        if changed and not self.op.done:
+            self.op.registry.changed(self.op, "progress")  # the panel shows where it runs
         if self.op.cancel_requested:
             self._settle()
 

@@ -150,12 +150,15 @@ export class OperationsPanel extends Widget {
   }
 }
 
-/** A row's second line: state, reason, elapsed time, cell and kernel. */
+/** A row's second line: state, reason, elapsed time, cell and kernel (and the cluster's
+ * workers, for work submitted to Dask). */
 function metaText(op: IOperation, now: number): string {
   const reason = op.reason ? ` — ${describeReason(op.reason)}` : '';
+  const workers = op.kind === 'dask' ? (op.tags?.workers ?? []) : [];
   return (
     `${op.state}${reason} · ${formatElapsed((op.ended ?? now) - op.started)}` +
     (op.foreign ? ' · kernel-level' : ` · cell ${op.cell_id ? op.cell_id.slice(0, 8) : '-'}`) +
-    ` · kernel ${op.kernel_id ? op.kernel_id.slice(0, 8) : '-'}`
+    ` · kernel ${op.kernel_id ? op.kernel_id.slice(0, 8) : '-'}` +
+    (workers.length ? ` · on ${workers.join(', ')}` : '')
   );
 }
