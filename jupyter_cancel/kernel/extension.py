@@ -21,6 +21,7 @@ from ..core import api
 from ..core.capture import OwnedCapture
 from ..core.errors import Cancelled
 from ..core.model import Reason
+from ..core.operation import Operation
 from ..core.registry import Registry
 from . import control
 from .adapter import KernelAdapter
@@ -63,12 +64,16 @@ class KernelIntegration:
                 log.debug("no comm manager: plain output only")
         self.capture.install()
         self._patch_pools()
+        self.shell.display_formatter.ipython_display_formatter.for_type(
+            Operation, self.host.display_operation
+        )
         # Started now, not waited for: registrations queue in its pipe (or socket) until it reads
         # them, and a kernel that dies first still closes its end, so the first cell's work is
         # covered either way. Under a server it is the server's shared watchdog: a connect.
         self.registry.start_watchdog()
 
     def uninstall(self) -> None:
+        self.shell.display_formatter.ipython_display_formatter.pop(Operation, None)
         self.capture.uninstall()
         for cls, original in self._saved.pop("pools", []):
             cls._spawn_process = original

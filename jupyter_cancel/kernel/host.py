@@ -26,6 +26,8 @@ _THREAD_ATTR = "_jupyter_cancel_owner"
 FLUSH_INTERVAL = 0.05
 #: Unpublished output kept per operation; beyond it the middle is dropped with a marker.
 PENDING_LIMIT = 256 * 1024
+#: Operation ids remembered as shown (their display is not repeated as a cell's result).
+SHOWN = 1000
 
 
 def kernel_id_of(kernel: Any) -> str | None:
@@ -145,6 +147,23 @@ class KernelHost(api.Host):
         #: then work shows as the rich widget, else as plain output that any frontend renders.
         self.rich = False
         self.feeders: dict[str, Any] = {}
+        #: Operations whose widget or output this kernel showed (the most recent ``SHOWN``).
+        self.shown: dict[str, None] = {}
+
+    def _mark_shown(self, op: Operation) -> None:
+        self.shown[op.id] = None
+        while len(self.shown) > SHOWN:
+            del self.shown[next(iter(self.shown))]
+
+    def display_operation(self, op: Operation) -> None:
+        """How IPython displays an Operation (``display(op)``, a cell's last line): nothing if
+        its widget or output is already shown — ``jc.run(...)`` as a cell's last line adds no
+        ``Out[n]: <Operation …>`` under it — else one line naming it."""
+        if op.id in self.shown:
+            return
+        from IPython.display import display
+
+        display({"text/plain": repr(op)}, raw=True)
 
     def owner(self) -> dict[str, Any]:
         return dict(current_owner() or self.last_owner)
@@ -182,6 +201,7 @@ class KernelHost(api.Host):
                 self.feeders.pop(data["id"], None)
 
     def show(self, op: Operation) -> None:
+        self._mark_shown(op)
         if self.publisher is None:
             super().show(op)
             return
@@ -208,6 +228,7 @@ class KernelHost(api.Host):
         raise Cancelled(op, op.reason or "kernel_interrupt") from None
 
     def show_progress(self, bar: api.Progress) -> None:
+        self._mark_shown(bar.operation)
         feeder = self._widget(bar.operation)
         if feeder is not None:
             bar.renderer = feeder  # render() → touch(): throttled like any operation

@@ -112,16 +112,16 @@ export class OperationView extends DOMWidgetView {
     const state = m.get('state') as string;
     const end = (m.get('ended') as number | null) ?? Date.now() / 1000;
     const elapsed = formatElapsed(end - (m.get('started') as number));
+    // An exit code only for a process: a progress loop or a scope has none to show.
+    const code = m.get('exit_code') as number | null;
+    const exit =
+      m.get('kind') === 'process' && code !== null && code !== undefined ? ` · exit ${code}` : '';
     let text: string;
     if (state === 'cancelled') {
       const reason = m.get('reason') as string | null;
-      text = `Stopped — ${describeReason(reason)}`;
-      const code = m.get('exit_code');
-      if (code !== null && code !== undefined) {
-        text += ` · exit ${code}`;
-      }
+      text = `Stopped — ${describeReason(reason)}${exit}`;
     } else if (state === 'completed' || state === 'failed') {
-      text = `${state === 'completed' ? 'Done' : 'Failed'} · exit ${m.get('exit_code')}`;
+      text = `${state === 'completed' ? 'Done' : 'Failed'}${exit}`;
     } else if (this._stop.disabled) {
       text = 'Stopping…';
     } else {

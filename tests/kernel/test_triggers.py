@@ -252,3 +252,13 @@ def test_interrupting_an_llm_cli_stream_reads_as_one_line(kernel, tmp_path):
     kernel.km.interrupt_kernel()
     r = kernel.collect(msg)
     assert r.errors[0]["traceback"] == ["\x1b[0;33mCancelled:\x1b[0m llama-cli — kernel_interrupt"]
+
+
+def test_jc_run_as_a_cells_last_line_adds_no_out_prompt(kernel):
+    """Its output (or widget) is already shown: no ``Out[n]: <Operation … completed>`` under it.
+    An operation started with ``display=False`` still shows as one line when displayed."""
+    r = kernel.execute("jc.run(['echo', 'hello-run'])", cell="last-line")
+    assert r.ok and "hello-run" in r.stdout, r
+    assert [d for d in r.displays if "Operation" in str(d.get("data"))] == [], r.displays
+    r = kernel.execute("quiet = jc.start(['true'], display=False)\nquiet.wait()\nquiet", cell="not-shown")
+    assert r.ok and [d["data"]["text/plain"][:11] for d in r.displays] == ["<Operation "], r.displays

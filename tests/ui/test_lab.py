@@ -149,6 +149,9 @@ def test_progress_shows_progress_and_stops_on_click(lab, page, shots):
     page.wait_for_selector(".jc-op[data-state=cancelled]", timeout=15000)
     nb.wait_idle()
     assert "Cancelled: embedding — user" in nb.cell(0).inner_text()
+    # A progress loop has no process: no exit code (it used to say "exit 130").
+    status = widget.locator(".jc-op-status").inner_text()
+    assert status.startswith("Stopped — ") and "exit" not in status, status
 
 
 def test_demo_build_notebook_progress_and_stop(lab, page, shots):
