@@ -40,3 +40,24 @@ def test_notebook_executes(name, tmp_path, monkeypatch):
         assert "24 of 24 embedded" in text
     if name.startswith("03"):
         assert "40 tokens" in text
+
+
+def test_progress_without_the_extension_is_one_line_redrawn(tmp_path):
+    """``nbconvert --execute`` (no server, no labextension, no ``%load_ext``): a progress bar
+    is one display updated in place, like tqdm's line, not one red stderr line per update."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "import time, jupyter_cancel as jc\n"
+            "for i in jc.progress(range(40), desc='plain'):\n    time.sleep(0.01)  # the work"
+        )
+    ]
+    NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    outputs = nb.cells[0].outputs
+    assert [o.output_type for o in outputs] == ["display_data"], outputs
+    line = outputs[0].data["text/plain"]
+    assert (
+        line.startswith("plain: 100%|") and "40/40 [" in line and "it/s]" in line and "completed" in line
+    ), line

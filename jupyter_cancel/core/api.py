@@ -337,20 +337,66 @@ class Progress:
             self.renderer.render()
 
 
+def _kernel_display() -> Callable[..., Any] | None:
+    """IPython's ``display`` when this runs in a Jupyter kernel without the kernel extension
+    (``nbconvert --execute``, VS Code): that kernel imported it already, the core imports
+    nothing of Jupyter. None in a terminal."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return None
+    module = sys.modules.get("IPython.display") or sys.modules.get("IPython.core.display_functions")
+    return getattr(module, "display", None)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def progress_line(bar: Progress, now: float | None = None) -> str:
+    """One line as tqdm writes it: ``desc: 23%|###       | 23/100 [00:04<00:13, 5.20it/s]``."""
+    op = bar.operation
+    elapsed = ((op.ended or time.time()) if now is None else now) - op.started
+    rate = bar.n / elapsed if elapsed > 0 else 0.0
+    if bar.total:
+        share = min(1.0, bar.n / bar.total)
+        filled = int(20 * share)
+        left = (bar.total - bar.n) / rate if rate > 0 else None
+        eta = _clock(left) if left is not None else "?"
+        line = (
+            f"{bar.desc}: {share:4.0%}|{'#' * filled}{' ' * (20 - filled)}| {bar.n:g}/{bar.total:g} "
+            f"[{_clock(elapsed)}<{eta}, {rate:.2f}it/s]"
+        )
+    else:
+        line = f"{bar.desc}: {bar.n:g} [{_clock(elapsed)}, {rate:.2f}it/s]"
+    if op.done:
+        line += f" {op.state.value}" + (f" ({op.reason})" if op.reason else "")
+    return line
+
+
 class _TextBar:
+    """A text bar: redrawn in place — with ``\\r`` in a terminal, as one display updated in
+    place in a kernel without the extension (one line in the saved notebook, not one stderr
+    line per update)."""
+
     def __init__(self, bar: Progress) -> None:
         self.bar = bar
+        self.display = _kernel_display()
+        self.handle: Any = None
 
     def render(self) -> None:
-        bar, op = self.bar, self.bar.operation
-        if bar.total:
-            filled = int(30 * min(1.0, bar.n / bar.total))
-            line = f"{bar.desc}: [{'#' * filled}{'.' * (30 - filled)}] {bar.n:g}/{bar.total:g}"
-        else:
-            line = f"{bar.desc}: {bar.n:g}"
-        if op.done:
-            line += f" {op.state.value}" + (f" ({op.reason})" if op.reason else "") + "\n"
-        sys.stderr.write("\r" + line)
+        line = progress_line(self.bar)
+        if self.display is not None:
+            data = {"text/plain": line}
+            if self.handle is None:
+                self.handle = self.display(data, raw=True, display_id=True)
+            else:
+                self.handle.update(data, raw=True)
+            return
+        end = "\n" if self.bar.operation.done else ""
+        sys.stderr.write("\r" + line + end)
         sys.stderr.flush()
 
 
