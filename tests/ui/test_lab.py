@@ -43,6 +43,26 @@ def test_widget_stop_works_while_the_cell_is_busy(lab, page, shots):
     nb.screenshot(shots / "widget-stopped.png", nb.cell(0))
 
 
+def test_status_bar_says_busy_while_a_widget_cell_runs_in_a_fresh_kernel(lab, page):
+    """The widget's comm makes JupyterLab ask the kernel for a subshell (a control request)
+    right after it opens; the ``idle`` ending that request turned the status bar to Idle while
+    the cell still ran (#14 item 1). Those status messages are now untracked."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    ready = lab.root / "busy"
+    name = lab.notebook("busy.ipynb", [HEAD + f"op = jc.start({tree(ready)[:-1]}])\ntime.sleep(120)"])
+    nb = NotebookPage(lab, page, name)
+    nb.run(0)
+    pids = wait_ready(ready, 3)
+    page.locator(".jc-op[data-state=running]").first.wait_for()
+    page.wait_for_selector("text=/\\(ipykernel\\) \\| Busy/")
+    # On the previous main it flipped to Idle within milliseconds of the widget showing.
+    with pytest.raises(PlaywrightTimeout):
+        page.wait_for_selector(nb.idle, timeout=3000)
+    page.locator(".jc-op-stop").first.click()
+    assert wait_gone(pids, timeout=15) == []
+
+
 def test_toolbar_stops_all_work_of_the_notebook(lab, page):
     a, b = lab.root / "t1", lab.root / "t2"
     name = lab.notebook(
