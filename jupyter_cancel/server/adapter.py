@@ -133,10 +133,30 @@ def on_death(manager: Any, callback: Callable[[str], None]) -> None:
         manager.add_restart_callback(lambda s=state: callback(s), state)
 
 
-def untrack_message_types(km: Any, types: Iterable[str]) -> None:
+#: ipywidgets' control requests (kernel subshells, ipykernel 7): no user's activity.
+SUBSHELL_MESSAGES = (
+    "create_subshell_request",
+    "create_subshell_reply",
+    "delete_subshell_request",
+    "delete_subshell_reply",
+    "list_subshell_request",
+    "list_subshell_reply",
+)
+
+
+def untrack_message_types(km: Any, types: Iterable[str], settings: dict[str, Any] | None = None) -> None:
+    """Leave these message types out of jupyter_server's activity tracking — and out of
+    JupyterLab's kernel status, which ignores the status messages of the same list (a page
+    config option, copied from it when JupyterLab loads, maybe before us: ``settings``'s
+    ``page_config_data`` is updated too). Without it, the ``idle`` ending a widget's
+    ``create_subshell_request`` turned the status bar to Idle while the cell still ran."""
     for msg_type in types:
         if msg_type not in km.untracked_message_types:
             km.untracked_message_types.append(msg_type)
+    if settings is not None:
+        settings.setdefault("page_config_data", {})["untracked_message_types"] = list(
+            km.untracked_message_types
+        )
 
 
 def kernel_pid(manager: Any) -> int | None:

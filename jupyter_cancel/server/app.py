@@ -33,20 +33,6 @@ _AUTOLOAD = "import jupyter_cancel as _jc_ext\n_jc_ext.load_ipython_extension(ge
 #: ServerApp's own classes); ``jupyter cancel`` alone starts a server with the extension.
 
 
-#: Control messages whose kernel status changes are no user's activity (see
-#: ``JupyterCancel._untrack_control_messages``).
-UNTRACKED = (
-    "create_subshell_request",
-    "create_subshell_reply",
-    "delete_subshell_request",
-    "delete_subshell_reply",
-    "list_subshell_request",
-    "list_subshell_reply",
-    "jupyter_cancel_request",
-    "jupyter_cancel_reply",
-)
-
-
 class JupyterCancel(ExtensionApp):
     """Stop work launched from notebooks: tab close, interrupt, restart, shutdown, death."""
 
@@ -150,22 +136,6 @@ class JupyterCancel(ExtensionApp):
         self.tracker.install()
         self._track_websockets()
         self._start_shared_watchdog()
-        self._untrack_control_messages()
-
-    def _untrack_control_messages(self) -> None:
-        """Control-channel requests that are no user's activity — ipywidgets' subshell requests,
-        our own ``jupyter_cancel_request`` — are added to jupyter_server's untracked message
-        types. JupyterLab ignores the kernel status messages of those (a page-config option it
-        reads from that list): without this, the ``idle`` that ends a widget's
-        ``create_subshell_request`` turned the status bar to Idle while the cell still ran."""
-        manager = self.serverapp.kernel_manager
-        current = list(getattr(manager, "untracked_message_types", None) or [])
-        if not current:
-            return  # an older jupyter_server: nothing to extend
-        manager.untracked_message_types = current + [t for t in UNTRACKED if t not in current]
-        # JupyterLab copies the list into its page config when it loads, maybe before us.
-        page_config = self.serverapp.web_app.settings.setdefault("page_config_data", {})
-        page_config["untracked_message_types"] = list(manager.untracked_message_types)
 
     def _start_shared_watchdog(self) -> None:
         """Kernels the server starts inherit its environment: they find the watchdog there."""

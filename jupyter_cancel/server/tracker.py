@@ -348,7 +348,9 @@ class Tracker:
 
     # -- kernel actions ----------------------------------------------------------
     def install(self) -> None:
-        adapter.untrack_message_types(self.km, (REQUEST, REPLY, EVENT))
+        adapter.untrack_message_types(
+            self.km, (REQUEST, REPLY, EVENT, *adapter.SUBSHELL_MESSAGES), self.app.serverapp.web_app.settings
+        )
         for name, reason, flag in (
             ("interrupt_kernel", Reason.KERNEL_INTERRUPT, "cancel_on_interrupt"),
             ("restart_kernel", Reason.KERNEL_RESTART, "cancel_on_restart"),
