@@ -362,6 +362,17 @@ class Registry:
                 and (key is None or op.key == key)
             ]
 
+    def reassign(self, client_session: str, to: str) -> list[Operation]:
+        """The live work of ``client_session`` now belongs to ``to`` (a reloaded page took over
+        the work of the page it replaces); subscribers are told."""
+        with self._lock:
+            moved = [op for op in self._live.values() if op.client_session == client_session]
+            for op in moved:
+                op.client_session = to
+        for op in moved:
+            self.changed(op, "progress")
+        return moved
+
     # -- cancelling ------------------------------------------------------------------
     def cancel(
         self,

@@ -1,7 +1,8 @@
 """The ``jupyter_cancel_request`` control-channel message: answered while a cell is busy.
 
-Content: ``{"action": "cancel" | "stop_cell" | "list" | "health", "operation_ids"?, "cell_id"?,
-"client_session"?, "all"?, "reason"?, "wait"?}``. ``stop_cell`` needs ``cell_id``: the cell's
+Content: ``{"action": "cancel" | "stop_cell" | "list" | "health" | "reassign", "operation_ids"?,
+"cell_id"?, "client_session"?, "all"?, "reason"?, "wait"?, "to"?}``. ``reassign`` moves the live
+work of ``client_session`` to the client session ``to`` (a reloaded page took it over). ``stop_cell`` needs ``cell_id``: the cell's
 operations are cancelled as ``cancel`` does, and if it is the cell running now its Python gets
 ``Cancelled`` (``"running": true`` in the reply). Reply ``jupyter_cancel_reply``:
 ``{"status": "ok", "cancelled", "operations"}`` or ``{"status": "error", "ename", "evalue"}``.
@@ -14,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..core.model import Reason, short, to_reason
+from ..core.model import Reason, short, to_reason, to_text
 from ..core.registry import Registry
 from ..core.selector import FIELDS, Selector
 
@@ -25,8 +26,8 @@ REPLY = "jupyter_cancel_reply"
 #: iopub message carrying one operation change: {"event", "operation"}.
 EVENT = "jupyter_cancel_event"
 _MAX_ERROR = 300
-_KEYS = {"action", "reason", "wait", *FIELDS}
-_ACTIONS = ("cancel", "stop_cell", "list", "health")
+_KEYS = {"action", "reason", "wait", "to", *FIELDS}
+_ACTIONS = ("cancel", "stop_cell", "list", "health", "reassign")
 #: ``stop_cell(cell_id, reason)`` → whether that cell was running (and was stopped).
 StopCell = Callable[[str, str], bool]
 
@@ -55,6 +56,11 @@ def _handle(registry: Registry, content: Any, stop_cell: StopCell | None) -> dic
         return {"status": "ok", **registry.health()}
     cancelled: list[str] = []
     running = False
+    if action == "reassign":
+        old = to_text(content.get("client_session"), "client_session")
+        new = to_text(content.get("to"), "to")
+        moved = [op.id for op in registry.reassign(old, new)]
+        return {"status": "ok", "moved": moved}
     if action == "stop_cell":
         selector = Selector.from_json(content)
         if selector.cell_id is None or selector.all or set(selector.filters()) != {"cell_id"}:

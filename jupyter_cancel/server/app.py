@@ -15,6 +15,7 @@ from .handlers import (
     CancelKernelHandler,
     CancelOperationHandler,
     ClientClosedHandler,
+    ClientOpenedHandler,
     EventsHandler,
     HealthHandler,
     OperationsHandler,
@@ -46,6 +47,13 @@ class JupyterCancel(ExtensionApp):
         15.0,
         help="Seconds a client (browser tab) may be gone before its work is cancelled; "
         "a reconnect within it (a reload, a network blip) keeps the work.",
+    ).tag(config=True)
+    reload_grace = Float(
+        3.0,
+        help="Seconds a page that went away (closed or reloading: a browser cannot tell them "
+        "apart as it unloads) leaves its work for a page reopening the same notebook on the same "
+        "kernel to take over; none by then: the work is cancelled as a closed tab's. 0: a page "
+        "going away cancels at once, a reload too.",
     ).tag(config=True)
     control_timeout = Float(
         1.0, help="Seconds to wait for a kernel to answer a cancel before ending its trees ourselves."
@@ -167,6 +175,7 @@ class JupyterCancel(ExtensionApp):
                 (rf"{base}/kernels/(?P<kernel_id>[^/]+)/cancel", CancelKernelHandler),
                 (rf"{base}/kernels/(?P<kernel_id>[^/]+)/cells/(?P<cell_id>[^/]+)/stop", StopCellHandler),
                 (rf"{base}/clients/(?P<client_session>[^/]+)/closed", ClientClosedHandler),
+                (rf"{base}/clients/(?P<client_session>[^/]+)/opened", ClientOpenedHandler),
                 (rf"{base}/events", EventsHandler),
                 (rf"{base}/health", HealthHandler),
             ]

@@ -128,16 +128,50 @@ class ClientClosedHandler(_Base):
     @web.authenticated
     @authorized
     async def post(self, client_session: str) -> None:
-        body = _body(self, {"reason", "kernel_id"})
-        try:
-            client_session = to_text(client_session, "client session")
-        except ValueError as err:
-            raise web.HTTPError(400, str(err)) from None
+        body = _body(self, {"reason", "kernel_id", "path"})
+        client_session, path = _session_and_path(client_session, body)
         kernel_id = body.get("kernel_id")
         if kernel_id is not None and kernel_id not in self.kernel_manager:
             raise _not_found("kernel", kernel_id)
-        cancelled = await self.tracker.tab_closed(client_session, kernel_id)
+        cancelled = await self.tracker.tab_closed(client_session, kernel_id, path)
         self.finish(json.dumps({"cancelled": cancelled}))
+
+
+class ClientOpenedHandler(_Base):
+    """A page opened a notebook on a kernel: it takes over the work of the page it replaces
+    (a reload), if one went away within ``reload_grace``."""
+
+    @web.authenticated
+    @authorized
+    async def post(self, client_session: str) -> None:
+        body = _body(self, {"kernel_id", "path"})
+        client_session, path = _session_and_path(client_session, body)
+        kernel_id = body.get("kernel_id")
+        if kernel_id is None or path is None:
+            raise web.HTTPError(400, "kernel_id and path are required")
+        if kernel_id not in self.kernel_manager:
+            raise _not_found("kernel", kernel_id)
+        replaced = await self.tracker.client_reopened(client_session, kernel_id, path)
+        self.finish(json.dumps({"replaced": replaced}))
+
+
+#: Longest notebook path a page may name (paths are longer than other texts we take).
+MAX_PATH = 4096
+
+
+def _session_and_path(client_session: str, body: dict[str, Any]) -> tuple[str, str | None]:
+    try:
+        session = to_text(client_session, "client session")
+        path = body.get("path")
+        if path is not None:
+            if not isinstance(path, str) or len(path) > MAX_PATH:
+                raise ValueError(f"path must be a string of at most {MAX_PATH} characters")
+            path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise web.HTTPError(400, "path is not valid Unicode (a lone surrogate)") from None
+    except ValueError as err:
+        raise web.HTTPError(400, str(err)) from None
+    return session, path
 
 
 class EventsHandler(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type: ignore[misc]

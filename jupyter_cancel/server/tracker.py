@@ -37,6 +37,8 @@ class Tracker:
         self.links: dict[str, KernelLink] = {}
         self.clients: dict[tuple[str, str], int] = {}
         self._countdowns: dict[tuple[str, str], Any] = {}
+        #: (kernel id, notebook path) → (client session, countdown) of a page gone, maybe reloading.
+        self._reloads: dict[tuple[str, str], tuple[str, Any]] = {}
         self.listeners: set[Listener] = set()
         self.event_logger = getattr(app.serverapp, "event_logger", None)
         self._restores: list[adapter.Restore] = []
@@ -338,13 +340,62 @@ class Tracker:
         if cancelled:
             self.log.info("client %s of kernel %s gone: cancelled %s", session_id, kernel_id, cancelled)
 
-    async def tab_closed(self, client_session: str, kernel_id: str | None = None) -> list[str]:
-        """The frontend says a notebook / tab closed: no grace, the user is gone."""
+    async def tab_closed(
+        self, client_session: str, kernel_id: str | None = None, path: str | None = None
+    ) -> list[str]:
+        """The frontend says a notebook / tab closed: no grace, the user is gone — unless the
+        whole page went away (``path`` given: its beacon), which may be a reload: then the
+        work waits ``reload_grace`` for a page reopening ``path`` on that kernel to take it
+        over (``client_reopened``), and is cancelled if none does."""
+        if path is not None and kernel_id is not None and self.app.reload_grace > 0:
+            key = (kernel_id, path)
+            pending = self._reloads.pop(key, None)
+            if pending is not None:
+                pending[1].cancel()
+            handle = self.call_later(
+                self.app.reload_grace,
+                lambda: asyncio.ensure_future(self._reload_expired(key, client_session)),
+            )
+            self._reloads[key] = (client_session, handle)
+            return []
         kernels = [kernel_id] if kernel_id else [link.kernel_id for link in self.all_links()]
         cancelled: list[str] = []
         for kid in kernels:
             cancelled += await self.cancel(kid, Reason.TAB_CLOSED, Selector(client_session=client_session))
         return cancelled
+
+    async def _reload_expired(self, key: tuple[str, str], client_session: str) -> None:
+        pending = self._reloads.get(key)
+        if pending is None or pending[0] != client_session:
+            return  # taken over, or a newer close of the same notebook
+        del self._reloads[key]
+        cancelled = await self.tab_closed(client_session, key[0])
+        if cancelled:
+            self.log.info("page of %s gone (not reloaded): cancelled %s", key[1], cancelled)
+
+    async def client_reopened(self, client_session: str, kernel_id: str, path: str) -> str | None:
+        """A page opened notebook ``path`` on ``kernel_id``: if a page showing it went away
+        within ``reload_grace`` (a reload), this one takes over that page's work. The client
+        session it replaces, or None."""
+        pending = self._reloads.pop((kernel_id, path), None)
+        if pending is None or pending[0] == client_session:
+            return None
+        old, handle = pending
+        handle.cancel()
+        countdown = self._countdowns.pop((kernel_id, old), None)
+        if countdown is not None:
+            countdown.cancel()
+        link = self.link(kernel_id)
+        if link is not None and kernel_id not in self.foreign.launches:
+            reply = await link.request(
+                {"action": "reassign", "client_session": old, "to": client_session}, self.app.control_timeout
+            )
+            if reply is None or reply.get("status") != "ok":
+                self.log.warning(
+                    "kernel %s did not move the work of %s to %s", kernel_id, old, client_session
+                )
+        self.log.info("page reloaded: %s on kernel %s, work of %s kept", path, kernel_id, old)
+        return old
 
     # -- kernel actions ----------------------------------------------------------
     def install(self) -> None:

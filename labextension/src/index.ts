@@ -16,7 +16,14 @@ import { Widget } from '@lumino/widgets';
 import { announce, forget } from './announce';
 import { createExecutor } from './executor';
 import { IRunningCell, OperationsPanel } from './panel';
-import { beaconClosed, cancelKernel, clientClosed, controlRequest, stopCell } from './request';
+import {
+  beaconClosed,
+  cancelKernel,
+  clientClosed,
+  clientOpened,
+  controlRequest,
+  stopCell
+} from './request';
 import { OperationsStore } from './store';
 import { ICancelRequest, ICellStuck, IControlRequest, IOperation, ISettings } from './tokens';
 import { MODULE_NAME, MODULE_VERSION, OperationModel, OperationView } from './widget';
@@ -64,6 +71,7 @@ const executorPlugin: JupyterFrontEndPlugin<INotebookCellExecutor> = {
 interface IConnectionInfo {
   kernelId: string;
   clientId: string;
+  path: string;
 }
 
 /** A toolbar button "stop all work of this notebook" with a count badge. */
@@ -263,7 +271,16 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
     const remember = (panel: NotebookPanel) => {
       const kernel = panel.sessionContext.session?.kernel;
       if (kernel) {
-        connections.set(panel, { kernelId: kernel.id, clientId: kernel.clientId });
+        const known = connections.get(panel);
+        const info = { kernelId: kernel.id, clientId: kernel.clientId, path: panel.context.path };
+        connections.set(panel, info);
+        if (!known || known.clientId !== info.clientId) {
+          // A reloaded page takes over the work of the page it replaces (the server matches
+          // them by kernel and notebook path, within its reload_grace).
+          void clientOpened(info.clientId, info.kernelId, info.path).catch(err =>
+            console.debug('jupyter_cancel: open not reported', err)
+          );
+        }
       }
     };
 
@@ -314,7 +331,7 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
         remember(panel);
       }
       for (const info of connections.values()) {
-        beaconClosed(info.clientId, info.kernelId);
+        beaconClosed(info.clientId, info.kernelId, info.path);
       }
     });
   }

@@ -46,8 +46,22 @@ function xsrfToken(): string {
   return match ? decodeURIComponent(match[1]) : '';
 }
 
-/** The page is going away: a beacon survives it where fetch may not. */
-export function beaconClosed(clientSession: string, kernelId: string): boolean {
+/** This page opened notebook `path` on a kernel: it takes over the work of the page it
+ * replaces, if that one went away a moment ago (a reload). */
+export function clientOpened(
+  clientSession: string,
+  kernelId: string,
+  path: string
+): Promise<unknown> {
+  return requestAPI(`clients/${encodeURIComponent(clientSession)}/opened`, {
+    method: 'POST',
+    body: JSON.stringify({ kernel_id: kernelId, path })
+  });
+}
+
+/** The page is going away: a beacon survives it where fetch may not. With `path`, the server
+ * waits its reload_grace for a reloaded page to take the work over before cancelling it. */
+export function beaconClosed(clientSession: string, kernelId: string, path?: string): boolean {
   const settings = ServerConnection.makeSettings();
   const query: { [key: string]: string } = { _xsrf: xsrfToken() };
   const token = PageConfig.getToken();
@@ -57,7 +71,7 @@ export function beaconClosed(clientSession: string, kernelId: string): boolean {
   const url =
     URLExt.join(settings.baseUrl, API, `clients/${encodeURIComponent(clientSession)}/closed`) +
     URLExt.objectToQueryString(query);
-  const body = new Blob([JSON.stringify({ kernel_id: kernelId, reason: 'tab_closed' })], {
+  const body = new Blob([JSON.stringify({ kernel_id: kernelId, reason: 'tab_closed', path })], {
     type: 'application/json'
   });
   return navigator.sendBeacon(url, body);

@@ -157,6 +157,48 @@ async def test_client_closed_beacon_cancels_at_once(harness):
     assert len(r["cancelled"]) == 1 and await wait_gone(pids, timeout=0) == []
 
 
+async def test_a_page_gone_leaves_its_work_to_the_page_reopening_its_notebook(harness):
+    """A page's beacon names its notebook: a page opening that notebook on the same kernel
+    within reload_grace takes the work over (a reload); the work lives on, and is the new
+    page's (its close ends it)."""
+    kid = await harness.start_kernel()
+    c = await harness.connect(kid)
+    pids = await harness.start_tree(c)
+    closed = {"kernel_id": kid, "path": "dir/reloaded.ipynb"}
+    r = await harness.api("POST", "jupyter-cancel", "api", "clients", c.session, "closed", body=closed)
+    assert r["cancelled"] == []  # not yet: it may be a reload
+    r = await harness.api("POST", "jupyter-cancel", "api", "clients", "new-page", "opened", body=closed)
+    assert r["replaced"] == c.session
+    assert left_alive(pids) == pids
+    listed = await harness.api("GET", "jupyter-cancel", "api", "operations", params={"kernel_id": kid})
+    (op,) = [o for o in listed["operations"] if o["state"] == "running"]
+    assert op["client_session"] == "new-page"
+    r = await harness.api(
+        "POST", "jupyter-cancel", "api", "clients", "new-page", "closed", body={"kernel_id": kid}
+    )
+    assert r["cancelled"] == [op["id"]] and await wait_gone(pids, timeout=0) == []
+
+
+@pytest.mark.parametrize(
+    ("session", "body", "code"),
+    [
+        ("s", {}, 400),
+        ("s", {"kernel_id": "nope", "path": "a.ipynb"}, 404),
+        ("s", {"kernel_id": "{kid}", "path": "x" * 5000}, 400),
+        ("s", {"kernel_id": "{kid}", "path": 7}, 400),
+        ("s", {"kernel_id": "{kid}", "path": "a.ipynb", "extra": 1}, 400),
+        ("x" * 300, {"kernel_id": "{kid}", "path": "a.ipynb"}, 400),
+    ],
+)
+async def test_rest_client_opened_bad_input(harness, session, body, code):
+    kid = await harness.start_kernel()
+    body = {k: v.format(kid=kid) if isinstance(v, str) and k == "kernel_id" else v for k, v in body.items()}
+    with pytest.raises(HTTPClientError) as err:
+        await harness.api("POST", "jupyter-cancel", "api", "clients", session, "opened", body=body)
+    assert err.value.code == code
+    assert len(err.value.response.body) < 1000
+
+
 def test_bad_config_is_refused_at_startup(tmp_path):
     out = subprocess.run(
         [

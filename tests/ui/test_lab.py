@@ -473,3 +473,40 @@ def test_a_notebooks_own_load_ext_prints_nothing(lab, page):
     nb.run(0)
     nb.cell(0).locator(".jp-OutputArea-output", has_text="loaded-ok").wait_for(timeout=30000)
     assert "already loaded" not in nb.cell(0).locator(".jp-OutputArea").inner_text()
+
+
+def test_reload_keeps_running_work_and_closing_the_tab_ends_it(lab, browser):
+    """A browser cannot tell a reload from a close as the page unloads: the page's beacon
+    names its notebook, and a page reopening that notebook on the same kernel within
+    ``reload_grace`` takes the work over (#14 item 9); a real close ends it once that passed."""
+    ready = lab.root / "reload"
+    name = lab.notebook("reload.ipynb", [HEAD + f"op = jc.start({tree(ready)}, display=False)"])
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    try:
+        nb = NotebookPage(lab, page, name)
+        nb.run(0)
+        pids = wait_ready(ready, 3)
+        (op,) = until(
+            lambda: [o for o in lab.operations() if o["name"].endswith(f"{ready}")], 30, "the operation"
+        )
+        page.reload()  # F5: the reloaded Lab reopens the notebook on the same kernel
+        page.wait_for_selector(nb.idle, timeout=60000)
+        moved = until(
+            lambda: [
+                o
+                for o in lab.operations()
+                if o["id"] == op["id"] and o["client_session"] != op["client_session"]
+            ],
+            30,
+            "the reloaded page took the work over",
+        )
+        assert moved[0]["state"] == "running"
+        assert [p for p in pids if alive(p)] == pids
+        page.close(run_before_unload=True)  # closing the tab: its beacon, then the reload grace
+        assert wait_gone(pids, timeout=30) == []
+        (ended,) = [o for o in lab.operations() if o["id"] == op["id"]]
+        assert (ended["state"], ended["reason"]) == ("cancelled", "tab_closed")
+    finally:
+        context.close()
+        lab.shutdown_kernels()  # after the page is gone (as the page fixture does)
