@@ -273,7 +273,16 @@ def cancel_all(reason: str = Reason.USER, *, wait: bool = True) -> list[Operatio
 class Progress:
     """A tqdm-like bar registered as an operation; raises ``Cancelled`` at the next step."""
 
-    def __init__(self, iterable: Iterable[Any] | None, total: float | None, desc: str | None) -> None:
+    def __init__(
+        self,
+        iterable: Iterable[Any] | None,
+        total: float | None,
+        desc: str | None,
+        *,
+        unit: str = "it",
+        unit_scale: bool = False,
+        initial: float = 0,
+    ) -> None:
         if total is None and iterable is not None:
             try:
                 total = len(iterable)  # type: ignore[arg-type]
@@ -282,7 +291,10 @@ class Progress:
         self.iterable = iterable
         self.total = total
         self.desc = desc or "progress"
-        self.n: float = 0
+        self.unit = unit
+        self.unit_scale = unit_scale
+        self.n: float = initial
+        self.initial = initial
         self.renderer: Any = None
         self.scope = scope(self.desc, kind="progress")
         self._entered = False
@@ -332,7 +344,7 @@ class Progress:
         if not force and now - self._last < 0.1:
             return  # at most ~10 updates a second
         self._last = now
-        self.operation.set_progress(self.n, self.total)
+        self.operation.set_progress(self.n, self.total, rate=progress_timing(self), unit=self.unit)
         if self.renderer is not None:
             self.renderer.render()
 
@@ -355,22 +367,48 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
+def _amount(value: float, scale: bool) -> str:
+    """``value`` as tqdm shows it: ``1.5k``, ``2.3M`` with ``unit_scale``."""
+    if scale:
+        for prefix in ("", "k", "M", "G", "T"):
+            if abs(value) < 1000:
+                return f"{value:.3g}{prefix}"
+            value /= 1000
+        return f"{value:.3g}P"
+    return f"{value:g}"
+
+
+def progress_timing(bar: Progress, now: float | None = None) -> str:
+    """``00:04<00:13, 5.20it/s`` (elapsed, ETA with a total, rate; ``s/it`` when slow)."""
+    op = bar.operation
+    elapsed = ((op.ended or time.time()) if now is None else now) - op.started
+    rate = (bar.n - bar.initial) / elapsed if elapsed > 0 else 0.0
+    if rate <= 0:
+        speed = f"?{bar.unit}/s"
+    elif rate >= 1 or bar.unit_scale:
+        speed = f"{_amount(rate, bar.unit_scale) if bar.unit_scale else f'{rate:.2f}'}{bar.unit}/s"
+    else:
+        speed = f"{1 / rate:.2f}s/{bar.unit}"
+    eta = ""
+    if bar.total and not op.done:
+        eta = "<" + (_clock((bar.total - bar.n) / rate) if rate > 0 else "?")
+    return f"{_clock(elapsed)}{eta}, {speed}"
+
+
 def progress_line(bar: Progress, now: float | None = None) -> str:
     """One line as tqdm writes it: ``desc: 23%|###       | 23/100 [00:04<00:13, 5.20it/s]``."""
     op = bar.operation
-    elapsed = ((op.ended or time.time()) if now is None else now) - op.started
-    rate = bar.n / elapsed if elapsed > 0 else 0.0
+    timing = progress_timing(bar, now)
+    count = _amount(bar.n, bar.unit_scale)
     if bar.total:
         share = min(1.0, bar.n / bar.total)
         filled = int(20 * share)
-        left = (bar.total - bar.n) / rate if rate > 0 else None
-        eta = _clock(left) if left is not None else "?"
         line = (
-            f"{bar.desc}: {share:4.0%}|{'#' * filled}{' ' * (20 - filled)}| {bar.n:g}/{bar.total:g} "
-            f"[{_clock(elapsed)}<{eta}, {rate:.2f}it/s]"
+            f"{bar.desc}: {share:4.0%}|{'#' * filled}{' ' * (20 - filled)}| "
+            f"{count}/{_amount(bar.total, bar.unit_scale)} [{timing}]"
         )
     else:
-        line = f"{bar.desc}: {bar.n:g} [{_clock(elapsed)}, {rate:.2f}it/s]"
+        line = f"{bar.desc}: {count}{bar.unit} [{timing}]"
     if op.done:
         line += f" {op.state.value}" + (f" ({op.reason})" if op.reason else "")
     return line
@@ -400,11 +438,53 @@ class _TextBar:
         sys.stderr.flush()
 
 
+#: tqdm arguments ``progress`` accepts and leaves to the front end (drawing details).
+TQDM_ACCEPTED = frozenset(
+    {
+        "leave",
+        "position",
+        "ncols",
+        "nrows",
+        "mininterval",
+        "maxinterval",
+        "miniters",
+        "ascii",
+        "dynamic_ncols",
+        "smoothing",
+        "bar_format",
+        "postfix",
+        "colour",
+        "delay",
+        "file",
+        "lock_args",
+    }
+)
+
+
 def progress(
-    iterable: Iterable[T] | None = None, total: float | None = None, desc: str | None = None
+    iterable: Iterable[T] | None = None,
+    total: float | None = None,
+    desc: str | None = None,
+    *,
+    unit: str = "it",
+    unit_scale: bool = False,
+    initial: float = 0,
+    disable: bool = False,
+    **tqdm_kwargs: Any,
 ) -> Progress:
-    """``for x in jc.progress(items): ...``: a bar with a stop; ``Cancelled`` at the next step."""
-    return Progress(iterable, total, desc)
+    """``for x in jc.progress(items): ...``: a bar with a stop; ``Cancelled`` at the next step.
+
+    A drop-in for ``tqdm.auto.tqdm`` code: ``desc``, ``total``, ``unit``, ``unit_scale``,
+    ``initial`` as tqdm has them; ``disable=True`` still registers the loop (so Stop works) but
+    draws nothing; tqdm's drawing arguments (``leave``, ``position``, ``ncols``, …) are accepted
+    and left to the front end. Another keyword is a ``TypeError``, as tqdm raises."""
+    unknown = set(tqdm_kwargs) - TQDM_ACCEPTED
+    if unknown:
+        raise TypeError(f"jc.progress() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
+    bar = Progress(iterable, total, desc, unit=unit, unit_scale=unit_scale, initial=initial)
+    if disable:
+        bar.renderer = None
+    return bar
 
 
 __all__ = [

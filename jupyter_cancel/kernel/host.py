@@ -252,7 +252,7 @@ class _HtmlBar:
     def _html(self) -> str:
         bar, op = self.bar, self.bar.operation
         value = f'value="{bar.n:g}" max="{bar.total:g}"' if bar.total else ""
-        count = f"{bar.n:g}/{bar.total:g}" if bar.total else f"{bar.n:g}"
+        count = (f"{bar.n:g}/{bar.total:g}" if bar.total else f"{bar.n:g}") + f" [{api.progress_timing(bar)}]"
         state = op.state.value + (f" — {op.reason}" if op.reason else "")
         return (
             f"<div><b>{html.escape(bar.desc)}</b> <progress {value}></progress> {count} "

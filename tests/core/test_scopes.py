@@ -137,3 +137,26 @@ def test_ctrl_c_in_plain_python_run_cancels_the_tree(tmp_path):
     _, err = proc.communicate(timeout=30)
     assert proc.returncode != 0 and "KeyboardInterrupt" in err
     assert wait_gone(pids, timeout=0) == []
+
+
+def test_progress_reads_like_tqdm_on_a_clock_the_test_drives():
+    from jupyter_cancel.core.api import progress_line, progress_timing
+
+    bar = jc.progress(total=100, desc="embedding")
+    bar.update(23)
+    start = bar.operation.started
+    assert (
+        progress_line(bar, now=start + 4.0)
+        == "embedding:  23%|####                | 23/100 [00:04<00:13, 5.75it/s]"
+    )
+    assert progress_timing(bar, now=start + 100.0) == "01:40<05:34, 4.35s/it"  # slow: seconds per item
+    bar.close()
+    big = jc.progress(
+        total=3_000_000, desc="download", unit="B", unit_scale=True, initial=1_000_000, leave=False
+    )
+    big.update(500_000)
+    assert progress_line(big, now=big.operation.started + 2.0).endswith("| 1.5M/3M [00:02<00:06, 250kB/s]")
+    big.close()
+    assert bar.operation.state is jc.State.COMPLETED and bar.operation.progress["unit"] == "it"
+    with pytest.raises(TypeError, match="unexpected keyword arguments: bogus"):
+        jc.progress(range(3), bogus=True)

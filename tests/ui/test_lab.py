@@ -165,6 +165,7 @@ def test_progress_shows_progress_and_stops_on_click(lab, page, shots):
         "() => { const c = document.querySelector('.jc-op-count'); return c && parseFloat(c.textContent) >= 5; }"
     )
     nb.screenshot(shots / "progress-running.png", nb.cell(0))
+    assert "it/s" in widget.locator(".jc-op-count").inner_text()  # elapsed<ETA, rate (as tqdm)
     widget.locator(".jc-op-stop").click()
     page.wait_for_selector(".jc-op[data-state=cancelled]", timeout=15000)
     nb.wait_idle()
