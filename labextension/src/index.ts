@@ -240,7 +240,15 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
       });
       return cells;
     };
-    const sidebar = new OperationsPanel(store, reveal, runningCells);
+    const locate = (op: IOperation): string | null => {
+      const panel = tracker.find(p => p.sessionContext.session?.kernel?.id === op.kernel_id);
+      if (!panel) {
+        return null;
+      }
+      const index = panel.content.widgets.findIndex(c => c.model.id === op.cell_id);
+      return index >= 0 ? `${panel.title.label} · cell ${index + 1}` : panel.title.label;
+    };
+    const sidebar = new OperationsPanel(store, reveal, runningCells, locate);
     sidebar.title.icon = stopIcon;
     app.shell.add(sidebar, 'left', { rank: 650 });
 

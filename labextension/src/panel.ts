@@ -15,22 +15,70 @@ export interface IRunningCell {
   reveal: () => void;
 }
 
-/** The sidebar: running cells, then running and recent operations of all kernels, a stop button per row. */
+/** Which operations the panel lists. */
+export type PanelFilter = 'all' | 'running' | 'ended';
+
+/** One operation's row, kept across updates (only what changed is touched). */
+interface IRow {
+  row: HTMLLIElement;
+  name: HTMLElement;
+  meta: HTMLElement;
+  stop: HTMLButtonElement | null;
+  op: IOperation;
+  sig: string;
+}
+
+/**
+ * The sidebar: running cells, then the operations of all kernels — newest first, named by
+ * notebook and cell number, filtered (all / running / ended), ended ones clearable, a Stop per
+ * live row. Rows are keyed by operation id and updated in place: an event touches its row,
+ * the clock only the elapsed times.
+ */
 export class OperationsPanel extends Widget {
   private _timer: number;
-  /** What the rows show but the elapsed times: the clock re-renders only when it changed. */
-  private _shape = '';
-  private _metas = new Map<HTMLElement, IOperation>();
+  private _rows = new Map<string, IRow>();
+  private _cellsKey = '';
+  private _filter: PanelFilter = 'all';
+  private _count: HTMLElement;
+  private _cells: HTMLUListElement;
+  private _list: HTMLUListElement;
+  private _empty: HTMLElement;
 
   constructor(
     private store: OperationsStore,
     private reveal: (op: IOperation) => void,
-    private runningCells: () => IRunningCell[] = () => []
+    private runningCells: () => IRunningCell[] = () => [],
+    /** "notebook.ipynb · cell 3" for an operation whose notebook is open, else null. */
+    private locate: (op: IOperation) => string | null = () => null
   ) {
     super();
     this.id = 'jupyter-cancel-panel';
     this.addClass('jc-panel');
     this.title.caption = 'Running work (jupyter_cancel)';
+    this.node.innerHTML = `
+      <div class="jc-panel-head">
+        <span>Running work</span> <span class="jc-panel-count" aria-live="polite"></span>
+        <span class="jc-panel-tools">
+          <select class="jc-panel-filter jp-mod-styled" aria-label="Show">
+            <option value="all">All</option><option value="running">Running</option><option value="ended">Ended</option>
+          </select>
+          <button class="jc-panel-clear jp-mod-styled" title="Remove ended work from this list" aria-label="Clear ended work">Clear ended</button>
+        </span>
+      </div>
+      <ul class="jc-list jc-cells" aria-label="Running cells"></ul>
+      <ul class="jc-list jc-ops" aria-label="Operations"></ul>
+      <div class="jc-empty">Nothing has run yet. Work started with jc.run, jc.start, jc.progress or !cmd shows here.</div>`;
+    this._count = this.node.querySelector('.jc-panel-count')!;
+    this._cells = this.node.querySelector('.jc-cells')!;
+    this._list = this.node.querySelector('.jc-ops')!;
+    this._empty = this.node.querySelector('.jc-empty')!;
+    const filter = this.node.querySelector<HTMLSelectElement>('.jc-panel-filter')!;
+    filter.onchange = () => {
+      this._filter = filter.value as PanelFilter;
+      this.render();
+    };
+    this.node.querySelector<HTMLButtonElement>('.jc-panel-clear')!.onclick = () =>
+      this.store.clearEnded();
     this.store.changed.connect(this.render, this);
     // Each second only the elapsed times change in place: replacing the rows would lose a
     // click whose mouse-down and mouse-up fall either side of the re-render.
@@ -44,35 +92,67 @@ export class OperationsPanel extends Widget {
     super.dispose();
   }
 
-  private shape(): string {
-    const ops = this.store.operations().map(op => `${op.id}:${op.state}:${op.reason}`);
-    const cells = this.runningCells().map(cell => `${cell.id}:${cell.stuck}`);
-    return JSON.stringify([ops, cells]);
+  tick(): void {
+    this.renderCells();
+    const now = Date.now() / 1000;
+    for (const { meta, op } of this._rows.values()) {
+      meta.textContent = this.metaText(op, now);
+    }
   }
 
-  tick(): void {
-    if (this.shape() !== this._shape) {
-      this.render();
-      return;
-    }
-    const now = Date.now() / 1000;
-    for (const [meta, op] of this._metas) {
-      meta.textContent = metaText(op, now);
-    }
+  private shown(op: IOperation): boolean {
+    const live = op.state === 'running' || op.state === 'pending';
+    return this._filter === 'all' || (this._filter === 'running') === live;
   }
 
   render(): void {
-    const ops = this.store.operations();
+    this.renderCells();
     const now = Date.now() / 1000;
-    this._shape = this.shape();
-    this._metas.clear();
+    const ops = this.store.operations().filter(op => this.shown(op));
+    const wanted = new Set(ops.map(op => op.id));
+    for (const [id, entry] of this._rows) {
+      if (!wanted.has(id)) {
+        entry.row.remove();
+        this._rows.delete(id);
+      }
+    }
+    let previous: HTMLElement | null = null;
+    for (const op of ops) {
+      let entry = this._rows.get(op.id);
+      const sig = `${op.state}:${op.reason}:${op.name}:${op.cell_id}:${op.client_session}:${(op.tags?.workers ?? []).join(',')}`;
+      if (!entry) {
+        entry = this.makeRow(op);
+        this._rows.set(op.id, entry);
+      } else if (entry.sig !== sig) {
+        this.fillRow(entry, op);
+      }
+      entry.op = op;
+      entry.sig = sig;
+      entry.meta.textContent = this.metaText(op, now);
+      // Keep the order (newest first) moving only rows that are out of place.
+      const expected: Element | null = previous
+        ? previous.nextElementSibling
+        : this._list.firstElementChild;
+      if (expected !== entry.row) {
+        this._list.insertBefore(entry.row, expected);
+      }
+      previous = entry.row;
+    }
     const live = this.store.live().length;
-    this.node.innerHTML = `
-      <div class="jc-panel-head">Running work <span class="jc-panel-count">${live} running</span></div>
-      <ul class="jc-list"></ul>
-      ${ops.length ? '' : '<div class="jc-empty">Nothing has run yet. Work started with jc.run, jc.start, jc.progress or !cmd shows here.</div>'}`;
-    const list = this.node.querySelector('ul')!;
-    for (const cell of this.runningCells()) {
+    this._count.textContent = `${live} running`;
+    this._empty.style.display =
+      this.store.operations().length || this._cells.childElementCount ? 'none' : '';
+  }
+
+  private renderCells(): void {
+    const cells = this.runningCells();
+    const key = JSON.stringify(cells.map(cell => [cell.id, cell.label, cell.stuck]));
+    if (key === this._cellsKey) {
+      return;
+    }
+    this._cellsKey = key;
+    this._cells.textContent = '';
+    for (const cell of cells) {
       const row = document.createElement('li');
       row.className = 'jc-row jc-cell-row jc-state-running';
       row.dataset.cell = cell.id;
@@ -86,6 +166,7 @@ export class OperationsPanel extends Widget {
       stop.className = 'jc-row-stop jc-cell-stop jp-mod-styled jp-mod-warn';
       stop.textContent = '■ Stop cell';
       stop.title = `Stop ${cell.label} (its Python and its work)`;
+      stop.setAttribute('aria-label', stop.title);
       stop.onclick = event => {
         event.stopPropagation();
         stop.disabled = true;
@@ -110,55 +191,85 @@ export class OperationsPanel extends Widget {
         row.appendChild(meta);
       }
       row.onclick = () => cell.reveal();
-      list.appendChild(row);
+      this._cells.appendChild(row);
     }
-    for (const op of ops) {
-      const row = document.createElement('li');
-      row.className = `jc-row jc-state-${op.state}`;
-      row.dataset.id = op.id;
-      row.title = `${op.name}\ncell ${op.cell_id ?? '-'} · kernel ${op.kernel_id ?? '-'}\nclick to show its cell`;
-      const head = document.createElement('div');
-      head.className = 'jc-row-head';
-      const name = document.createElement('span');
-      name.className = 'jc-row-name';
-      name.textContent = op.name;
-      head.appendChild(name);
-      if (op.state === 'running' || op.state === 'pending') {
-        const stop = document.createElement('button');
-        stop.className = 'jc-row-stop jp-mod-styled jp-mod-warn';
-        stop.textContent = '■ Stop';
-        stop.title = `Stop ${op.name}`;
-        stop.onclick = event => {
-          event.stopPropagation();
-          stop.disabled = true;
-          void cancelOperation(op.id).catch(err => {
-            console.error('jupyter_cancel: stop failed', err);
-            stop.disabled = false;
-          });
-        };
-        head.appendChild(stop);
+  }
+
+  private makeRow(op: IOperation): IRow {
+    const row = document.createElement('li');
+    row.tabIndex = 0;
+    const head = document.createElement('div');
+    head.className = 'jc-row-head';
+    const name = document.createElement('span');
+    name.className = 'jc-row-name';
+    head.appendChild(name);
+    const meta = document.createElement('div');
+    meta.className = 'jc-row-meta';
+    row.appendChild(head);
+    row.appendChild(meta);
+    const entry: IRow = { row, name, meta, stop: null, op, sig: '' };
+    row.onclick = () => this.reveal(entry.op);
+    row.onkeydown = event => {
+      if (event.key === 'Enter') {
+        this.reveal(entry.op);
       }
-      const meta = document.createElement('div');
-      meta.className = 'jc-row-meta';
-      meta.textContent = metaText(op, now);
-      this._metas.set(meta, op);
-      row.appendChild(head);
-      row.appendChild(meta);
-      row.onclick = () => this.reveal(op);
-      list.appendChild(row);
+    };
+    this.fillRow(entry, op);
+    return entry;
+  }
+
+  private fillRow(entry: IRow, op: IOperation): void {
+    const where = this.locate(op);
+    entry.row.className = `jc-row jc-state-${op.state}`;
+    entry.row.dataset.id = op.id;
+    entry.row.title = `${op.name}\n${where ?? `cell ${op.cell_id ?? '-'}`} · kernel ${op.kernel_id ?? '-'}\nclick to show its cell`;
+    entry.row.setAttribute('aria-label', `${op.name}, ${op.state}`);
+    entry.name.textContent = op.name;
+    entry.name.title = op.name;
+    const live = op.state === 'running' || op.state === 'pending';
+    if (live && !entry.stop) {
+      const stop = document.createElement('button');
+      stop.className = 'jc-row-stop jp-mod-styled jp-mod-warn';
+      stop.textContent = '■ Stop';
+      stop.title = `Stop ${op.name}`;
+      stop.setAttribute('aria-label', stop.title);
+      stop.onclick = event => {
+        event.stopPropagation();
+        stop.disabled = true;
+        void cancelOperation(entry.op.id).catch(err => {
+          console.error('jupyter_cancel: stop failed', err);
+          stop.disabled = false;
+        });
+      };
+      entry.name.parentElement!.appendChild(stop);
+      entry.stop = stop;
+    } else if (!live && entry.stop) {
+      entry.stop.remove();
+      entry.stop = null;
     }
+  }
+
+  private metaText(op: IOperation, now: number): string {
+    return metaText(op, now, this.locate(op));
   }
 }
 
-/** A row's second line: state, reason, elapsed time, cell and kernel (and the cluster's
- * workers, for work submitted to Dask). */
-function metaText(op: IOperation, now: number): string {
+/** A row's second line: state, reason (and cancel latency), elapsed time, where it runs —
+ * the notebook and cell number when that notebook is open, else cell and kernel ids — and
+ * the cluster's workers, for work submitted to Dask. */
+function metaText(op: IOperation, now: number, where: string | null = null): string {
   const reason = op.reason ? ` — ${describeReason(op.reason)}` : '';
+  const latency =
+    op.state === 'cancelled' && typeof op.cancel_latency === 'number'
+      ? ` in ${Math.round(op.cancel_latency * 1000)} ms`
+      : '';
   const workers = op.kind === 'dask' ? (op.tags?.workers ?? []) : [];
+  const place = op.foreign
+    ? `kernel-level · kernel ${op.kernel_id ? op.kernel_id.slice(0, 8) : '-'}`
+    : (where ??
+      `cell ${op.cell_id ? op.cell_id.slice(0, 8) : '-'} · kernel ${op.kernel_id ? op.kernel_id.slice(0, 8) : '-'}`);
   return (
-    `${op.state}${reason} · ${formatElapsed((op.ended ?? now) - op.started)}` +
-    (op.foreign ? ' · kernel-level' : ` · cell ${op.cell_id ? op.cell_id.slice(0, 8) : '-'}`) +
-    ` · kernel ${op.kernel_id ? op.kernel_id.slice(0, 8) : '-'}` +
+    `${op.state}${reason}${latency} · ${formatElapsed((op.ended ?? now) - op.started)} · ${place}` +
     (workers.length ? ` · on ${workers.join(', ')}` : '')
   );
 }

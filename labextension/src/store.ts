@@ -10,6 +10,8 @@ export class OperationsStore {
   private _socket: WebSocket | null = null;
   private _disposed = false;
   private _retry = 500;
+  /** Ended operations the user cleared from the list (a snapshot must not bring them back). */
+  private _cleared = new Set<string>();
 
   constructor() {
     this.connect();
@@ -33,7 +35,20 @@ export class OperationsStore {
 
   async refresh(): Promise<void> {
     const data = await requestAPI<{ operations: IOperation[] }>('operations');
-    this._ops = new Map(data.operations.map(op => [op.id, op]));
+    this._ops = new Map(
+      data.operations.filter(op => !this._cleared.has(op.id)).map(op => [op.id, op])
+    );
+    this._changed.emit();
+  }
+
+  /** Drop every ended operation from the list (they stay in the server's history). */
+  clearEnded(): void {
+    for (const op of this.operations()) {
+      if (op.state !== 'running' && op.state !== 'pending') {
+        this._ops.delete(op.id);
+        this._cleared.add(op.id);
+      }
+    }
     this._changed.emit();
   }
 
@@ -58,8 +73,10 @@ export class OperationsStore {
 
   private handle(message: IOperationEvent): void {
     if (message.event === 'snapshot') {
-      this._ops = new Map((message.operations ?? []).map(op => [op.id, op]));
-    } else if (message.operation) {
+      this._ops = new Map(
+        (message.operations ?? []).filter(op => !this._cleared.has(op.id)).map(op => [op.id, op])
+      );
+    } else if (message.operation && !this._cleared.has(message.operation.id)) {
       const previous = this._ops.get(message.operation.id);
       this._ops.set(message.operation.id, { ...previous, ...message.operation });
       if (this._ops.size > 500) {

@@ -17,6 +17,8 @@ export interface IOperation {
   progress: { n: number; total: number | null } | null;
   /** A process of a kernel without the kernel extension (R, bash, …): kernel-level, no cell. */
   foreign?: boolean;
+  /** Seconds from the cancel request to the work gone (cancelled operations). */
+  cancel_latency?: number;
   /** Free-form tags; a Dask submission (kind `dask`) names the `workers` its tasks run on. */
   tags?: { workers?: string[]; [key: string]: unknown };
 }

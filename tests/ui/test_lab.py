@@ -152,6 +152,53 @@ def test_panel_lists_operations_live_and_stops_them(lab, page, shots):
     page.locator(".jc-row.jc-state-cancelled", has_text="llama-server (demo)").wait_for()
 
 
+def test_panel_names_the_notebook_and_cell_filters_clears_and_updates_rows_in_place(lab, page, shots):
+    """#14 item 3: a row says which notebook and cell; All / Running / Ended; Clear ended; an
+    event changes its row in place (the same element), the Stop button never hides the name."""
+    ready = lab.root / "p3"
+    long_name = "a long running server with a name longer than the panel is wide (demo)"
+    name = lab.notebook(
+        "panel3.ipynb",
+        [
+            "print('cell one')",
+            HEAD
+            + f"op = jc.start({tree(ready)}, display=False, name={long_name!r})\n"
+            + "done = jc.start(['true'], display=False, name='panel-short')",
+        ],
+    )
+    nb = NotebookPage(lab, page, name)
+    page.locator(".jp-SideBar [data-id='jupyter-cancel-panel']").click()
+    nb.run(0)
+    nb.wait_idle()
+    nb.run(1)
+    pids = wait_ready(ready, 3)
+    row = page.locator(".jc-row.jc-state-running", has_text="a long running server")
+    row.wait_for()
+    assert "panel3.ipynb · cell 2" in row.locator(".jc-row-meta").inner_text()
+    name_box = row.locator(".jc-row-name").bounding_box()
+    stop_box = row.locator(".jc-row-stop").bounding_box()
+    assert name_box["x"] + name_box["width"] <= stop_box["x"] + 0.5, (name_box, stop_box)
+    short = page.locator(".jc-row.jc-state-completed", has_text="panel-short")
+    short.wait_for()
+    page.select_option(".jc-panel-filter", "running")
+    short.wait_for(state="detached")
+    assert row.count() == 1
+    page.select_option(".jc-panel-filter", "ended")
+    short.wait_for()
+    assert row.count() == 0
+    page.select_option(".jc-panel-filter", "all")
+    handle = row.element_handle()
+    page.locator(".jc-panel-clear").click()
+    short.wait_for(state="detached")
+    nb.screenshot(shots / "panel-rows.png", page.locator(".jc-panel"))
+    row.locator(".jc-row-stop").click()
+    assert wait_gone(pids, timeout=10) == []
+    page.locator(".jc-row.jc-state-cancelled", has_text="a long running server").wait_for()
+    # The same element, updated in place (not the list re-rendered), with the cancel latency.
+    assert handle.evaluate("e => e.isConnected && e.classList.contains('jc-state-cancelled')")
+    assert " ms · " in handle.inner_text() and "by you" in handle.inner_text()
+
+
 def test_progress_shows_progress_and_stops_on_click(lab, page, shots):
     name = lab.notebook(
         "progress.ipynb",
