@@ -1,6 +1,6 @@
 import { IJupyterWidgetRegistry } from '@jupyter-widgets/base';
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
-import { Notification } from '@jupyterlab/apputils';
+import { ICommandPalette, Notification } from '@jupyterlab/apputils';
 import { ICodeCellModel } from '@jupyterlab/cells';
 import {
   INotebookCellExecutor,
@@ -10,6 +10,7 @@ import {
 } from '@jupyterlab/notebook';
 import { Kernel } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { IStatusBar } from '@jupyterlab/statusbar';
 import { LabIcon } from '@jupyterlab/ui-components';
 import { Widget } from '@lumino/widgets';
 
@@ -30,6 +31,9 @@ import { MODULE_NAME, MODULE_VERSION, OperationModel, OperationView } from './wi
 
 const PLUGIN_ID = 'jupyter-cancel:plugin';
 const STOP_CELL = 'jupyter-cancel:stop-cell';
+const STOP_NOTEBOOK = 'jupyter-cancel:stop-notebook-work';
+const STOP_ALL = 'jupyter-cancel:stop-all-work';
+const OPEN_PANEL = 'jupyter-cancel:open-panel';
 const DEFAULTS: ISettings = {
   stopButtonScope: 'kernel',
   cancelOnClose: true,
@@ -40,7 +44,7 @@ let current: ISettings = { ...DEFAULTS };
 const stopIcon = new LabIcon({
   name: 'jupyter-cancel:stop',
   svgstr:
-    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" width="16"><rect class="jp-icon3" fill="#616161" x="5" y="5" width="14" height="14" rx="2"/></svg>'
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" width="16"><path class="jp-icon3" fill="#616161" d="M8.3 3h7.4L21 8.3v7.4L15.7 21H8.3L3 15.7V8.3z"/><rect fill="#fff" x="7" y="11" width="10" height="2.2" rx="1"/></svg>'
 });
 
 /** The widget's view, for jc.run / jc.start / jc.progress / !cmd displays. */
@@ -123,23 +127,54 @@ class StopAllButton extends Widget {
   }
 
   async stopAll(): Promise<void> {
-    const kernel = this.kernel();
-    if (!kernel) {
-      return;
-    }
-    const body: ICancelRequest = { reason: 'user' };
-    if (current.stopButtonScope === 'session') {
-      body.client_session = kernel.clientId;
-    }
-    try {
-      await cancelKernel(kernel.id, body);
-    } catch {
-      // No server extension (or it failed): ask the kernel directly.
-      const content: IControlRequest = body.client_session
-        ? { action: 'cancel', client_session: body.client_session, reason: 'user' }
-        : { action: 'cancel', all: true, reason: 'user' };
-      await controlRequest(kernel, content);
-    }
+    await stopNotebookWork(this.panel);
+  }
+}
+
+/** Stop all work of a notebook's kernel (or only this page's, with the setting `session`). */
+async function stopNotebookWork(panel: NotebookPanel | null): Promise<void> {
+  const kernel = panel?.sessionContext.session?.kernel;
+  if (!kernel) {
+    return;
+  }
+  const body: ICancelRequest = { reason: 'user' };
+  if (current.stopButtonScope === 'session') {
+    body.client_session = kernel.clientId;
+  }
+  try {
+    await cancelKernel(kernel.id, body);
+  } catch {
+    // No server extension (or it failed): ask the kernel directly.
+    const content: IControlRequest = body.client_session
+      ? { action: 'cancel', client_session: body.client_session, reason: 'user' }
+      : { action: 'cancel', all: true, reason: 'user' };
+    await controlRequest(kernel, content);
+  }
+}
+
+/** "N running" in the status bar; a click opens the Running work panel. */
+class RunningStatus extends Widget {
+  constructor(
+    private store: OperationsStore,
+    open: () => void
+  ) {
+    super({ node: document.createElement('button') });
+    this.addClass('jc-status');
+    this.node.title = 'Running work (jupyter_cancel): click to open the panel';
+    this.node.onclick = open;
+    this.store.changed.connect(this.refresh, this);
+    this.refresh();
+  }
+
+  dispose(): void {
+    this.store.changed.disconnect(this.refresh, this);
+    super.dispose();
+  }
+
+  refresh(): void {
+    const live = this.store.live().length;
+    this.node.textContent = `${live} running`;
+    this.node.dataset.count = String(live);
   }
 }
 
@@ -177,11 +212,13 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
   description: 'Stop button, running-work panel and tab-close signal.',
   autoStart: true,
   requires: [INotebookTracker],
-  optional: [ISettingRegistry],
+  optional: [ISettingRegistry, ICommandPalette, IStatusBar],
   activate: (
     app: JupyterFrontEnd,
     tracker: INotebookTracker,
-    settingRegistry: ISettingRegistry | null
+    settingRegistry: ISettingRegistry | null,
+    palette: ICommandPalette | null,
+    statusBar: IStatusBar | null
   ) => {
     if (settingRegistry) {
       void settingRegistry
@@ -251,6 +288,54 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
     const sidebar = new OperationsPanel(store, reveal, runningCells, locate);
     sidebar.title.icon = stopIcon;
     app.shell.add(sidebar, 'left', { rank: 650 });
+
+    // Commands (Command Palette, shortcuts): stop this notebook's work, stop all work, the panel.
+    app.commands.addCommand(STOP_NOTEBOOK, {
+      label: "Stop This Notebook's Work",
+      caption: 'Stop every process, LLM run and build of this notebook (not an interrupt)',
+      icon: stopIcon,
+      isEnabled: () => !!tracker.currentWidget?.sessionContext.session?.kernel,
+      execute: () => stopNotebookWork(tracker.currentWidget)
+    });
+    app.commands.addCommand(STOP_ALL, {
+      label: 'Stop All Work (Every Kernel)',
+      caption: 'Stop the running work of every kernel',
+      icon: stopIcon,
+      execute: async () => {
+        const kernels = new Set(
+          store
+            .live()
+            .map(op => op.kernel_id)
+            .filter(Boolean) as string[]
+        );
+        await Promise.all([...kernels].map(id => cancelKernel(id, { reason: 'user' })));
+      }
+    });
+    app.commands.addCommand(OPEN_PANEL, {
+      label: 'Show Running Work',
+      caption: 'Open the Running work panel',
+      execute: () => app.shell.activateById(sidebar.id)
+    });
+    app.commands.addKeyBinding({
+      command: STOP_NOTEBOOK,
+      keys: ['Accel Alt .'],
+      selector: '.jp-Notebook'
+    });
+    app.commands.addKeyBinding({
+      command: STOP_ALL,
+      keys: ['Accel Alt Shift .'],
+      selector: 'body'
+    });
+    for (const command of [STOP_NOTEBOOK, STOP_ALL, OPEN_PANEL]) {
+      palette?.addItem({ command, category: 'Running Work' });
+    }
+    if (statusBar) {
+      statusBar.registerStatusItem('jupyter-cancel:running', {
+        item: new RunningStatus(store, () => app.shell.activateById(sidebar.id)),
+        align: 'left',
+        rank: 5
+      });
+    }
 
     // Stop one cell (its Python and its work), from the cell toolbar or the context menu.
     app.commands.addCommand(STOP_CELL, {

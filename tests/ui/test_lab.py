@@ -199,6 +199,32 @@ def test_panel_names_the_notebook_and_cell_filters_clears_and_updates_rows_in_pl
     assert " ms · " in handle.inner_text() and "by you" in handle.inner_text()
 
 
+def test_status_bar_count_opens_the_panel_and_the_stop_commands_work(lab, page):
+    """'N running' in the status bar opens the panel; "Stop This Notebook's Work" has a
+    shortcut (Ctrl+Alt+.) and, with "Stop All Work", a place in the Command Palette."""
+    ready = lab.root / "cmd"
+    name = lab.notebook(
+        "commands.ipynb", [HEAD + f"op = jc.start({tree(ready)}, display=False, name='by-shortcut')"]
+    )
+    nb = NotebookPage(lab, page, name)
+    nb.run(0)
+    pids = wait_ready(ready, 3)
+    status = page.locator(".jc-status[data-count='1']")
+    status.wait_for()
+    assert status.inner_text() == "1 running"
+    status.click()
+    page.locator(".jc-panel .jc-row.jc-state-running", has_text="by-shortcut").wait_for()
+    nb.wait_idle()
+    nb.cell(0).locator(".jp-InputArea-prompt").click()  # command mode in the notebook
+    page.keyboard.press("Control+Alt+Period")
+    assert wait_gone(pids, timeout=10) == []
+    page.locator(".jc-status[data-count='0']").wait_for()
+    page.keyboard.press("Control+Shift+C")  # the Command Palette
+    page.locator(".lm-CommandPalette-input").fill("Stop All Work")
+    page.locator(".lm-CommandPalette-item", has_text="Stop All Work (Every Kernel)").wait_for()
+    page.keyboard.press("Escape")
+
+
 def test_progress_shows_progress_and_stops_on_click(lab, page, shots):
     name = lab.notebook(
         "progress.ipynb",
