@@ -300,6 +300,12 @@ def test_notebook7_widget_stop_and_toolbar(lab, page):
     page.wait_for_selector(".jc-op[data-state=running] .jc-op-stop").click()
     page.wait_for_selector(".jc-op[data-state=cancelled]", timeout=15000)
     assert wait_gone(pids) == []
+    # The Running work panel is there too: from the Command Palette, in Notebook 7's left area.
+    page.keyboard.press("Escape")
+    page.keyboard.press("Control+Shift+C")
+    page.locator(".lm-CommandPalette-input").fill("Show Running Work")
+    page.locator(".lm-CommandPalette-item[data-command='jupyter-cancel:open-panel']").click()
+    page.locator(".jc-panel .jc-row.jc-state-cancelled", has_text="nb7 tree").wait_for()
 
 
 def test_stop_button_scope_session_stops_only_this_notebooks_work(lab, page):
