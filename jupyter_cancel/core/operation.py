@@ -83,6 +83,7 @@ class Operation:
         "policy",
         "progress",
         "reason",
+        "resources",
         "returncode",
         "runner",
         "started",
@@ -127,6 +128,8 @@ class Operation:
         self.cancel_latency: float | None = None
         self.progress: dict[str, Any] | None = None
         self.unkillable: list[int] = []
+        #: What its tree costs (``core.resources``), while someone looked: None if never sampled.
+        self.resources: dict[str, Any] | None = None
         self.error: str | None = None
         self.message: str | None = None
         self._registry = registry
@@ -235,6 +238,8 @@ class Operation:
         }
         if self.message is not None:
             data["message"] = self.message
+        if self.resources is not None:
+            data["resources"] = dict(self.resources)
         if self.ended is not None:
             data["duration"] = self.ended - self.started
             if self.cancel_latency is not None:

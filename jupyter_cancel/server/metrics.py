@@ -17,6 +17,15 @@ CANCEL_LATENCY = Histogram(
     "From a cancel request to the operation's whole tree being gone.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+PEAK_RSS = Histogram(
+    "jupyter_cancel_operation_peak_rss_bytes",
+    "Peak resident memory of an ended operation's tree (operations sampled while shown).",
+    buckets=(2**20, 2**24, 2**26, 2**28, 2**30, 2**32, 2**34),
+)
+CPU_SECONDS = Counter(
+    "jupyter_cancel_operation_cpu_seconds_total",
+    "CPU seconds used by ended operations' trees (operations sampled while shown).",
+)
 RUNNING = Gauge("jupyter_cancel_running_operations", "Operations running now, all kernels.")
 UNKILLABLE = Gauge(
     "jupyter_cancel_unkillable_operations",

@@ -474,6 +474,12 @@ class Tracker:
             metrics.ENDED.labels(str(data.get("state")), str(data.get("reason") or "")).inc()
             if isinstance(data.get("cancel_latency"), (int, float)):
                 metrics.CANCEL_LATENCY.observe(data["cancel_latency"])
+            used = data.get("resources")
+            if isinstance(used, dict):
+                if isinstance(used.get("peak_rss"), (int, float)) and used["peak_rss"] > 0:
+                    metrics.PEAK_RSS.observe(used["peak_rss"])
+                if isinstance(used.get("cpu_seconds"), (int, float)) and used["cpu_seconds"] >= 0:
+                    metrics.CPU_SECONDS.inc(used["cpu_seconds"])
         if event in ("started", "cancel_requested", "ended") and self.event_logger is not None:
             try:
                 self.event_logger.emit(schema_id=EVENT_SCHEMA, data=_event_record(kernel_id, event, data))

@@ -16,11 +16,14 @@ from ipywidgets import DOMWidget
 from traitlets import Float, Int, Unicode
 
 from ..core.operation import Operation
+from ..core.resources import Usage, describe
 
 MODULE = "jupyter-cancel"
 VERSION = "^0.1.0"
 TAIL_LINES = 200
 INTERVAL = 0.1
+#: A shown, running process tree is sampled (CPU, RSS, processes) this often, in seconds.
+SAMPLE_EVERY = 1.0
 
 
 class OperationWidget(DOMWidget):
@@ -43,6 +46,8 @@ class OperationWidget(DOMWidget):
     total = Float(None, allow_none=True).tag(sync=True)
     tail = Unicode("").tag(sync=True)
     rate = Unicode("").tag(sync=True)
+    #: What the tree costs now (``CPU 98% · 45 MiB · 3 processes``), then at its end.
+    resources = Unicode("").tag(sync=True)
 
     def __repr__(self) -> str:
         # What a frontend without the widget shows (text/plain of the display).
@@ -54,6 +59,8 @@ class WidgetFeeder:
 
     _lock = threading.Condition()
     _dirty: dict[int, WidgetFeeder] = {}
+    #: Feeders of running process trees: sampled every SAMPLE_EVERY while shown.
+    _sampled: dict[int, WidgetFeeder] = {}
     _thread: threading.Thread | None = None
 
     def __init__(self, op: Operation, widget: OperationWidget) -> None:
@@ -65,7 +72,12 @@ class WidgetFeeder:
         widget.name = op.name
         widget.kind = op.kind
         widget.started = op.started
+        self.usage: Usage | None = Usage() if op.kind == "process" else None
+        self._sampled_at = 0.0
         op.on_output(self._output)
+        if self.usage is not None:
+            with WidgetFeeder._lock:
+                WidgetFeeder._sampled[id(self)] = self
 
     def _output(self, _op: Operation, text: str) -> None:
         with self._lock:
@@ -89,24 +101,48 @@ class WidgetFeeder:
         with self._lock:
             tail = "\n".join(self.lines) + ("\n" + self.partial if self.partial else "")
         progress = op.progress or {}
+        self._sample()
         with w.hold_sync():
             w.state = op.state.value
             w.reason = op.reason
             w.exit_code = op.exit_code
             w.ended = op.ended
             w.tail = tail.lstrip("\n")
+            if op.resources is not None:
+                w.resources = describe(op.resources)
             if progress:
                 w.n = float(progress.get("n") or 0)
                 total = progress.get("total")
                 w.total = float(total) if total else None
                 w.rate = str(progress.get("rate") or "")
 
+    def _sample(self) -> None:
+        """Sample the tree if it runs and a second passed (the end keeps the last totals)."""
+        op = self.op
+        if self.usage is None:
+            return
+        if op.done:
+            with WidgetFeeder._lock:
+                WidgetFeeder._sampled.pop(id(self), None)
+            if op.resources is not None and op.resources.get("processes"):
+                op.resources = {**op.resources, "cpu_percent": 0.0, "rss": 0, "processes": 0}
+            return
+        if time.monotonic() - self._sampled_at < SAMPLE_EVERY:
+            return
+        self._sampled_at = time.monotonic()
+        op.resources = self.usage.sample(op.pids())
+
     @classmethod
     def _run(cls) -> None:
         while True:
             with cls._lock:
                 while not cls._dirty:
-                    cls._lock.wait()
+                    if cls._sampled:
+                        # Shown trees still running: their cost is refreshed each second.
+                        if not cls._lock.wait(SAMPLE_EVERY):
+                            cls._dirty.update(cls._sampled)
+                    else:
+                        cls._lock.wait()
                 batch, cls._dirty = list(cls._dirty.values()), {}
             for feeder in batch:
                 try:

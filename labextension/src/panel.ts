@@ -268,8 +268,14 @@ function metaText(op: IOperation, now: number, where: string | null = null): str
     ? `kernel-level · kernel ${op.kernel_id ? op.kernel_id.slice(0, 8) : '-'}`
     : (where ??
       `cell ${op.cell_id ? op.cell_id.slice(0, 8) : '-'} · kernel ${op.kernel_id ? op.kernel_id.slice(0, 8) : '-'}`);
+  const used = op.resources;
+  const cost =
+    op.ended && used?.peak_rss
+      ? ` · peak ${(used.peak_rss / 2 ** 20).toFixed(1)} MiB, ${(used.cpu_seconds ?? 0).toFixed(1)} CPU s`
+      : '';
   return (
     `${op.state}${reason}${latency} · ${formatElapsed((op.ended ?? now) - op.started)} · ${place}` +
-    (workers.length ? ` · on ${workers.join(', ')}` : '')
+    (workers.length ? ` · on ${workers.join(', ')}` : '') +
+    cost
   );
 }

@@ -17,6 +17,8 @@ export interface IOperation {
   progress: { n: number; total: number | null } | null;
   /** A process of a kernel without the kernel extension (R, bash, …): kernel-level, no cell. */
   foreign?: boolean;
+  /** What its tree cost, if it was sampled (its widget was shown). */
+  resources?: { peak_rss?: number; cpu_seconds?: number };
   /** Seconds from the cancel request to the work gone (cancelled operations). */
   cancel_latency?: number;
   /** Free-form tags; a Dask submission (kind `dask`) names the `workers` its tasks run on. */

@@ -28,7 +28,8 @@ export class OperationModel extends DOMWidgetModel {
       n: 0,
       total: null,
       tail: '',
-      rate: ''
+      rate: '',
+      resources: ''
     };
   }
 
@@ -127,7 +128,8 @@ export class OperationView extends DOMWidgetView {
     } else {
       text = 'Running';
     }
-    this._status.textContent = `${text} · ${elapsed}`;
+    const resources = m.get('resources') as string;
+    this._status.textContent = `${text} · ${elapsed}${resources ? ' · ' + resources : ''}`;
   }
 
   /** Control channel first (answered while the cell is busy), the server's REST as fallback. */

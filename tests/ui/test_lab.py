@@ -32,6 +32,9 @@ def test_widget_stop_works_while_the_cell_is_busy(lab, page, shots):
     widget = page.locator(".jc-op").first
     widget.wait_for()
     page.wait_for_selector(".jc-op[data-state=running] .jc-op-stop")
+    # What the tree costs, sampled while the widget shows: CPU, memory, its 3 processes.
+    widget.locator(".jc-op-status", has_text="3 processes").wait_for(timeout=15000)
+    assert "CPU " in widget.locator(".jc-op-status").inner_text()
     nb.screenshot(shots / "widget-running.png", nb.cell(0))
     widget.locator(".jc-op-stop").click()
     clicked = time.monotonic()
@@ -40,6 +43,18 @@ def test_widget_stop_works_while_the_cell_is_busy(lab, page, shots):
     assert wait_gone(pids, timeout=0) == []
     assert "Stopped — by you" in widget.inner_text()
     assert "exit 130" in widget.inner_text()
+    widget.locator(".jc-op-status", has_text="CPU s").wait_for()  # its peak memory and CPU time
+    # ... in the ended event, and so on the server's /metrics.
+    metrics = until(
+        lambda: [
+            ln
+            for ln in lab.http.get("/metrics").text.splitlines()
+            if ln.startswith("jupyter_cancel_operation_peak_rss_bytes_count")
+        ],
+        10,
+        "peak RSS on /metrics",
+    )
+    assert float(metrics[0].split()[-1]) >= 1
     nb.screenshot(shots / "widget-stopped.png", nb.cell(0))
 
 
