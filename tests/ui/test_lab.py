@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -167,6 +168,23 @@ def test_panel_lists_operations_live_and_stops_them(lab, page, shots):
     page.locator(".jc-row.jc-state-cancelled", has_text="llama-server (demo)").wait_for()
 
 
+AXE = Path(__file__).resolve().parents[2] / "labextension" / "node_modules" / "axe-core" / "axe.min.js"
+
+
+def _axe_violations(page, selector: str) -> list[str]:
+    """axe-core's serious and critical findings in ``selector`` (a labextension dev dependency)."""
+    if not AXE.exists():
+        pytest.fail(f"AXE-CORE IS NOT INSTALLED ({AXE}): run jlpm install in labextension/")
+    page.add_script_tag(path=str(AXE))
+    found = page.evaluate(
+        "async (sel) => (await axe.run(document.querySelector(sel))).violations"
+        ".filter(v => v.impact === 'serious' || v.impact === 'critical')"
+        ".map(v => v.id + ': ' + v.help + ' — ' + v.nodes.map(n => n.html).join(' | ').slice(0, 300))",
+        selector,
+    )
+    return list(found)
+
+
 def test_panel_names_the_notebook_and_cell_filters_clears_and_updates_rows_in_place(lab, page, shots):
     """#14 item 3: a row says which notebook and cell; All / Running / Ended; Clear ended; an
     event changes its row in place (the same element), the Stop button never hides the name."""
@@ -206,6 +224,7 @@ def test_panel_names_the_notebook_and_cell_filters_clears_and_updates_rows_in_pl
     page.locator(".jc-panel-clear").click()
     short.wait_for(state="detached")
     nb.screenshot(shots / "panel-rows.png", page.locator(".jc-panel"))
+    assert _axe_violations(page, ".jc-panel") == []
     row.locator(".jc-row-stop").click()
     assert wait_gone(pids, timeout=10) == []
     page.locator(".jc-row.jc-state-cancelled", has_text="a long running server").wait_for()
