@@ -18,6 +18,7 @@ from .handlers import (
     ClientOpenedHandler,
     EventsHandler,
     HealthHandler,
+    OperationOutputHandler,
     OperationsHandler,
     StopCellHandler,
 )
@@ -176,6 +177,7 @@ class JupyterCancel(ExtensionApp):
                 (rf"{base}/kernels/(?P<kernel_id>[^/]+)/cells/(?P<cell_id>[^/]+)/stop", StopCellHandler),
                 (rf"{base}/clients/(?P<client_session>[^/]+)/closed", ClientClosedHandler),
                 (rf"{base}/clients/(?P<client_session>[^/]+)/opened", ClientOpenedHandler),
+                (rf"{base}/operations/(?P<op_id>[^/]+)/output", OperationOutputHandler),
                 (rf"{base}/events", EventsHandler),
                 (rf"{base}/health", HealthHandler),
             ]

@@ -71,6 +71,26 @@ class OperationsHandler(_Base):
         self.finish(json.dumps({"operations": self.tracker.operations(kernel_id)}))
 
 
+class OperationOutputHandler(_Base):
+    """The newest output of one operation (the panel's expanded row), asked of its kernel."""
+
+    @web.authenticated
+    @authorized
+    async def get(self, op_id: str) -> None:
+        found = self.tracker.find(op_id)
+        if found is None:
+            raise _not_found("operation", op_id)
+        link, _ = found
+        reply = await link.request(
+            {"action": "output", "operation_ids": [op_id]}, self.tracker.app.control_timeout
+        )
+        if reply is None or reply.get("status") != "ok":
+            output = ""  # a busy or gone kernel, a kernel without the extension: nothing to show
+        else:
+            output = str(reply.get("output") or "")
+        self.finish(json.dumps({"id": op_id, "output": output}))
+
+
 class HealthHandler(_Base):
     """Per kernel: is the extension answering, is its death watchdog alive, what is stuck."""
 

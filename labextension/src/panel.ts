@@ -1,6 +1,6 @@
 import { Widget } from '@lumino/widgets';
 
-import { cancelOperation } from './request';
+import { cancelOperation, operationOutput } from './request';
 import { OperationsStore } from './store';
 import { IOperation, describeReason, formatElapsed } from './tokens';
 
@@ -23,6 +23,8 @@ interface IRow {
   row: HTMLLIElement;
   name: HTMLElement;
   meta: HTMLElement;
+  /** The output tail, shown when the row is expanded. */
+  tail: HTMLPreElement;
   stop: HTMLButtonElement | null;
   op: IOperation;
   sig: string;
@@ -203,11 +205,40 @@ export class OperationsPanel extends Widget {
     const name = document.createElement('span');
     name.className = 'jc-row-name';
     head.appendChild(name);
+    const expand = document.createElement('button');
+    expand.className = 'jc-row-expand jp-mod-styled';
+    expand.textContent = '▸';
+    expand.title = 'Show its latest output';
+    expand.setAttribute('aria-label', 'Show its latest output');
+    expand.setAttribute('aria-expanded', 'false');
+    head.insertBefore(expand, name);
     const meta = document.createElement('div');
     meta.className = 'jc-row-meta';
+    const tail = document.createElement('pre');
+    tail.className = 'jc-row-tail';
+    tail.style.display = 'none';
     row.appendChild(head);
     row.appendChild(meta);
-    const entry: IRow = { row, name, meta, stop: null, op, sig: '' };
+    row.appendChild(tail);
+    const entry: IRow = { row, name, meta, tail, stop: null, op, sig: '' };
+    expand.onclick = event => {
+      event.stopPropagation();
+      const open = tail.style.display === 'none';
+      expand.textContent = open ? '▾' : '▸';
+      expand.setAttribute('aria-expanded', String(open));
+      tail.style.display = open ? '' : 'none';
+      if (open) {
+        tail.textContent = '…';
+        void operationOutput(entry.op.id)
+          .then(text => {
+            tail.textContent = text || '(no output)';
+            tail.scrollTop = tail.scrollHeight;
+          })
+          .catch(() => {
+            tail.textContent = '(its kernel did not say)';
+          });
+      }
+    };
     row.onclick = () => this.reveal(entry.op);
     row.onkeydown = event => {
       if (event.key === 'Enter') {

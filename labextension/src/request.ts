@@ -24,6 +24,12 @@ export function cancelOperation(id: string, reason = 'user'): Promise<unknown> {
   });
 }
 
+/** The newest output of one operation (asked of its kernel; empty if it cannot say). */
+export async function operationOutput(id: string): Promise<string> {
+  const data = await requestAPI<{ output: string }>(`operations/${encodeURIComponent(id)}/output`);
+  return data.output;
+}
+
 export function cancelKernel(
   kernelId: string,
   body: Pick<ICancelRequest, 'reason' | 'cell_id' | 'client_session'> = {}

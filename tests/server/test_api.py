@@ -147,6 +147,26 @@ async def test_metrics_on_the_servers_metrics_endpoint(harness, jp_fetch):
     assert "jupyter_cancel_unkillable_operations 0.0" in text
 
 
+async def test_an_operations_latest_output_is_asked_of_its_kernel(harness):
+    kid = await harness.start_kernel()
+    c = await harness.connect(kid)
+    r = await c.execute(
+        "import jupyter_cancel as jc\nop = jc.start(['echo', 'output-for-the-panel'], display=False)\n"
+        "op.wait()\nprint(op.id)",
+        cell="o",
+    )
+    assert r["errors"] == [], r
+    op_id = r["stdout"].split()[-1]
+    await harness.api(
+        "GET", "jupyter-cancel", "api", "operations", params={"kernel_id": kid}
+    )  # the server learns it
+    out = await harness.api("GET", "jupyter-cancel", "api", "operations", op_id, "output")
+    assert out == {"id": op_id, "output": "output-for-the-panel\n"}
+    with pytest.raises(HTTPClientError) as err:
+        await harness.api("GET", "jupyter-cancel", "api", "operations", "no-such-op", "output")
+    assert err.value.code == 404 and len(err.value.response.body) < 1000
+
+
 async def test_client_closed_beacon_cancels_at_once(harness):
     kid = await harness.start_kernel()
     c = await harness.connect(kid)

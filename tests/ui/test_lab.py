@@ -196,7 +196,7 @@ def test_panel_names_the_notebook_and_cell_filters_clears_and_updates_rows_in_pl
             "print('cell one')",
             HEAD
             + f"op = jc.start({tree(ready)}, display=False, name={long_name!r})\n"
-            + "done = jc.start(['true'], display=False, name='panel-short')",
+            + "done = jc.start(['echo', 'hello from the tail'], display=False, name='panel-short')",
         ],
     )
     nb = NotebookPage(lab, page, name)
@@ -213,6 +213,8 @@ def test_panel_names_the_notebook_and_cell_filters_clears_and_updates_rows_in_pl
     assert name_box["x"] + name_box["width"] <= stop_box["x"] + 0.5, (name_box, stop_box)
     short = page.locator(".jc-row.jc-state-completed", has_text="panel-short")
     short.wait_for()
+    short.locator(".jc-row-expand").click()  # its latest output, asked of its kernel
+    short.locator(".jc-row-tail", has_text="hello from the tail").wait_for()
     page.select_option(".jc-panel-filter", "running")
     short.wait_for(state="detached")
     assert row.count() == 1
