@@ -401,7 +401,12 @@ def test_cancel_on_close_off_keeps_a_closed_notebooks_work(lab, page):
     settings = "/lab/api/settings/jupyter-cancel:plugin"
     lab.http.put(settings, json={"raw": json.dumps({"cancelOnClose": False})}).raise_for_status()
     sent = []
-    page.on("request", lambda r: sent.append(r.url) if "/jupyter-cancel/api/clients/" in r.url else None)
+    page.on(
+        "request",
+        lambda r: (
+            sent.append(r.url) if "/jupyter-cancel/api/clients/" in r.url and "/closed" in r.url else None
+        ),
+    )
     try:
         ready = lab.root / "keep"
         name = lab.notebook("keep.ipynb", [HEAD + f"op = jc.start({tree(ready)}, display=False)"])
