@@ -39,6 +39,8 @@ interface IRow {
 export class OperationsPanel extends Widget {
   private _timer: number;
   private _rows = new Map<string, IRow>();
+  /** One header per notebook (or kernel) the listed work belongs to. */
+  private _headers = new Map<string, HTMLLIElement>();
   private _cellsKey = '';
   private _filter: PanelFilter = 'all';
   private _count: HTMLElement;
@@ -118,27 +120,53 @@ export class OperationsPanel extends Widget {
         this._rows.delete(id);
       }
     }
-    let previous: HTMLElement | null = null;
+    // Grouped by notebook (the kernel's, where no open notebook shows it), newest group first.
+    const groups = new Map<string, IOperation[]>();
     for (const op of ops) {
-      let entry = this._rows.get(op.id);
-      const sig = `${op.state}:${op.reason}:${op.name}:${op.cell_id}:${op.client_session}:${(op.tags?.workers ?? []).join(',')}`;
-      if (!entry) {
-        entry = this.makeRow(op);
-        this._rows.set(op.id, entry);
-      } else if (entry.sig !== sig) {
-        this.fillRow(entry, op);
+      const label = this.group(op);
+      groups.set(label, [...(groups.get(label) ?? []), op]);
+    }
+    for (const [label, header] of this._headers) {
+      if (!groups.has(label)) {
+        header.remove();
+        this._headers.delete(label);
       }
-      entry.op = op;
-      entry.sig = sig;
-      entry.meta.textContent = this.metaText(op, now);
-      // Keep the order (newest first) moving only rows that are out of place.
+    }
+    let previous: HTMLElement | null = null;
+    const place = (element: HTMLElement) => {
+      // Keep the order moving only elements that are out of place.
       const expected: Element | null = previous
         ? previous.nextElementSibling
         : this._list.firstElementChild;
-      if (expected !== entry.row) {
-        this._list.insertBefore(entry.row, expected);
+      if (expected !== element) {
+        this._list.insertBefore(element, expected);
       }
-      previous = entry.row;
+      previous = element;
+    };
+    for (const [label, members] of groups) {
+      let header = this._headers.get(label);
+      if (!header) {
+        header = document.createElement('li');
+        header.className = 'jc-group';
+        this._headers.set(label, header);
+      }
+      const running = members.filter(op => op.state === 'running' || op.state === 'pending').length;
+      header.textContent = `${label} — ${running} running, ${members.length - running} ended`;
+      place(header);
+      for (const op of members) {
+        let entry = this._rows.get(op.id);
+        const sig = `${op.state}:${op.reason}:${op.name}:${op.cell_id}:${op.client_session}:${(op.tags?.workers ?? []).join(',')}`;
+        if (!entry) {
+          entry = this.makeRow(op);
+          this._rows.set(op.id, entry);
+        } else if (entry.sig !== sig) {
+          this.fillRow(entry, op);
+        }
+        entry.op = op;
+        entry.sig = sig;
+        entry.meta.textContent = this.metaText(op, now);
+        place(entry.row);
+      }
     }
     const live = this.store.live().length;
     this._count.textContent = `${live} running`;
@@ -206,7 +234,7 @@ export class OperationsPanel extends Widget {
     name.className = 'jc-row-name';
     head.appendChild(name);
     const expand = document.createElement('button');
-    expand.className = 'jc-row-expand jp-mod-styled';
+    expand.className = 'jc-row-expand';
     expand.textContent = '▸';
     expand.title = 'Show its latest output';
     expand.setAttribute('aria-label', 'Show its latest output');
@@ -282,6 +310,15 @@ export class OperationsPanel extends Widget {
 
   private metaText(op: IOperation, now: number): string {
     return metaText(op, now, this.locate(op));
+  }
+
+  /** The group of a row: its notebook's name, else its kernel. */
+  private group(op: IOperation): string {
+    const where = this.locate(op);
+    if (where) {
+      return where.split(' · cell ')[0];
+    }
+    return op.kernel_id ? `kernel ${op.kernel_id.slice(0, 8)}` : 'no kernel';
   }
 }
 

@@ -208,6 +208,7 @@ def test_panel_names_the_notebook_and_cell_filters_clears_and_updates_rows_in_pl
     row = page.locator(".jc-row.jc-state-running", has_text="a long running server")
     row.wait_for()
     assert "panel3.ipynb · cell 2" in row.locator(".jc-row-meta").inner_text()
+    page.locator(".jc-group", has_text="panel3.ipynb").wait_for()  # grouped under its notebook
     name_box = row.locator(".jc-row-name").bounding_box()
     stop_box = row.locator(".jc-row-stop").bounding_box()
     assert name_box["x"] + name_box["width"] <= stop_box["x"] + 0.5, (name_box, stop_box)
