@@ -25,7 +25,7 @@ import {
   controlRequest,
   stopCell
 } from './request';
-import { OperationsStore } from './store';
+import { OperationsStore, coalesced } from './store';
 import { ICancelRequest, ICellStuck, IControlRequest, IOperation, ISettings } from './tokens';
 import { MODULE_NAME, MODULE_VERSION, OperationModel, OperationView } from './widget';
 
@@ -102,13 +102,15 @@ class StopAllButton extends Widget {
     button.appendChild(this._badge);
     button.onclick = () => void this.stopAll();
     this.node.appendChild(button);
-    this.store.changed.connect(this.refresh, this);
+    this.store.changed.connect(this._schedule, this);
     this.panel.sessionContext.kernelChanged.connect(this.refresh, this);
     this.refresh();
   }
 
+  private _schedule = coalesced(() => this.refresh());
+
   dispose(): void {
-    this.store.changed.disconnect(this.refresh, this);
+    this.store.changed.disconnect(this._schedule, this);
     super.dispose();
   }
 
@@ -162,12 +164,14 @@ class RunningStatus extends Widget {
     this.addClass('jc-status');
     this.node.title = 'Running work (jupyter_cancel): click to open the panel';
     this.node.onclick = open;
-    this.store.changed.connect(this.refresh, this);
+    this.store.changed.connect(this._schedule, this);
     this.refresh();
   }
 
+  private _schedule = coalesced(() => this.refresh());
+
   dispose(): void {
-    this.store.changed.disconnect(this.refresh, this);
+    this.store.changed.disconnect(this._schedule, this);
     super.dispose();
   }
 

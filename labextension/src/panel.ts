@@ -1,7 +1,7 @@
 import { Widget } from '@lumino/widgets';
 
 import { cancelOperation, operationOutput } from './request';
-import { OperationsStore } from './store';
+import { OperationsStore, coalesced } from './store';
 import { IOperation, describeReason, formatElapsed } from './tokens';
 
 /** A cell running now in an open notebook, with its own stop. */
@@ -47,6 +47,8 @@ export class OperationsPanel extends Widget {
   private _cells: HTMLUListElement;
   private _list: HTMLUListElement;
   private _empty: HTMLElement;
+  private _schedule = coalesced(() => this.render());
+  private _where = new Map<string, string | null>();
 
   constructor(
     private store: OperationsStore,
@@ -83,7 +85,7 @@ export class OperationsPanel extends Widget {
     };
     this.node.querySelector<HTMLButtonElement>('.jc-panel-clear')!.onclick = () =>
       this.store.clearEnded();
-    this.store.changed.connect(this.render, this);
+    this.store.changed.connect(this._schedule, this);
     // Each second only the elapsed times change in place: replacing the rows would lose a
     // click whose mouse-down and mouse-up fall either side of the re-render.
     this._timer = window.setInterval(() => this.tick(), 1000);
@@ -92,15 +94,16 @@ export class OperationsPanel extends Widget {
 
   dispose(): void {
     window.clearInterval(this._timer);
-    this.store.changed.disconnect(this.render, this);
+    this.store.changed.disconnect(this._schedule, this);
     super.dispose();
   }
 
   tick(): void {
+    this._where.clear();
     this.renderCells();
     const now = Date.now() / 1000;
     for (const { meta, op } of this._rows.values()) {
-      meta.textContent = this.metaText(op, now);
+      setText(meta, this.metaText(op, now));
     }
   }
 
@@ -110,6 +113,7 @@ export class OperationsPanel extends Widget {
   }
 
   render(): void {
+    this._where.clear(); // where each operation is: looked up once per render
     this.renderCells();
     const now = Date.now() / 1000;
     const ops = this.store.operations().filter(op => this.shown(op));
@@ -151,7 +155,7 @@ export class OperationsPanel extends Widget {
         this._headers.set(label, header);
       }
       const running = members.filter(op => op.state === 'running' || op.state === 'pending').length;
-      header.textContent = `${label} — ${running} running, ${members.length - running} ended`;
+      setText(header, `${label} — ${running} running, ${members.length - running} ended`);
       place(header);
       for (const op of members) {
         let entry = this._rows.get(op.id);
@@ -164,7 +168,7 @@ export class OperationsPanel extends Widget {
         }
         entry.op = op;
         entry.sig = sig;
-        entry.meta.textContent = this.metaText(op, now);
+        setText(entry.meta, this.metaText(op, now));
         place(entry.row);
       }
     }
@@ -278,7 +282,7 @@ export class OperationsPanel extends Widget {
   }
 
   private fillRow(entry: IRow, op: IOperation): void {
-    const where = this.locate(op);
+    const where = this.where(op);
     entry.row.className = `jc-row jc-state-${op.state}`;
     entry.row.dataset.id = op.id;
     entry.row.title = `${op.name}\n${where ?? `cell ${op.cell_id ?? '-'}`} · kernel ${op.kernel_id ?? '-'}\nclick to show its cell`;
@@ -308,17 +312,33 @@ export class OperationsPanel extends Widget {
     }
   }
 
+  private where(op: IOperation): string | null {
+    let found = this._where.get(op.id);
+    if (found === undefined) {
+      found = this.locate(op);
+      this._where.set(op.id, found);
+    }
+    return found;
+  }
+
   private metaText(op: IOperation, now: number): string {
-    return metaText(op, now, this.locate(op));
+    return metaText(op, now, this.where(op));
   }
 
   /** The group of a row: its notebook's name, else its kernel. */
   private group(op: IOperation): string {
-    const where = this.locate(op);
+    const where = this.where(op);
     if (where) {
       return where.split(' · cell ')[0];
     }
     return op.kernel_id ? `kernel ${op.kernel_id.slice(0, 8)}` : 'no kernel';
+  }
+}
+
+/** Write a text only when it changed: an unchanged write still costs the page a layout. */
+function setText(node: HTMLElement, text: string): void {
+  if (node.textContent !== text) {
+    node.textContent = text;
   }
 }
 

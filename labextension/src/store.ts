@@ -3,6 +3,24 @@ import { ISignal, Signal } from '@lumino/signaling';
 import { eventsUrl, requestAPI } from './request';
 import { IOperation, IOperationEvent } from './tokens';
 
+/**
+ * `fn` run at most once per animation frame however often it is asked for: 200 operations
+ * ending at once are 200 events, and one render.
+ */
+export function coalesced(fn: () => void): () => void {
+  let pending = false;
+  return () => {
+    if (pending) {
+      return;
+    }
+    pending = true;
+    requestAnimationFrame(() => {
+      pending = false;
+      fn();
+    });
+  };
+}
+
 /** The server's live view of every kernel's operations, from its event stream. */
 export class OperationsStore {
   private _ops = new Map<string, IOperation>();
