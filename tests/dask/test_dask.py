@@ -70,13 +70,16 @@ def test_client_cancel_force_ends_jc_run_inside_the_task(client, tmp_path):
     until(lambda: _executing(client) == 0, 10, "jc.run raised Cancelled: the task ended")
 
 
-def test_client_close_ends_its_tasks_trees(shared_cluster, tmp_path):
+def test_client_close_ends_its_tasks_trees(client, shared_cluster, tmp_path):
+    jc.dask.install(client)  # this client hears the workers' events too
     ready = tmp_path / "close"
     other = Client(shared_cluster.address, set_as_default=False)
     jc.dask.submit(other, tree_task, str(ready))
     pids = wait_ready(ready, MEMBERS)
     other.close()
     assert wait_gone(pids, timeout=10) == []
+    (ended,) = until(lambda: _remote(client, "cancelled"), 10, "the worker's ended event")
+    assert ended["reason"] == "client_disconnected"
 
 
 def _client_process(address: str, ready: Path, policy: str, tmp_path: Path) -> subprocess.Popen[bytes]:
