@@ -34,5 +34,10 @@ def test_ray_cancel_ends_the_tree_of_jc_run_in_the_task(ray_local, tmp_path, for
         pids = wait_ready(ready, MEMBERS, timeout=60)
         ray.cancel(ref, force=force)
         assert wait_gone(pids, timeout=10) == []
-        with pytest.raises((ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError)):
-            ray.get(ref, timeout=30)
+        try:
+            value = ray.get(ref, timeout=30)
+        except (ray.exceptions.TaskCancelledError, ray.exceptions.WorkerCrashedError):
+            continue
+        # A forced cancel kills the worker's children first: jc.run may see its root killed
+        # and return that status before Ray kills the worker. Never a success.
+        assert force and value < 0, value
