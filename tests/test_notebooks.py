@@ -61,3 +61,24 @@ def test_progress_without_the_extension_is_one_line_redrawn(tmp_path):
     assert (
         line.startswith("plain: 100%|") and "40/40 [" in line and "it/s]" in line and "completed" in line
     ), line
+
+
+def test_nested_progress_bars_with_leave_false_leave_only_the_outer_one(tmp_path):
+    """tqdm's nesting: the inner loop's bar (``leave=False``) goes once it completes."""
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "import jupyter_cancel as jc\n"
+            "for i in jc.progress(range(3), desc='outer'):\n"
+            "    for j in jc.progress(range(5), desc=f'inner {i}', leave=False):\n        pass"
+        )
+    ]
+    NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
+    shown = [
+        o.data["text/plain"]
+        for o in nb.cells[0].outputs
+        if o.output_type == "display_data" and o.data["text/plain"]
+    ]
+    assert len(shown) == 1 and shown[0].startswith("outer: 100%|") and "3/3" in shown[0], nb.cells[0].outputs

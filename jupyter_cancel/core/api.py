@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from .buildoutput import BuildProgress
 from .errors import Cancelled
-from .model import Policy, Reason, to_policy
+from .model import Policy, Reason, State, to_policy
 from .operation import Operation
 from .registry import Registry
 from .scope import CancelScope
@@ -282,6 +282,7 @@ class Progress:
         unit: str = "it",
         unit_scale: bool = False,
         initial: float = 0,
+        leave: bool = True,
     ) -> None:
         if total is None and iterable is not None:
             try:
@@ -293,6 +294,8 @@ class Progress:
         self.desc = desc or "progress"
         self.unit = unit
         self.unit_scale = unit_scale
+        #: False: the bar goes away once it completes (an inner loop of nested bars, as tqdm's).
+        self.leave = leave
         self.n: float = initial
         self.initial = initial
         self.renderer: Any = None
@@ -316,6 +319,10 @@ class Progress:
         self._render(force=True)
         self.scope.__exit__(exc_type, exc, tb)
         self._render(force=True)
+        if not self.leave and self.operation.state is State.COMPLETED and self.renderer is not None:
+            clear = getattr(self.renderer, "clear", None)
+            if clear is not None:
+                clear()  # a stopped or failed bar stays: it says why
 
     def __iter__(self) -> Iterator[Any]:
         if self.iterable is None:
@@ -437,6 +444,15 @@ class _TextBar:
         sys.stderr.write("\r" + line + end)
         sys.stderr.flush()
 
+    def clear(self) -> None:
+        """``leave=False``: the bar goes (its display emptied; in a terminal, the line)."""
+        if self.display is not None:
+            if self.handle is not None:
+                self.handle.update({"text/plain": ""}, raw=True)
+            return
+        sys.stderr.write("\x1b[1A\r\x1b[2K")  # the line the last render ended
+        sys.stderr.flush()
+
 
 #: tqdm arguments ``progress`` accepts and leaves to the front end (drawing details).
 TQDM_ACCEPTED = frozenset(
@@ -475,13 +491,14 @@ def progress(
     """``for x in jc.progress(items): ...``: a bar with a stop; ``Cancelled`` at the next step.
 
     A drop-in for ``tqdm.auto.tqdm`` code: ``desc``, ``total``, ``unit``, ``unit_scale``,
-    ``initial`` as tqdm has them; ``disable=True`` still registers the loop (so Stop works) but
-    draws nothing; tqdm's drawing arguments (``leave``, ``position``, ``ncols``, …) are accepted
-    and left to the front end. Another keyword is a ``TypeError``, as tqdm raises."""
+    ``initial`` as tqdm has them; ``leave=False``: the bar goes once it completes (nested loops);
+    ``disable=True`` still registers the loop (so Stop works) but draws nothing; tqdm's other
+    drawing arguments (``position``, ``ncols``, …) are accepted and left to the front end. Another keyword is a ``TypeError``, as tqdm raises."""
     unknown = set(tqdm_kwargs) - TQDM_ACCEPTED
     if unknown:
         raise TypeError(f"jc.progress() got unexpected keyword arguments: {', '.join(sorted(unknown))}")
-    bar = Progress(iterable, total, desc, unit=unit, unit_scale=unit_scale, initial=initial)
+    leave = bool(tqdm_kwargs.get("leave", True))
+    bar = Progress(iterable, total, desc, unit=unit, unit_scale=unit_scale, initial=initial, leave=leave)
     if disable:
         bar.renderer = None
     return bar

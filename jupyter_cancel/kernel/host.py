@@ -263,6 +263,11 @@ class _HtmlBar:
         if self.handle is not None:
             self.handle.update(_Html(self._html()))
 
+    def clear(self) -> None:
+        """``leave=False``: the completed bar goes."""
+        if self.handle is not None:
+            self.handle.update(_Html(""))
+
 
 class _Html:
     def __init__(self, markup: str) -> None:

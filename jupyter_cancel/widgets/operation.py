@@ -13,7 +13,7 @@ import time
 from collections import deque
 
 from ipywidgets import DOMWidget
-from traitlets import Float, Int, Unicode
+from traitlets import Bool, Float, Int, Unicode
 
 from ..core.operation import Operation
 from ..core.resources import Usage, describe
@@ -48,6 +48,8 @@ class OperationWidget(DOMWidget):
     rate = Unicode("").tag(sync=True)
     #: What the tree costs now (``CPU 98% · 45 MiB · 3 processes``), then at its end.
     resources = Unicode("").tag(sync=True)
+    #: ``jc.progress(leave=False)`` completed: the view hides.
+    hidden = Bool(False).tag(sync=True)
 
     def __repr__(self) -> str:
         # What a frontend without the widget shows (text/plain of the display).
@@ -115,6 +117,11 @@ class WidgetFeeder:
                 total = progress.get("total")
                 w.total = float(total) if total else None
                 w.rate = str(progress.get("rate") or "")
+
+    def clear(self) -> None:
+        """``jc.progress(leave=False)`` completed: its widget hides (after the final state)."""
+        self.flush()
+        self.widget.hidden = True
 
     def _sample(self) -> None:
         """Sample the tree if it runs and a second passed (the end keeps the last totals)."""

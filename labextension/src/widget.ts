@@ -29,7 +29,8 @@ export class OperationModel extends DOMWidgetModel {
       total: null,
       tail: '',
       rate: '',
-      resources: ''
+      resources: '',
+      hidden: false
     };
   }
 
@@ -80,6 +81,7 @@ export class OperationView extends DOMWidgetView {
     const m = this.model;
     const state = m.get('state') as string;
     this.el.dataset.state = state;
+    this.el.style.display = m.get('hidden') ? 'none' : ''; // jc.progress(leave=False), completed
     this._title.textContent = m.get('name');
     const n = m.get('n') as number;
     const total = m.get('total') as number | null;

@@ -285,6 +285,24 @@ def test_progress_shows_progress_and_stops_on_click(lab, page, shots):
     assert status.startswith("Stopped — ") and "exit" not in status, status
 
 
+def test_nested_progress_bars_the_inner_ones_go_when_done(lab, page):
+    """``leave=False`` (tqdm's nesting): each completed inner bar hides; the outer one stays."""
+    name = lab.notebook(
+        "nested.ipynb",
+        [
+            HEAD + "for i in jc.progress(range(3), desc='outer'):\n"
+            "    for j in jc.progress(range(4), desc=f'inner {i}', leave=False):\n        time.sleep(0.01)"
+        ],
+    )
+    nb = NotebookPage(lab, page, name)
+    nb.run(0)
+    page.locator(".jc-op[data-state=completed]", has_text="outer").wait_for()
+    nb.wait_idle()
+    visible = page.locator(".jc-op:visible")
+    assert visible.count() == 1 and "outer" in visible.first.inner_text()
+    assert page.locator(".jc-op", has_text="inner").count() == 3  # there, hidden
+
+
 def test_demo_build_notebook_progress_and_stop(lab, page, shots):
     """The README's story: open the build demo, watch make -j4 progress, stop it mid-build."""
     import shutil
