@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import uuid
 
@@ -103,7 +104,8 @@ async def test_kernel_out_of_file_descriptors_fails_cleanly_and_recovers(harness
     )
     r = await c.execute(code, cell="exhaust")
     assert r["reply"]["status"] == "ok", r
-    assert r["stdout"].startswith("refused"), r["stdout"]
+    # (IPython's history thread may print its own out-of-descriptors complaint first.)
+    assert re.search(r"refused \d+", r["stdout"]) and "started" not in r["stdout"], r["stdout"]
     # The kernel is still ours: a legitimate cancel works, and new work starts.
     again = await harness.start_tree(c, cell="after")
     got = await harness.api("POST", "jupyter-cancel", "api", "kernels", kid, "cancel", body={})
