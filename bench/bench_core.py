@@ -35,6 +35,27 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
 
 
+def end(pids: list[int]) -> None:
+    """SIGKILL what a stock run left of our own trees (pids we just saw start)."""
+    for pid in pids:
+        try:
+            psutil.Process(pid).kill()
+        except psutil.Error:
+            continue
+
+
+def gone_or_end(pids: list[int], since: float, timeout: float) -> tuple[list[int], float | None]:
+    """Wait up to ``timeout`` for every pid to exit: the survivors (then SIGKILLed and waited
+    for) and the milliseconds from ``since`` until all were gone (None if some survived)."""
+    from tests.helpers.wait import wait_gone
+
+    left = wait_gone(pids, timeout=timeout)
+    took = None if left else (time.perf_counter() - since) * 1000
+    end(left)
+    wait_gone(left)
+    return left, took
+
+
 def gone_all(pids: list[int]) -> None:
     for pid in pids:
         assert not alive(pid), f"pid {pid} survived"  # alive() counts a zombie as gone

@@ -29,11 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import psutil  # noqa: E402
 from distributed import Client  # noqa: E402
 
 import jupyter_cancel as jc  # noqa: E402
-from bench.bench_core import pct  # noqa: E402
+from bench.bench_core import end, gone_or_end, pct  # noqa: E402
 from tests.helpers.dask_tasks import MEMBERS, tree_task, value  # noqa: E402
 from tests.helpers.kernel import Kernel  # noqa: E402
 from tests.helpers.procs import left_alive, wait_ready  # noqa: E402
@@ -71,23 +70,9 @@ class Cluster:
         self.log.close()
 
 
-def end(pids: list[int]) -> None:
-    """SIGKILL what stock Dask left of our own trees (pids we just saw start)."""
-    for pid in pids:
-        try:
-            psutil.Process(pid).kill()
-        except psutil.Error:
-            continue
-
-
 def gone_ms(pids: list[int], since: float, timeout: float) -> float | None:
     """Milliseconds from ``since`` until every pid exited; None if some survived ``timeout``."""
-    left = wait_gone(pids, timeout=timeout)
-    if left:
-        end(left)
-        wait_gone(left)
-        return None
-    return (time.perf_counter() - since) * 1000
+    return gone_or_end(pids, since, timeout)[1]
 
 
 def report(name: str, ours: list[float | None], stock: list[float | None], goal: str) -> None:

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 import ray  # noqa: E402
 
-from bench.bench_core import pct  # noqa: E402
+from bench.bench_core import end, gone_or_end, pct  # noqa: E402
 from tests.helpers.dask_tasks import MEMBERS, run_task, tree_task  # noqa: E402
 from tests.helpers.procs import wait_ready  # noqa: E402
 from tests.helpers.wait import wait_gone  # noqa: E402
@@ -37,19 +37,8 @@ WAIT = 5.0
 TASKS = {"stock (subprocess)": tree_task, "jc.run": run_task}
 
 
-def end(pids: list[int]) -> None:
-    for pid in pids:
-        try:
-            psutil.Process(pid).kill()
-        except psutil.Error:
-            continue
-
-
 def outcome(pids: list[int], t0: float) -> tuple[int, float | None]:
-    left = wait_gone(pids, timeout=WAIT)
-    took = None if left else (time.perf_counter() - t0) * 1000
-    end(left)
-    wait_gone(left)
+    left, took = gone_or_end(pids, t0, WAIT)
     return len(left), took
 
 

@@ -66,7 +66,9 @@ def test_status_bar_says_busy_while_a_widget_cell_runs_in_a_fresh_kernel(lab, pa
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
     ready = lab.root / "busy"
-    name = lab.notebook("busy.ipynb", [HEAD + f"op = jc.start({tree(ready)[:-1]}])\ntime.sleep(120)"])
+    # The cell stays busy until its kernel is shut down (no clock: an event nobody sets).
+    busy = f"op = jc.start({tree(ready)[:-1]}])\nimport threading\nthreading.Event().wait()"
+    name = lab.notebook("busy.ipynb", [HEAD + busy])
     nb = NotebookPage(lab, page, name)
     nb.run(0)
     pids = wait_ready(ready, 3)
@@ -291,7 +293,7 @@ def test_nested_progress_bars_the_inner_ones_go_when_done(lab, page):
         "nested.ipynb",
         [
             HEAD + "for i in jc.progress(range(3), desc='outer'):\n"
-            "    for j in jc.progress(range(4), desc=f'inner {i}', leave=False):\n        time.sleep(0.01)"
+            "    for j in jc.progress(range(4), desc=f'inner {i}', leave=False):\n        sum(range(1000))"
         ],
     )
     nb = NotebookPage(lab, page, name)
