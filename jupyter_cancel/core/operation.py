@@ -13,6 +13,7 @@ from .model import CANCELLED_EXIT_CODE, Policy, State
 
 if TYPE_CHECKING:
     from .registry import Registry
+    from .resources import Usage
     from .runners import Runner
 
 #: Bytes of output an operation keeps (the tail); older output is dropped.
@@ -67,6 +68,7 @@ class Operation:
         "_listeners",
         "_registry",
         "_tail",
+        "_usage",
         "cancel_latency",
         "cancel_requested_at",
         "cell_id",
@@ -136,6 +138,7 @@ class Operation:
         #: What runs the work (set once, by ``Registry.attach``); None while pending.
         self.runner: Runner | None = None
         self._tail: Tail | None = None
+        self._usage: Usage | None = None
         self._listeners: list[OutputListener] = []
 
     # -- what callers read ---------------------------------------------------------
@@ -166,6 +169,23 @@ class Operation:
     def pids(self) -> list[int]:
         """Pids of the live processes of this operation (empty for in-process work)."""
         return self.runner.pids() if self.runner is not None else []
+
+    def sample_resources(self) -> dict[str, Any] | None:
+        """Sample what its tree costs now into ``resources`` and return it (process work
+        only; an ended tree keeps its peak and CPU seconds, its live figures go to 0). Called
+        only while someone looks: a widget on screen, the running-work panel open."""
+        if self.kind != "process":
+            return self.resources
+        if self.done:
+            if self.resources is not None and self.resources.get("processes"):
+                self.resources = {**self.resources, "cpu_percent": 0.0, "rss": 0, "processes": 0}
+            return self.resources
+        if self._usage is None:
+            from .resources import Usage
+
+            self._usage = Usage()
+        self.resources = self._usage.sample(self.pids())
+        return self.resources
 
     # -- what callers do -----------------------------------------------------------
     def wait(self, timeout: float | None = None) -> State:

@@ -4,6 +4,7 @@ CPU seconds so far. Sampled only while someone looks (a widget on screen); one
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,10 +19,16 @@ class Usage:
         #: CPU seconds per member, as last seen (a member that ended keeps what it used).
         self._cpu: dict[int, float] = {}
         self.peak_rss = 0
+        #: A widget's feeder and the panel's request may sample the same tree at once.
+        self._lock = threading.Lock()
 
     def sample(self, pids: Iterable[int]) -> dict[str, Any]:
         """Sample the members now: ``{"cpu_percent", "rss", "processes", "peak_rss",
         "cpu_seconds"}`` (CPU % of one core, summed; the first sample of a member says 0)."""
+        with self._lock:
+            return self._sample(pids)
+
+    def _sample(self, pids: Iterable[int]) -> dict[str, Any]:
         procs: dict[int, psutil.Process] = {}
         cpu = rss = 0.0
         for pid in pids:

@@ -3,7 +3,9 @@
 Content: ``{"action": "cancel" | "stop_cell" | "list" | "health" | "reassign", "operation_ids"?,
 "cell_id"?, "client_session"?, "all"?, "reason"?, "wait"?, "to"?}``. ``reassign`` moves the live
 work of ``client_session`` to the client session ``to`` (a reloaded page took it over);
-``output`` returns the newest ``OUTPUT_TAIL`` characters of one operation's output. ``stop_cell`` needs ``cell_id``: the cell's
+``output`` returns the newest ``OUTPUT_TAIL`` characters of one operation's output;
+``resources`` samples what each running process tree costs now (``{"resources": {id: …}}``,
+the running-work panel asks while it is open). ``stop_cell`` needs ``cell_id``: the cell's
 operations are cancelled as ``cancel`` does, and if it is the cell running now its Python gets
 ``Cancelled`` (``"running": true`` in the reply). Reply ``jupyter_cancel_reply``:
 ``{"status": "ok", "cancelled", "operations"}`` or ``{"status": "error", "ename", "evalue"}``.
@@ -28,7 +30,7 @@ REPLY = "jupyter_cancel_reply"
 EVENT = "jupyter_cancel_event"
 _MAX_ERROR = 300
 _KEYS = {"action", "reason", "wait", "to", *FIELDS}
-_ACTIONS = ("cancel", "stop_cell", "list", "health", "reassign", "output")
+_ACTIONS = ("cancel", "stop_cell", "list", "health", "reassign", "output", "resources")
 #: Characters of an operation's output an ``output`` request returns (the newest).
 OUTPUT_TAIL = 16 * 1024
 #: ``stop_cell(cell_id, reason)`` → whether that cell was running (and was stopped).
@@ -64,6 +66,10 @@ def _handle(registry: Registry, content: Any, stop_cell: StopCell | None) -> dic
         if len(ids) != 1:
             raise ValueError("output needs operation_ids naming one operation")
         return {"status": "ok", "output": registry.get(ids[0]).output[-OUTPUT_TAIL:]}
+    if action == "resources":
+        live = [op for op in registry.operations() if op.kind == "process"]
+        sampled = {op.id: op.sample_resources() for op in live}
+        return {"status": "ok", "resources": {k: v for k, v in sampled.items() if v is not None}}
     if action == "reassign":
         old = to_text(content.get("client_session"), "client_session")
         new = to_text(content.get("to"), "to")

@@ -20,6 +20,7 @@ from .handlers import (
     HealthHandler,
     OperationOutputHandler,
     OperationsHandler,
+    ResourcesHandler,
     StopCellHandler,
 )
 from .tracker import Tracker
@@ -180,6 +181,7 @@ class JupyterCancel(ExtensionApp):
                 (rf"{base}/operations/(?P<op_id>[^/]+)/output", OperationOutputHandler),
                 (rf"{base}/events", EventsHandler),
                 (rf"{base}/health", HealthHandler),
+                (rf"{base}/resources", ResourcesHandler),
             ]
         )
 

@@ -68,7 +68,22 @@ class OperationsHandler(_Base):
         if kernel_id is not None and kernel_id not in self.kernel_manager:
             raise _not_found("kernel", kernel_id)
         await self.tracker.refresh(kernel_id)
+        if self.get_argument("resources", "0") not in ("0", ""):
+            await self.tracker.resources(kernel_id)
         self.finish(json.dumps({"operations": self.tracker.operations(kernel_id)}))
+
+
+class ResourcesHandler(_Base):
+    """What each running process tree costs now, keyed by operation id (the panel polls it
+    while it is open: nothing is sampled while nobody looks)."""
+
+    @web.authenticated
+    @authorized
+    async def get(self) -> None:
+        kernel_id = self.get_argument("kernel_id", None)
+        if kernel_id is not None and kernel_id not in self.kernel_manager:
+            raise _not_found("kernel", kernel_id)
+        self.finish(json.dumps({"resources": await self.tracker.resources(kernel_id)}))
 
 
 class OperationOutputHandler(_Base):

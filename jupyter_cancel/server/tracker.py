@@ -139,6 +139,30 @@ class Tracker:
             self.foreign.scan(kernel_id), *(link.request({"action": "list"}, 0.5) for link in links)
         )
 
+    async def resources(self, kernel_id: str | None = None) -> dict[str, dict[str, Any]]:
+        """What each running process tree costs now (CPU %, RSS, processes, peak, CPU seconds),
+        asked of the kernels that run process work: sampled only when someone asks (the
+        panel while it is open, ``?resources=1``). A kernel that does not answer is left out."""
+        links = [
+            link
+            for link in self.all_links()
+            if (kernel_id is None or link.kernel_id == kernel_id)
+            and link.kernel_id not in self.foreign.launches
+            and any(op.get("kind") == "process" for op in link.live.values())
+        ]
+        replies = await asyncio.gather(*(link.request({"action": "resources"}, 0.5) for link in links))
+        out: dict[str, dict[str, Any]] = {}
+        for link, reply in zip(links, replies, strict=True):
+            sampled = (reply or {}).get("resources") if (reply or {}).get("status") == "ok" else None
+            if not isinstance(sampled, dict):
+                continue
+            for op_id, used in sampled.items():
+                data = link.live.get(op_id)
+                if data is not None and isinstance(used, dict):
+                    data["resources"] = used
+                    out[op_id] = used
+        return out
+
     def has_clients(self, kernel_id: str, besides: str | None = None) -> bool:
         """Whether a browser client (other than session ``besides``) is connected to the kernel."""
         return any(n > 0 and s != besides for (k, s), n in self.clients.items() if k == kernel_id)

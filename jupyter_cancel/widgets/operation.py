@@ -16,7 +16,7 @@ from ipywidgets import DOMWidget
 from traitlets import Bool, Float, Int, Unicode
 
 from ..core.operation import Operation
-from ..core.resources import Usage, describe
+from ..core.resources import describe
 
 MODULE = "jupyter-cancel"
 VERSION = "^0.1.0"
@@ -74,10 +74,9 @@ class WidgetFeeder:
         widget.name = op.name
         widget.kind = op.kind
         widget.started = op.started
-        self.usage: Usage | None = Usage() if op.kind == "process" else None
         self._sampled_at = 0.0
         op.on_output(self._output)
-        if self.usage is not None:
+        if op.kind == "process":
             with WidgetFeeder._lock:
                 WidgetFeeder._sampled[id(self)] = self
 
@@ -126,18 +125,17 @@ class WidgetFeeder:
     def _sample(self) -> None:
         """Sample the tree if it runs and a second passed (the end keeps the last totals)."""
         op = self.op
-        if self.usage is None:
+        if op.kind != "process":
             return
         if op.done:
             with WidgetFeeder._lock:
                 WidgetFeeder._sampled.pop(id(self), None)
-            if op.resources is not None and op.resources.get("processes"):
-                op.resources = {**op.resources, "cpu_percent": 0.0, "rss": 0, "processes": 0}
+            op.sample_resources()
             return
         if time.monotonic() - self._sampled_at < SAMPLE_EVERY:
             return
         self._sampled_at = time.monotonic()
-        op.resources = self.usage.sample(op.pids())
+        op.sample_resources()
 
     @classmethod
     def _run(cls) -> None:

@@ -1,6 +1,6 @@
 import { Widget } from '@lumino/widgets';
 
-import { cancelOperation, operationOutput } from './request';
+import { cancelOperation, liveResources, operationOutput } from './request';
 import { OperationsStore, coalesced } from './store';
 import { IOperation, describeReason, formatElapsed } from './tokens';
 
@@ -14,6 +14,9 @@ export interface IRunningCell {
   interrupt: () => Promise<void>;
   reveal: () => void;
 }
+
+/** Live resources are sampled every this many ticks (seconds) while the panel shows. */
+const SAMPLE_TICKS = 2;
 
 /** Which operations the panel lists. */
 export type PanelFilter = 'all' | 'running' | 'ended';
@@ -49,6 +52,8 @@ export class OperationsPanel extends Widget {
   private _empty: HTMLElement;
   private _schedule = coalesced(() => this.render());
   private _where = new Map<string, string | null>();
+  private _ticks = 0;
+  private _sampling = false;
 
   constructor(
     private store: OperationsStore,
@@ -105,6 +110,33 @@ export class OperationsPanel extends Widget {
     for (const { meta, op } of this._rows.values()) {
       setText(meta, this.metaText(op, now));
     }
+    if (++this._ticks % SAMPLE_TICKS === 0) {
+      this.sampleResources();
+    }
+  }
+
+  /** Live CPU, memory and process count of the running trees, asked of their kernels only
+   * while the panel is on screen (nothing is sampled while nobody looks). */
+  private sampleResources(): void {
+    const running = this.store.live().some(op => op.kind === 'process');
+    if (this._sampling || !running || !this.isVisible) {
+      return;
+    }
+    this._sampling = true;
+    void liveResources()
+      .then(sampled => {
+        const now = Date.now() / 1000;
+        for (const op of this.store.mergeResources(sampled)) {
+          const entry = this._rows.get(op.id);
+          if (entry) {
+            setText(entry.meta, this.metaText(entry.op, now));
+          }
+        }
+      })
+      .catch(() => undefined) // a server restarting: the next tick asks again
+      .finally(() => {
+        this._sampling = false;
+      });
   }
 
   private shown(op: IOperation): boolean {
@@ -357,10 +389,14 @@ function metaText(op: IOperation, now: number, where: string | null = null): str
     : (where ??
       `cell ${op.cell_id ? op.cell_id.slice(0, 8) : '-'} · kernel ${op.kernel_id ? op.kernel_id.slice(0, 8) : '-'}`);
   const used = op.resources;
+  const live = op.state === 'running' || op.state === 'pending';
   const cost =
     op.ended && used?.peak_rss
       ? ` · peak ${(used.peak_rss / 2 ** 20).toFixed(1)} MiB, ${(used.cpu_seconds ?? 0).toFixed(1)} CPU s`
-      : '';
+      : live && used?.processes
+        ? ` · CPU ${Math.round(used.cpu_percent ?? 0)}%, ${((used.rss ?? 0) / 2 ** 20).toFixed(1)} MiB, ` +
+          `${used.processes} process${used.processes === 1 ? '' : 'es'}`
+        : '';
   return (
     `${op.state}${reason}${latency} · ${formatElapsed((op.ended ?? now) - op.started)} · ${place}` +
     (workers.length ? ` · on ${workers.join(', ')}` : '') +

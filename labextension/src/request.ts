@@ -1,6 +1,6 @@
 import { PageConfig, URLExt } from '@jupyterlab/coreutils';
 import { Kernel, KernelMessage, ServerConnection } from '@jupyterlab/services';
-import { ICancelRequest, IControlRequest } from './tokens';
+import { ICancelRequest, IControlRequest, IResources } from './tokens';
 
 const API = 'jupyter-cancel/api';
 
@@ -28,6 +28,12 @@ export function cancelOperation(id: string, reason = 'user'): Promise<unknown> {
 export async function operationOutput(id: string): Promise<string> {
   const data = await requestAPI<{ output: string }>(`operations/${encodeURIComponent(id)}/output`);
   return data.output;
+}
+
+/** What each running process tree costs now, by operation id (sampled on this request). */
+export async function liveResources(): Promise<Record<string, IResources>> {
+  const data = await requestAPI<{ resources: Record<string, IResources> }>('resources');
+  return data.resources;
 }
 
 export function cancelKernel(

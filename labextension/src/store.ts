@@ -1,7 +1,7 @@
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { eventsUrl, requestAPI } from './request';
-import { IOperation, IOperationEvent } from './tokens';
+import { IOperation, IOperationEvent, IResources } from './tokens';
 
 /**
  * `fn` run at most once per animation frame however often it is asked for: 200 operations
@@ -57,6 +57,19 @@ export class OperationsStore {
       data.operations.filter(op => !this._cleared.has(op.id)).map(op => [op.id, op])
     );
     this._changed.emit();
+  }
+
+  /** Live figures sampled for running operations: kept on them until their next event. */
+  mergeResources(sampled: Record<string, IResources>): IOperation[] {
+    const touched: IOperation[] = [];
+    for (const [id, used] of Object.entries(sampled)) {
+      const op = this._ops.get(id);
+      if (op && (op.state === 'running' || op.state === 'pending')) {
+        op.resources = used;
+        touched.push(op);
+      }
+    }
+    return touched;
   }
 
   /** Drop every ended operation from the list (they stay in the server's history). */

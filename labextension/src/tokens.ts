@@ -17,12 +17,22 @@ export interface IOperation {
   progress: { n: number; total: number | null } | null;
   /** A process of a kernel without the kernel extension (R, bash, …): kernel-level, no cell. */
   foreign?: boolean;
-  /** What its tree cost, if it was sampled (its widget was shown). */
-  resources?: { peak_rss?: number; cpu_seconds?: number };
+  /** What its tree costs (live while running) and cost (peak, CPU seconds), if it was
+   * sampled: its widget was shown, or the panel was open. */
+  resources?: IResources;
   /** Seconds from the cancel request to the work gone (cancelled operations). */
   cancel_latency?: number;
   /** Free-form tags; a Dask submission (kind `dask`) names the `workers` its tasks run on. */
   tags?: { workers?: string[]; [key: string]: unknown };
+}
+
+/** What one process tree costs: now (CPU % of one core, RSS bytes, processes) and so far. */
+export interface IResources {
+  cpu_percent?: number;
+  rss?: number;
+  processes?: number;
+  peak_rss?: number;
+  cpu_seconds?: number;
 }
 
 /**

@@ -81,6 +81,7 @@ async def test_bad_requests_change_nothing(harness, jp_fetch):
         assert err.response.body  # a message says what is wrong
     # no auth: 403 for the API (no token, no cookie)
     await expect(403, jp_fetch(*base, "operations", headers={"Authorization": ""}))
+    await expect(403, jp_fetch(*base, "resources", headers={"Authorization": ""}))
     await expect(
         403,
         jp_fetch(*base, "kernels", kid, "cancel", method="POST", body="{}", headers={"Authorization": ""}),
@@ -165,6 +166,49 @@ async def test_an_operations_latest_output_is_asked_of_its_kernel(harness):
     with pytest.raises(HTTPClientError) as err:
         await harness.api("GET", "jupyter-cancel", "api", "operations", "no-such-op", "output")
     assert err.value.code == 404 and len(err.value.response.body) < 1000
+
+
+async def test_live_resources_of_running_trees_are_sampled_on_request(harness):
+    kid = await harness.start_kernel()
+    c = await harness.connect(kid)
+    pids = await harness.start_tree(c, cell="tree")
+    r = await c.execute(
+        "import jupyter_cancel as jc, sys\n"
+        "busy = jc.start([sys.executable, '-c', 'while True: pass'], display=False)\nprint(busy.id)",
+        cell="busy",
+    )
+    busy_id = r["stdout"].split()[-1]
+    ops = (await harness.api("GET", "jupyter-cancel", "api", "operations", params={"kernel_id": kid}))[
+        "operations"
+    ]
+    tree_id = next(o["id"] for o in ops if o["cell_id"] == "tree")
+
+    async def sampled() -> dict:
+        return (await harness.api("GET", "jupyter-cancel", "api", "resources"))["resources"]
+
+    first = await sampled()
+    assert first[tree_id]["processes"] == len(pids) and first[tree_id]["rss"] > 0, first
+    assert first[tree_id]["peak_rss"] >= first[tree_id]["rss"]
+
+    async def busy_counted() -> bool:
+        now = await sampled()
+        return now.get(busy_id, {}).get("cpu_percent", 0) > 10
+
+    await until_async(busy_counted, 30, "the busy loop's CPU counted")
+    # The REST list carries them too (sampled afresh with ?resources=1).
+    listed = (
+        await harness.api(
+            "GET", "jupyter-cancel", "api", "operations", params={"kernel_id": kid, "resources": "1"}
+        )
+    )["operations"]
+    by_id = {o["id"]: o for o in listed}
+    assert by_id[tree_id]["resources"]["processes"] == len(pids)
+    assert by_id[busy_id]["resources"]["cpu_seconds"] > 0
+    await expect(404, harness.api("GET", "jupyter-cancel", "api", "resources", params={"kernel_id": "nope"}))
+    await harness.api("POST", "jupyter-cancel", "api", "kernels", kid, "cancel", body={})
+    assert await wait_gone(pids) == []
+    ended = await sampled()
+    assert tree_id not in ended and busy_id not in ended
 
 
 async def test_client_closed_beacon_cancels_at_once(harness):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -164,6 +165,8 @@ def test_panel_lists_operations_live_and_stops_them(lab, page, shots):
     pids = wait_ready(ready, 3)
     row = page.locator(".jc-row.jc-state-running", has_text="llama-server (demo)")
     row.wait_for()
+    # While the panel is open its running rows say what their trees cost now (asked of the kernel).
+    row.locator(".jc-row-meta", has_text=re.compile(r"CPU \d+%, [\d.]+ MiB, 3 processes")).wait_for()
     nb.screenshot(shots / "panel.png")
     row.locator(".jc-row-stop").click()
     assert wait_gone(pids, timeout=10) == []
@@ -262,6 +265,52 @@ def test_status_bar_count_opens_the_panel_and_the_stop_commands_work(lab, page):
     page.locator(".lm-CommandPalette-input").fill("Stop All Work")
     page.locator(".lm-CommandPalette-item", has_text="Stop All Work (Every Kernel)").wait_for()
     page.keyboard.press("Escape")
+
+
+def _use_theme(page, theme: str) -> None:
+    """Switch JupyterLab's theme from the Command Palette and wait until it applies."""
+    page.keyboard.press("Control+Shift+C")
+    page.locator(".lm-CommandPalette-input").fill(f"Use Theme: {theme}")
+    page.locator(".lm-CommandPalette-item", has_text=theme).first.click()
+    light = "false" if "Dark" in theme else "true"
+    page.wait_for_selector(f"body[data-jp-theme-light='{light}']", state="attached")
+
+
+def test_dark_theme_panel_and_progress_read_well(lab, page, shots):
+    """#14: the panel, its live figures and the progress widget in JupyterLab Dark — theme
+    variables only, so axe-core's contrast check (and the rest) finds nothing serious."""
+    ready = lab.root / "dark"
+    name = lab.notebook(
+        "dark.ipynb",
+        [
+            HEAD + f"op = jc.start({tree(ready)}, display=False, name='llama-server (demo)')",
+            HEAD + "for i in jc.progress(range(100000), desc='embedding', unit='doc'):\n    time.sleep(0.05)",
+        ],
+    )
+    nb = NotebookPage(lab, page, name)
+    _use_theme(page, "JupyterLab Dark")
+    try:
+        page.locator(".jp-SideBar [data-id='jupyter-cancel-panel']").click()
+        nb.run(0)
+        pids = wait_ready(ready, 3)
+        nb.run(1)
+        page.wait_for_function(
+            "() => { const c = document.querySelector('.jc-op-count'); return c && parseFloat(c.textContent) >= 5; }"
+        )
+        row = page.locator(".jc-row.jc-state-running", has_text="llama-server (demo)")
+        row.locator(".jc-row-meta", has_text="3 processes").wait_for()
+        nb.screenshot(shots / "dark.png")
+        nb.screenshot(shots / "progress-dark.png", nb.cell(1))
+        nb.screenshot(shots / "panel-dark.png", page.locator(".jc-panel"))
+        assert _axe_violations(page, ".jc-panel") == []
+        assert _axe_violations(page, ".jc-op") == []
+        page.locator(".jc-op-stop").first.click()
+        page.wait_for_selector(".jc-op[data-state=cancelled]", timeout=15000)
+        row.locator(".jc-row-stop").click()
+        assert wait_gone(pids, timeout=10) == []
+        page.locator(".jc-row.jc-state-cancelled", has_text="llama-server (demo)").wait_for()
+    finally:
+        _use_theme(page, "JupyterLab Light")  # the theme is a user setting: the next tests' pages
 
 
 def test_progress_shows_progress_and_stops_on_click(lab, page, shots):
