@@ -48,6 +48,7 @@ class Cgroup:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        self._procs = os.path.join(path, "cgroup.procs")
 
     @staticmethod
     def available() -> bool:
@@ -92,11 +93,21 @@ class Cgroup:
         return True
 
     def pids(self) -> list[int]:
+        """Its live processes (zombies are not listed): one read on the termination's path,
+        so a raw ``os.read``, not a text file object."""
         try:
-            with open(os.path.join(self.path, "cgroup.procs")) as fh:
-                return [int(line) for line in fh if line.strip()]
+            fd = os.open(self._procs, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return []
+        try:
+            chunks = []
+            while chunk := os.read(fd, 65536):
+                chunks.append(chunk)
+        except OSError:
+            return []
+        finally:
+            os.close(fd)
+        return [int(pid) for pid in b"".join(chunks).split()]
 
     def kill(self) -> None:
         try:

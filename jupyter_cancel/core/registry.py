@@ -481,7 +481,16 @@ class Registry:
             if alive:
                 op.unkillable = alive
                 log.warning("operation %s: pids %s survived SIGKILL (uninterruptible?)", op.id, alive)
-            self._finish_exit(op, runner.returncode(0 if alive else 1.0), cancelled=True)
+            self._finish_exit(op, runner.returncode(0 if alive else 1.0), cancelled=True, release=False)
+        # The tree is gone and the operations ended: removing their cgroups and telling the
+        # watchdog to forget them is bookkeeping the canceller need not wait for.
+        self._pool().submit(self._after_cancel, ops)
+
+    def _after_cancel(self, ops: Sequence[Operation]) -> None:
+        for op in ops:
+            assert isinstance(op.runner, TreeRunner)
+            self._release(op.runner)
+            self._forget(op)
 
     def _terminate(self, ops: Sequence[Operation]) -> None:
         self._complete(ops, self._begin(ops))
@@ -545,7 +554,13 @@ class Registry:
             self._forget(op)
 
     def _finish_exit(
-        self, op: Operation, returncode: int | None, *, cancelled: bool, forget: bool = True
+        self,
+        op: Operation,
+        returncode: int | None,
+        *,
+        cancelled: bool,
+        forget: bool = True,
+        release: bool = True,
     ) -> None:
         with self._lock:
             if op.done:
@@ -555,8 +570,8 @@ class Registry:
                 state = State.CANCELLED
             else:
                 state = State.COMPLETED if returncode == 0 else State.FAILED
-            self._finish_locked(op, state, forget=forget)
-        if cancelled and isinstance(op.runner, TreeRunner):
+            self._finish_locked(op, state, forget=forget and release)
+        if release and cancelled and isinstance(op.runner, TreeRunner):
             self._release(op.runner)
 
     def _release(self, runner: TreeRunner) -> None:
