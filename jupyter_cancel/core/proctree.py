@@ -24,7 +24,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import psutil
@@ -103,6 +103,57 @@ def _protected() -> frozenset[int]:
     return _protected_cache[1]
 
 
+#: A process in the middle of an ``exec`` reads as having no environment for a moment (its
+#: new memory has none yet): an empty read is read again after these pauses (seconds).
+_EMPTY_RETRIES = (0.0005, 0.002, 0.005)
+_PF_KTHREAD = 0x00200000
+_PF_EXITING = 0x00000004
+
+
+def _environ(pid: int) -> bytes:
+    with open(f"/proc/{pid}/environ", "rb") as fh:
+        return fh.read()
+
+
+def _may_be_execing(pid: int) -> bool:
+    """An empty environment read may be an exec in progress: not a kernel thread, not a
+    zombie or an exiting process (those read empty for good)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            stat = fh.read()
+        fields = stat[stat.rindex(b")") + 2 :].split(b" ", 8)
+        flags = int(fields[6])
+    except (OSError, ValueError, IndexError):
+        return False
+    return fields[0] not in (b"Z", b"X") and not flags & (_PF_KTHREAD | _PF_EXITING)
+
+
+def _pause(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def _settle_empty(pids: Iterable[int], found: Callable[[int, bytes], None]) -> None:
+    """Read again the environments that read empty, after short pauses, for the processes
+    that may have been in the middle of an ``exec``; ``found(pid, environ)`` for each that
+    then has one. A process started with ``env -i`` costs at most the sum of the pauses."""
+    pending = [pid for pid in pids if _may_be_execing(pid)]
+    for pause in _EMPTY_RETRIES:
+        if not pending:
+            return
+        _pause(pause)
+        still = []
+        for pid in pending:
+            try:
+                environ = _environ(pid)
+            except OSError:
+                continue  # gone
+            if environ:
+                found(pid, environ)
+            else:
+                still.append(pid)
+        pending = still
+
+
 class Snapshot:
     """One pass over /proc: parent of every process, and the cookie each one carries."""
 
@@ -117,6 +168,7 @@ class Snapshot:
         min_ticks = -1.0
         if since is not None:
             min_ticks = (since - psutil.boot_time()) * _CLK_TCK - 2  # ticks since boot, with slack
+        empty: list[int] = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
@@ -128,16 +180,23 @@ class Snapshot:
                 ppid = int(fields[1])
                 self.children.setdefault(ppid, []).append(pid)
                 if cookies and pid not in protected and int(fields[19]) >= min_ticks:
-                    with open(f"/proc/{pid}/environ", "rb") as fh:
-                        environ = fh.read()
-                    op_id = _cookie_of(environ)
-                    if op_id is not None:
-                        self.cookie.setdefault(op_id, []).append(pid)
-                    kernel = _cookie_of(environ, _KERNEL_COOKIE_B)
-                    if kernel is not None:
-                        self.kernel_cookie.setdefault(kernel, []).append(pid)
+                    environ = _environ(pid)
+                    if environ:
+                        self._carrier(pid, environ)
+                    elif ppid != 2 and pid != 2:  # kernel threads have none
+                        empty.append(pid)
             except (OSError, ValueError):
                 continue  # gone meanwhile, or not ours to read
+        if empty:
+            _settle_empty(empty, self._carrier)
+
+    def _carrier(self, pid: int, environ: bytes) -> None:
+        op_id = _cookie_of(environ)
+        if op_id is not None:
+            self.cookie.setdefault(op_id, []).append(pid)
+        kernel = _cookie_of(environ, _KERNEL_COOKIE_B)
+        if kernel is not None:
+            self.kernel_cookie.setdefault(kernel, []).append(pid)
 
     def descendants(self, pid: int) -> list[int]:
         out, stack = [], [pid]
@@ -171,17 +230,26 @@ def carriers_since(op_id: str, first_pid: int) -> list[int]:
     if not pids or max(pids) < first_pid:
         return [p.pid for p in sweep([op_id]).get(op_id, ())]
     wanted = op_id.encode()
-    found = []
+    found: list[int] = []
+    empty: list[int] = []
+
+    def carrier(pid: int, environ: bytes) -> None:
+        if _cookie_of(environ) == wanted:
+            found.append(pid)
+
     for pid in pids:
         if pid < first_pid:
             continue
         try:
-            with open(f"/proc/{pid}/environ", "rb") as fh:
-                value = _cookie_of(fh.read())
+            environ = _environ(pid)
         except OSError:
             continue
-        if value == wanted:
-            found.append(pid)
+        if environ:
+            carrier(pid, environ)
+        else:
+            empty.append(pid)
+    if empty:
+        _settle_empty(empty, carrier)
     return found
 
 

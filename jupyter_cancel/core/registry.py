@@ -79,6 +79,7 @@ class Registry:
         self._workers: ThreadPoolExecutor | None = None
         self._use_watchdog = watchdog
         self._watchdog: Any = None
+        self._join_queue: queue.SimpleQueue[tuple[CapturedRunner, Cgroup, int]] | None = None
         self.closed = False
 
     # -- creating and registering -------------------------------------------------
@@ -224,7 +225,7 @@ class Registry:
             op = self.expect(name=name or f"pid {pid}", policy=policy, grace=grace, owner=owner)
         with self._lock:
             group = self._cgroups.pop(op.id, None)
-        if group is not None and not (cgroup and group.add_tree(pid)):
+        if group is not None and not cgroup:
             group.remove()
             group = None
         root = root_identity(pid)
@@ -236,10 +237,39 @@ class Registry:
             raise KeyError(pid)
         # (A root already reaped whose `job &` lives on: the cookie holds that tree.)
         runner = CapturedRunner(Tree(op.id, root, op.grace, group, cgroup_complete=False), popen)
-        # Its cgroup holds its tree only if the root was still running when it joined.
-        runner.joined_alive = group is not None and running(root, fresh=True)
         self.attach(op, runner)
+        if group is not None:
+            # Off the spawning thread: moving a process into a cgroup after the machine was
+            # idle costs 5–12 ms (the kernel syncs RCU), which the caller's spawn must not wait
+            # for. Until it has joined, the tree is found as without a cgroup (its descendants
+            # and its cookie, read again where an exec was in progress), and afterwards too:
+            # a captured tree's cgroup is never taken as complete.
+            self._cgroup_joins().put((runner, group, pid))
         return op
+
+    def _cgroup_joins(self) -> queue.SimpleQueue[tuple[CapturedRunner, Cgroup, int]]:
+        with self._lock:
+            if self._join_queue is None:
+                self._join_queue = queue.SimpleQueue()
+                threading.Thread(
+                    target=self._join_cgroups, args=(self._join_queue,), name="jupyter_cancel-cgroup", daemon=True
+                ).start()
+            return self._join_queue
+
+    @staticmethod
+    def _join_cgroups(joins: queue.SimpleQueue[tuple[CapturedRunner, Cgroup, int]]) -> None:
+        while True:
+            runner, group, pid = joins.get()
+            try:
+                if group.add_tree(pid):
+                    # Its cgroup holds its tree only if the root still ran once its children
+                    # were moved too (a root that exited first left them outside).
+                    runner.joined_alive = running(runner.tree.root)
+                else:
+                    runner.tree.cgroup = None
+                    group.remove()
+            except Exception:  # a join must never stop the joins after it
+                log.exception("cgroup join of %d failed", pid)
 
     # -- starting work ----------------------------------------------------------------
     def start(

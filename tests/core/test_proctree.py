@@ -16,6 +16,7 @@ import jupyter_cancel as jc
 from jupyter_cancel.core import proctree, watchdog
 from jupyter_cancel.core.cgroup import Cgroup
 from tests.helpers.procs import TREE, alive, tree_cmd, wait_ready
+from tests.helpers.wait import until
 
 MODES = [("child", 1), ("grandchild", 2), ("setsid", 3), ("daemon", 2), ("three", 3)]
 
@@ -31,6 +32,50 @@ def test_cancel_kills_whole_tree(tmp_path, mode, count, mechanism):
     assert op.returncode == -15, "it honours SIGTERM: never SIGKILLed"
     assert op.reason == "user" and op.exit_code == 130
     assert [p for p in pids if alive(p)] == []
+
+
+@pytest.mark.parametrize("scan", ["carriers_since", "snapshot"])
+@pytest.mark.parametrize("retries", [True, False])
+def test_a_process_in_the_middle_of_an_exec_is_read_again(tmp_path, monkeypatch, scan, retries):
+    """A process in the middle of an exec reads as having no environment for a moment (seen
+    here: 44 of 300 `sh -c "cmd &"` children read so at some point): an empty read is read
+    again. The moment is held open here: the process has no environment until the scan's
+    pause lets it exec into one that carries the cookie. Without the retries it is missed."""
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    op_id = f"mid-exec-{scan}-{retries}"
+    script = f'read x < "{fifo}"; exec /usr/bin/env {proctree.COOKIE}={op_id} sleep 60'
+    proc = subprocess.Popen(["/usr/bin/env", "-i", "/bin/sh", "-c", script])
+    try:
+        until(lambda: _cmdline(proc.pid).startswith(b"/bin/sh"), 10, "sh started")
+        released: list[bool] = []
+
+        def pause(_seconds: float) -> None:
+            if not released:
+                released.append(True)
+                with open(fifo, "w") as fh:
+                    fh.write("go\n")
+                until(lambda: _cmdline(proc.pid).startswith(b"sleep"), 10, "the exec done")
+
+        monkeypatch.setattr(proctree, "_pause", pause)
+        if not retries:
+            monkeypatch.setattr(proctree, "_EMPTY_RETRIES", ())
+        if scan == "carriers_since":
+            found = proctree.carriers_since(op_id, proc.pid)
+        else:
+            found = proctree.Snapshot().cookie.get(op_id.encode(), [])
+        assert found == ([proc.pid] if retries else []), found
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read()
+    except OSError:
+        return b""
 
 
 @pytest.mark.parametrize("use_cgroup", [False, True])
