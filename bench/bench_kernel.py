@@ -103,7 +103,13 @@ def main() -> None:
         pids = start(k, "bg", f"{tmp}/c{i}")
         msg = k.send("import time; time.sleep(1000)", cell="sleeper")
         time.sleep(0.05)
-        lat.append(gone_after(pids, lambda: k.control({"action": "cancel", "cell_id": "bg"})))
+        sent: list[dict] = []
+        # From the request leaving to the tree gone (the reply, sent once the operation has
+        # ended and listing the kernel's operations, is collected after).
+        lat.append(
+            gone_after(pids, lambda: sent.append(k.control_send({"action": "cancel", "cell_id": "bg"})))
+        )
+        k.control_reply(sent[0])
         k.km.interrupt_kernel()
         k.collect(msg)
     report("control-channel cancel while the cell sleeps", lat)
@@ -116,7 +122,11 @@ def main() -> None:
             cell="runner",
         )
         pids = wait_ready(Path(ready), 3)
-        lat.append(gone_after(pids, lambda: k.control({"action": "cancel", "cell_id": "runner"})))
+        sent = []
+        lat.append(
+            gone_after(pids, lambda: sent.append(k.control_send({"action": "cancel", "cell_id": "runner"})))
+        )
+        k.control_reply(sent[0])
         k.collect(msg)  # jc.run raised jc.Cancelled
     report("control-channel cancel of a cell blocked in jc.run", lat)
     # interrupt busy / idle

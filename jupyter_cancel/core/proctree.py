@@ -485,40 +485,27 @@ class Termination:
         self.started = time.monotonic()
         if not self.trees:
             return self
-        # A complete cgroup is read in a few µs: its members are pinned before the first
-        # signal, so every signal then leaves back to back (a woken tree competes for the
-        # CPU). Other trees are signal first, collect after: the group each live root leads
-        # gets SIGTERM before the /proc walk (most members are in it); the walk finds the rest.
-        cheap = [t for t in self.trees if _by_cgroup(t)]
-        walked = [t for t in self.trees if not _by_cgroup(t)]
+        # Signal first, collect after: the group each live root leads gets SIGTERM before any
+        # read (most members are in it); the collection then finds the rest (a complete
+        # cgroup's members by its list and their pidfds, others by the /proc walk).
         groups: set[int] = set()
-        done: set[int] = set()
-        if cheap:
-            _enroll(cheap, self.live)
         for t in self.trees:
             if _signal_root_group(t, signal.SIGTERM):
                 self.signalled[t.op_id] = time.monotonic()
                 groups.add(t.root.pid)  # type: ignore[union-attr]
-        self._signal_members(groups, done)
-        if walked:
-            _enroll(walked, self.live)
-            self._signal_members(groups, done)
-        # Then the groups members lead: what forked since the collection.
-        for member in list(self.live.values()):
-            _signal_group(member, groups, signal.SIGTERM)
-        return self
-
-    def _signal_members(self, groups: set[int], done: set[int]) -> None:
-        """SIGTERM to each member not signalled yet, one pidfd signal each (a signal costs
-        tens of µs here: none is sent twice before every member has one), leaves first."""
-        for member in _children_first(self.live.values()):
-            if member.pid in done:
-                continue
-            done.add(member.pid)
+        _enroll(self.trees, self.live)
+        members = _children_first(self.live.values())
+        # One pidfd signal to each member outside those groups (a signal costs tens of µs
+        # here: none is sent twice before every member has one), leaves first ...
+        for member in members:
             if groups and _group_of(member.pid) in groups:
                 continue  # it had its SIGTERM with its root's group
             member.signal(signal.SIGTERM)
             self.signalled[member.tree.op_id] = time.monotonic()
+        # ... then the groups members lead: what forked since the collection.
+        for member in members:
+            _signal_group(member, groups, signal.SIGTERM)
+        return self
 
     def close(self) -> None:
         for member in self.live.values():

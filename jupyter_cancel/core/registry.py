@@ -252,7 +252,10 @@ class Registry:
             if self._join_queue is None:
                 self._join_queue = queue.SimpleQueue()
                 threading.Thread(
-                    target=self._join_cgroups, args=(self._join_queue,), name="jupyter_cancel-cgroup", daemon=True
+                    target=self._join_cgroups,
+                    args=(self._join_queue,),
+                    name="jupyter_cancel-cgroup",
+                    daemon=True,
                 ).start()
             return self._join_queue
 

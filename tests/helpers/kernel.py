@@ -133,8 +133,15 @@ class Kernel:
         return eval(r.stdout.strip().splitlines()[-1])
 
     def control(self, content: Any, timeout: float = 10) -> dict[str, Any]:
+        return self.control_reply(self.control_send(content), timeout)
+
+    def control_send(self, content: Any) -> dict[str, Any]:
+        """Send a ``jupyter_cancel_request``; its reply is ``control_reply(msg)``."""
         msg = self.kc.session.msg("jupyter_cancel_request", content)
         self.kc.control_channel.send(msg)
+        return msg
+
+    def control_reply(self, msg: dict[str, Any], timeout: float = 10) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
             reply = self.kc.control_channel.get_msg(timeout=max(0.1, deadline - time.monotonic()))
