@@ -339,7 +339,7 @@ class Tree:
         root = self.root
         pids: list[int] = []
         try:
-            if root is not None and not (_child_running(root.pid) if self.owns_root else root.is_running()):
+            if root is not None and not (child_running(root.pid) if self.owns_root else root.is_running()):
                 root = None
         except psutil.Error:
             root = None
@@ -662,7 +662,7 @@ def _deliver_group(pgid: int, sig: int) -> bool:
     return True
 
 
-def _child_running(pid: int) -> bool:
+def child_running(pid: int) -> bool:
     """Our unreaped child still runs (not exited, not a zombie): one ``waitid`` that reaps
     nothing, where ``psutil.Process.is_running`` reads /proc."""
     try:

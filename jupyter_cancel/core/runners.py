@@ -13,7 +13,7 @@ import psutil
 
 from .cgroup import Cgroup
 from .model import State
-from .proctree import Tree, _child_running
+from .proctree import Tree, child_running
 
 if TYPE_CHECKING:
     import subprocess
@@ -100,7 +100,7 @@ class ProcessRunner(TreeRunner):
 
     def returncode(self, timeout: float) -> int | None:
         try:
-            if self.popen.returncode is None and not _child_running(self.popen.pid):
+            if self.popen.returncode is None and not child_running(self.popen.pid):
                 # It exited: wait for the lock the monitor may hold while it reaps, rather
                 # than Popen's timed wait, which sleeps (≥ 0.5 ms) when the lock is busy.
                 return self.popen.wait()
