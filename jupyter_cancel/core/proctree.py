@@ -672,15 +672,11 @@ def child_running(pid: int) -> bool:
 
 
 def _signal_root_group(tree: Tree, sig: int) -> bool:
-    """killpg the group a tree's root leads (``start_new_session``), if the root is a process
-    we started and have not reaped: its pid, hence its group id, cannot have been reused."""
+    """killpg the group a tree's root leads, if the root is a process we started and have not
+    reaped: its pid, hence its group id, cannot have been reused. ``spawn`` started it in a
+    session of its own, and a session leader cannot leave its group: no ``getpgid`` asked."""
     root = tree.root
-    if root is None or not tree.owns_root or root.pid in tree.exclude:
-        return False
-    try:
-        if os.getpgid(root.pid) != root.pid or root.pid in _protected():
-            return False
-    except OSError:
+    if root is None or not tree.owns_root or root.pid in tree.exclude or root.pid in _protected():
         return False
     return _deliver_group(root.pid, sig)
 
