@@ -179,11 +179,12 @@ class Snapshot:
                 fields = stat[stat.rindex(b")") + 2 :].split(b" ", 20)
                 ppid = int(fields[1])
                 self.children.setdefault(ppid, []).append(pid)
-                if cookies and pid not in protected and int(fields[19]) >= min_ticks:
+                # Kernel threads (children of kthreadd, pid 2) have no environment to read.
+                if cookies and ppid != 2 and pid not in protected and int(fields[19]) >= min_ticks:
                     environ = _environ(pid)
                     if environ:
                         self._carrier(pid, environ)
-                    elif ppid != 2 and pid != 2:  # kernel threads have none
+                    elif pid != 2:
                         empty.append(pid)
             except (OSError, ValueError):
                 continue  # gone meanwhile, or not ours to read
