@@ -80,6 +80,7 @@ class Registry:
         self._use_watchdog = watchdog
         self._watchdog: Any = None
         self._join_queue: queue.SimpleQueue[tuple[CapturedRunner, Cgroup, int]] | None = None
+        self._join_pid = 0
         self.closed = False
 
     # -- creating and registering -------------------------------------------------
@@ -249,7 +250,8 @@ class Registry:
 
     def _cgroup_joins(self) -> queue.SimpleQueue[tuple[CapturedRunner, Cgroup, int]]:
         with self._lock:
-            if self._join_queue is None:
+            if self._join_queue is None or self._join_pid != os.getpid():  # (a forked child: no thread)
+                self._join_pid = os.getpid()
                 self._join_queue = queue.SimpleQueue()
                 threading.Thread(
                     target=self._join_cgroups,
