@@ -97,7 +97,7 @@ async def test_kernel_out_of_file_descriptors_fails_cleanly_and_recovers(harness
         f"    jc.start([sys.executable, {TREE!r}, 'child', {str(tmp_path / 'x')!r}], display=False)\n"
         "    print('started')\n"
         "except OSError as err:\n"
-        "    print('refused', err.errno)\n"
+        "    print(f'refused {err.errno}')\n"  # one write: another thread may print between two
         "finally:\n"
         "    for fd in held: os.close(fd)\n"
         "    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))\n"
