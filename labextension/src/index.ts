@@ -266,7 +266,7 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
           if (kernel && model.type === 'code' && model.executionState === 'running') {
             cells.push({
               id: model.id,
-              label: `${panel.title.label} · cell ${index + 1}`,
+              label: `cell ${index + 1} · ${panel.title.label}`, // the cell first: a narrow panel cuts the end
               stuck: stuckCells.has(model.id),
               stop: () => stopCell(kernel, model.id, 'user').then(() => undefined),
               interrupt: () => kernel.interrupt(),
