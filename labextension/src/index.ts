@@ -1,14 +1,14 @@
 import { IJupyterWidgetRegistry } from '@jupyter-widgets/base';
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, Notification } from '@jupyterlab/apputils';
-import { ICodeCellModel } from '@jupyterlab/cells';
+import { CodeCell, ICodeCellModel } from '@jupyterlab/cells';
 import {
   INotebookCellExecutor,
   INotebookTracker,
   NotebookActions,
   NotebookPanel
 } from '@jupyterlab/notebook';
-import { Kernel } from '@jupyterlab/services';
+import { Kernel, KernelMessage } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { LabIcon } from '@jupyterlab/ui-components';
@@ -250,6 +250,33 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
         void panel.content.scrollToCell(cells[index]);
       }
     };
+    // The execute request each kernel is running now (its iopub busy/idle): Lab marks every
+    // cell it sent as running, also those queued behind it.
+    const executing = new Map<string, string>();
+    tracker.widgetAdded.connect((_, panel) => {
+      panel.sessionContext.iopubMessage.connect((context, msg) => {
+        const kernelId = context.session?.kernel?.id;
+        const parent = msg.parent_header as Partial<KernelMessage.IHeader>;
+        if (
+          !kernelId ||
+          msg.header.msg_type !== 'status' ||
+          parent.msg_type !== 'execute_request'
+        ) {
+          return;
+        }
+        const state = (msg.content as KernelMessage.IStatusMsg['content']).execution_state;
+        if (state === 'busy' && parent.msg_id) {
+          executing.set(kernelId, parent.msg_id);
+        } else if (state === 'idle' && executing.get(kernelId) === parent.msg_id) {
+          executing.delete(kernelId);
+        }
+      });
+    });
+    const queued = (kernel: Kernel.IKernelConnection, cell: unknown): boolean => {
+      const now = executing.get(kernel.id);
+      const sent = cell instanceof CodeCell ? cell.outputArea.future?.msg.header.msg_id : undefined;
+      return now !== undefined && sent !== undefined && sent !== now;
+    };
     const runningCells = (): IRunningCell[] => {
       for (const id of [...stuckCells]) {
         const found = tracker.find(p => p.content.widgets.some(c => c.model.id === id));
@@ -268,6 +295,7 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
               id: model.id,
               label: `cell ${index + 1} · ${panel.title.label}`, // the cell first: a narrow panel cuts the end
               stuck: stuckCells.has(model.id),
+              queued: queued(kernel, cell),
               stop: () => stopCell(kernel, model.id, 'user').then(() => undefined),
               interrupt: () => kernel.interrupt(),
               reveal: () => {

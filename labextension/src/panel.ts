@@ -10,6 +10,8 @@ export interface IRunningCell {
   label: string;
   /** Still running after a Stop's bound (C code, or it caught the stop). */
   stuck: boolean;
+  /** Sent to the kernel, waiting behind the cell that runs now. */
+  queued?: boolean;
   stop: () => Promise<void>;
   interrupt: () => Promise<void>;
   reveal: () => void;
@@ -212,7 +214,7 @@ export class OperationsPanel extends Widget {
 
   private renderCells(): void {
     const cells = this.runningCells();
-    const key = JSON.stringify(cells.map(cell => [cell.id, cell.label, cell.stuck]));
+    const key = JSON.stringify(cells.map(cell => [cell.id, cell.label, cell.stuck, cell.queued]));
     if (key === this._cellsKey) {
       return;
     }
@@ -220,14 +222,22 @@ export class OperationsPanel extends Widget {
     this._cells.textContent = '';
     for (const cell of cells) {
       const row = document.createElement('li');
-      row.className = 'jc-row jc-cell-row jc-state-running';
+      row.className = `jc-row jc-cell-row ${cell.queued ? 'jc-cell-queued' : 'jc-state-running'}`;
       row.dataset.cell = cell.id;
-      row.title = `${cell.label}: running\nclick to show the cell`;
+      row.title = `${cell.label}: ${cell.queued ? 'queued' : 'running'}\nclick to show the cell`;
       const head = document.createElement('div');
       head.className = 'jc-row-head';
       const name = document.createElement('span');
       name.className = 'jc-row-name';
-      name.textContent = `▶ ${cell.label}`;
+      name.textContent = cell.queued ? `⏸ ${cell.label} (queued)` : `▶ ${cell.label}`;
+      if (cell.queued) {
+        // Waiting behind the running cell: nothing of it runs yet, nothing to stop.
+        head.appendChild(name);
+        row.appendChild(head);
+        row.onclick = () => cell.reveal();
+        this._cells.appendChild(row);
+        continue;
+      }
       const stop = document.createElement('button');
       stop.className = 'jc-row-stop jc-cell-stop jp-mod-styled jp-mod-warn';
       stop.textContent = '■ Stop cell';

@@ -570,6 +570,35 @@ def test_rerun_of_a_busy_python_loop_starts_the_new_run_other_work_lives(lab, pa
     assert wait_gone(bg, timeout=10) == []
 
 
+def test_panel_tells_the_running_cell_from_the_queued_ones(lab, page):
+    """Lab marks every cell it sent as running ([*]); the panel says which one the kernel runs
+    (its iopub busy/idle) and lists the others as queued, without a Stop of their own."""
+    ready = lab.root / "queued-ready"
+    name = lab.notebook(
+        "queued.ipynb",
+        [
+            f"import pathlib, time\npathlib.Path({str(ready)!r}).write_text('1')\nwhile True:\n    time.sleep(0.05)",
+            "print('one')",
+            "print('two')",
+        ],
+    )
+    nb = NotebookPage(lab, page, name)
+    page.locator(".jp-SideBar [data-id='jupyter-cancel-panel']").click()
+    nb.run(0)
+    until_file(ready, ready.exists, 30, "the first cell runs")
+    nb.run(1)
+    nb.run(2)
+    running = page.locator(".jc-cell-row.jc-state-running")
+    queued = page.locator(".jc-cell-row.jc-cell-queued")
+    queued.nth(1).wait_for()
+    assert running.count() == 1 and "cell 1 · queued.ipynb" in running.inner_text()
+    assert queued.count() == 2 and queued.locator(".jc-cell-stop").count() == 0
+    assert "cell 2 · queued.ipynb (queued)" in queued.nth(0).inner_text()
+    running.locator(".jc-cell-stop").click()
+    nb.wait_idle()
+    page.locator(".jc-cell-row").first.wait_for(state="detached")
+
+
 def test_rerun_of_a_cell_reading_an_openai_stream_disconnects_it(lab, page):
     from jupyter_cancel.llm.devserver import DevServer
 
