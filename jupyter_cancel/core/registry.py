@@ -266,13 +266,12 @@ class Registry:
         while True:
             runner, group, pid = joins.get()
             try:
+                # Its cgroup holds its tree only if the root still ran once its children were
+                # moved too (a root that exited first left them outside). A failed join leaves
+                # the cgroup empty (the tree keeps it: a canceller may be reading it right now);
+                # it goes when the operation ends.
                 if group.add_tree(pid):
-                    # Its cgroup holds its tree only if the root still ran once its children
-                    # were moved too (a root that exited first left them outside).
                     runner.joined_alive = running(runner.tree.root)
-                else:
-                    runner.tree.cgroup = None
-                    group.remove()
             except Exception:  # a join must never stop the joins after it
                 log.exception("cgroup join of %d failed", pid)
 
