@@ -88,7 +88,7 @@ class Cgroup:
         if not self.add(pid):
             return False
         if depth > 0:
-            for child in _children(pid):
+            for child in children_of(pid):
                 self.add_tree(child, depth - 1)
         return True
 
@@ -150,7 +150,9 @@ def remove_stale(prefix: str, older_than: float) -> int:
     return removed
 
 
-def _children(pid: int) -> list[int]:
+def children_of(pid: int) -> list[int]:
+    """The children of ``pid`` as the kernel lists them (``/proc/<pid>/task/*/children``):
+    one small read per thread; empty if it is gone or the kernel has no such file."""
     out: list[int] = []
     try:
         tasks = os.listdir(f"/proc/{pid}/task")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from .cgroup import Cgroup
+from .cgroup import Cgroup, children_of
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,9 @@ _COOKIE_B = COOKIE.encode() + b"="
 KERNEL_COOKIE = "JUPYTER_CANCEL_KERNEL"
 _KERNEL_COOKIE_B = KERNEL_COOKIE.encode() + b"="
 HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
+#: At most this many processes are walked through the kernel's children lists before the
+#: /proc pass (which finds any others).
+_WALK_MAX = 1000
 #: Linux's /proc (not macOS): asked once, not on every collection.
 HAVE_PROC = os.path.isdir("/proc")
 #: How long to wait for processes to vanish after SIGKILL before calling them unkillable.
@@ -494,19 +497,34 @@ class Termination:
             if _signal_root_group(t, signal.SIGTERM):
                 self.signalled[t.op_id] = time.monotonic()
                 groups.add(t.root.pid)  # type: ignore[union-attr]
+        sent: set[int] = set()
+        # Without a complete cgroup the collection is a pass over all of /proc: first the
+        # descendants of the roots we started, as the kernel lists them (a few small reads),
+        # so a setsid member is not left waiting for that pass.
+        walked = [t for t in self.trees if t.owns_root and not _by_cgroup(t)]
+        if walked and HAVE_PROC:
+            for t in walked:
+                _enroll_descendants(t, self.live)
+            self._signal_members(groups, sent)
         _enroll(self.trees, self.live)
-        members = _children_first(self.live.values())
-        # One pidfd signal to each member outside those groups (a signal costs tens of µs
-        # here: none is sent twice before every member has one), leaves first ...
-        for member in members:
+        self._signal_members(groups, sent)
+        # Then the groups members lead: what forked since the collection.
+        for member in list(self.live.values()):
+            _signal_group(member, groups, signal.SIGTERM)
+        return self
+
+    def _signal_members(self, groups: set[int], sent: set[int]) -> None:
+        """One pidfd signal to each member outside the signalled groups that has none yet (a
+        signal costs tens of µs here: none is sent twice before every member has one),
+        leaves first."""
+        for member in _children_first(self.live.values()):
+            if member.pid in sent:
+                continue
+            sent.add(member.pid)
             if groups and _group_of(member.pid) in groups:
                 continue  # it had its SIGTERM with its root's group
             member.signal(signal.SIGTERM)
             self.signalled[member.tree.op_id] = time.monotonic()
-        # ... then the groups members lead: what forked since the collection.
-        for member in members:
-            _signal_group(member, groups, signal.SIGTERM)
-        return self
 
     def close(self) -> None:
         for member in self.live.values():
@@ -583,6 +601,26 @@ def _enroll(trees: Sequence[Tree], live: dict[int, _Member]) -> None:
                 pinned = _Member.pin(pid, t)
                 if pinned is not None:
                     live[pid] = pinned
+
+
+def _enroll_descendants(tree: Tree, live: dict[int, _Member]) -> None:
+    """The live descendants of a root we started (unreaped: its pid is its own), from the
+    kernel's children lists, pinned; what was reparented (a daemon) is the /proc pass's."""
+    root = tree.root
+    if root is None or root.pid in tree.exclude or not child_running(root.pid):
+        return
+    skip = _protected() | tree.exclude
+    stack, seen = [root.pid], {root.pid}
+    while stack and len(seen) < _WALK_MAX:
+        for child in children_of(stack.pop()):
+            if child in seen:
+                continue
+            seen.add(child)
+            stack.append(child)
+            if child not in live and child not in skip:
+                pinned = _Member.pin(child, tree)
+                if pinned is not None:
+                    live[child] = pinned
 
 
 def _by_cgroup(tree: Tree) -> bool:
