@@ -47,7 +47,7 @@ def test_busy_python_loop_stops_and_other_cells_work_lives(kernel, tmp_path):
     tree = _background_tree(kernel, tmp_path)
     marker = tmp_path / "loop"
     # n is set before the marker: a stop landing right after the marker must not leave it unset.
-    msg = _running(kernel, marker, "n = 0\n" + _ready(marker) + "while True:\n    n += 1\n", "loop")
+    msg = _running(kernel, marker, "n = 1\n" + _ready(marker) + "while True:\n    n += 1\n", "loop")
     reply = _stop(kernel, "loop", "cell_rerun")
     assert reply["running"] is True and reply["cancelled"] == []
     assert "cell_rerun" in _cancelled(kernel.collect(msg))
