@@ -157,6 +157,23 @@ def _settle_empty(pids: Iterable[int], found: Callable[[int, bytes], None]) -> N
         pending = still
 
 
+def _read_carriers(pids: Iterable[int], found: Callable[[int, bytes], None]) -> None:
+    """``found(pid, environ)`` for each of ``pids`` that has an environment; those that read
+    empty are read again (``_settle_empty``); gone or unreadable ones are skipped."""
+    empty: list[int] = []
+    for pid in pids:
+        try:
+            environ = _environ(pid)
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if environ:
+            found(pid, environ)
+        else:
+            empty.append(pid)
+    if empty:
+        _settle_empty(empty, found)
+
+
 class Snapshot:
     """One pass over /proc: parent of every process, and the cookie each one carries."""
 
@@ -171,7 +188,7 @@ class Snapshot:
         min_ticks = -1.0
         if since is not None:
             min_ticks = (since - psutil.boot_time()) * _CLK_TCK - 2  # ticks since boot, with slack
-        empty: list[int] = []
+        readable: list[int] = []
         for entry in os.listdir("/proc"):
             if not entry.isdigit():
                 continue
@@ -182,17 +199,12 @@ class Snapshot:
                 fields = stat[stat.rindex(b")") + 2 :].split(b" ", 20)
                 ppid = int(fields[1])
                 self.children.setdefault(ppid, []).append(pid)
-                # Kernel threads (children of kthreadd, pid 2) have no environment to read.
-                if cookies and ppid != 2 and pid not in protected and int(fields[19]) >= min_ticks:
-                    environ = _environ(pid)
-                    if environ:
-                        self._carrier(pid, environ)
-                    elif pid != 2:
-                        empty.append(pid)
+                # Kernel threads (kthreadd, pid 2, and its children) have no environment.
+                if cookies and 2 not in (pid, ppid) and pid not in protected and int(fields[19]) >= min_ticks:
+                    readable.append(pid)
             except (OSError, ValueError):
-                continue  # gone meanwhile, or not ours to read
-        if empty:
-            _settle_empty(empty, self._carrier)
+                continue  # gone meanwhile
+        _read_carriers(readable, self._carrier)
 
     def _carrier(self, pid: int, environ: bytes) -> None:
         op_id = _cookie_of(environ)
@@ -235,25 +247,12 @@ def carriers_since(op_id: str, first_pid: int) -> list[int]:
         return [p.pid for p in sweep([op_id]).get(op_id, ())]
     wanted = op_id.encode()
     found: list[int] = []
-    empty: list[int] = []
 
     def carrier(pid: int, environ: bytes) -> None:
         if _cookie_of(environ) == wanted:
             found.append(pid)
 
-    for pid in pids:
-        if pid < first_pid:
-            continue
-        try:
-            environ = _environ(pid)
-        except OSError:
-            continue
-        if environ:
-            carrier(pid, environ)
-        else:
-            empty.append(pid)
-    if empty:
-        _settle_empty(empty, carrier)
+    _read_carriers((pid for pid in pids if pid >= first_pid), carrier)
     return found
 
 
@@ -497,7 +496,7 @@ class Termination:
             if _signal_root_group(t, signal.SIGTERM):
                 self.signalled[t.op_id] = time.monotonic()
                 groups.add(t.root.pid)  # type: ignore[union-attr]
-        sent: set[int] = set()
+        pgids: dict[int, int | None] = {}  # each member's group, read once
         # Without a complete cgroup the collection is a pass over all of /proc: first the
         # descendants of the roots we started, as the kernel lists them (a few small reads),
         # so a setsid member is not left waiting for that pass.
@@ -505,23 +504,23 @@ class Termination:
         if walked and HAVE_PROC:
             for t in walked:
                 _enroll_descendants(t, self.live)
-            self._signal_members(groups, sent)
+            self._signal_members(groups, pgids)
         _enroll(self.trees, self.live)
-        self._signal_members(groups, sent)
+        self._signal_members(groups, pgids)
         # Then the groups members lead: what forked since the collection.
         for member in list(self.live.values()):
-            _signal_group(member, groups, signal.SIGTERM)
+            _signal_group(member, pgids.get(member.pid), groups, signal.SIGTERM)
         return self
 
-    def _signal_members(self, groups: set[int], sent: set[int]) -> None:
+    def _signal_members(self, groups: set[int], pgids: dict[int, int | None]) -> None:
         """One pidfd signal to each member outside the signalled groups that has none yet (a
         signal costs tens of µs here: none is sent twice before every member has one),
-        leaves first."""
+        leaves first; ``pgids`` records each member's group as it is handled."""
         for member in _children_first(self.live.values()):
-            if member.pid in sent:
+            if member.pid in pgids:
                 continue
-            sent.add(member.pid)
-            if groups and _group_of(member.pid) in groups:
+            pgid = pgids[member.pid] = _group_of(member.pid)
+            if pgid in groups:
                 continue  # it had its SIGTERM with its root's group
             member.signal(signal.SIGTERM)
             self.signalled[member.tree.op_id] = time.monotonic()
@@ -727,13 +726,9 @@ def _group_of(pid: int) -> int | None:
         return None
 
 
-def _signal_group(member: _Member, done: set[int], sig: int) -> None:
-    """killpg when ``member`` leads its group (once per group): reaches members forked since
-    the collection."""
-    try:
-        pgid = os.getpgid(member.pid)
-    except OSError:
-        return
+def _signal_group(member: _Member, pgid: int | None, done: set[int], sig: int) -> None:
+    """killpg when ``member`` leads its group ``pgid`` (once per group): reaches members
+    forked since the collection."""
     if pgid == member.pid and pgid not in done and pgid not in _protected() and pgid != os.getpgrp():
         done.add(pgid)
         _deliver_group(pgid, sig)

@@ -59,14 +59,19 @@ class _Base(ExtensionHandlerMixin, APIHandler):
     def tracker(self) -> Any:
         return self.settings["jupyter_cancel_tracker"]
 
+    def kernel_filter(self) -> str | None:
+        """The optional ``?kernel_id=`` of a listing; 404 if it names no kernel."""
+        kernel_id = self.get_argument("kernel_id", None)
+        if kernel_id is not None and kernel_id not in self.kernel_manager:
+            raise _not_found("kernel", kernel_id)
+        return kernel_id
+
 
 class OperationsHandler(_Base):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        kernel_id = self.get_argument("kernel_id", None)
-        if kernel_id is not None and kernel_id not in self.kernel_manager:
-            raise _not_found("kernel", kernel_id)
+        kernel_id = self.kernel_filter()
         await self.tracker.refresh(kernel_id)
         if self.get_argument("resources", "0") not in ("0", ""):
             await self.tracker.resources(kernel_id)
@@ -80,9 +85,7 @@ class ResourcesHandler(_Base):
     @web.authenticated
     @authorized
     async def get(self) -> None:
-        kernel_id = self.get_argument("kernel_id", None)
-        if kernel_id is not None and kernel_id not in self.kernel_manager:
-            raise _not_found("kernel", kernel_id)
+        kernel_id = self.kernel_filter()
         self.finish(json.dumps({"resources": await self.tracker.resources(kernel_id)}))
 
 

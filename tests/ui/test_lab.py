@@ -284,7 +284,8 @@ def test_dark_theme_panel_and_progress_read_well(lab, page, shots):
         "dark.ipynb",
         [
             HEAD + f"op = jc.start({tree(ready)}, display=False, name='llama-server (demo)')",
-            HEAD + "for i in jc.progress(range(100000), desc='embedding', unit='doc'):\n    time.sleep(0.05)",
+            HEAD
+            + "for i in jc.progress(range(100000), desc='embedding', unit='doc'):\n    sum(range(200000))",
         ],
     )
     nb = NotebookPage(lab, page, name)
@@ -577,7 +578,7 @@ def test_panel_tells_the_running_cell_from_the_queued_ones(lab, page):
     name = lab.notebook(
         "queued.ipynb",
         [
-            f"import pathlib, time\npathlib.Path({str(ready)!r}).write_text('1')\nwhile True:\n    time.sleep(0.05)",
+            f"import pathlib, threading\npathlib.Path({str(ready)!r}).write_text('1')\nthreading.Event().wait()",
             "print('one')",
             "print('two')",
         ],
