@@ -45,6 +45,31 @@ FailHandler = Callable[[str], None]
 #: Callers whose spawns are the kernel's own machinery, never the user's work.
 OWN_MACHINERY = ("ipykernel", "jupyter_client", "debugpy", "zmq", "tornado", "jupyter_cancel.core")
 _local = threading.local()
+#: Held by every spawn that passes on the process environment (``env=None``, ``fork``) while
+#: a captured one has its cookie in it: the child of a captured spawn sees the real environment
+#: of the moment (``os.putenv``, C ``setenv``, a ``preexec_fn``'s changes) plus the cookie, and
+#: no other spawn inherits that cookie.
+_ENV_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _cookie_in_environ(op_id: str) -> Iterator[None]:
+    """The cookie in the C environment (not in ``os.environ``) for one spawn."""
+    with _ENV_LOCK:
+        previous = os.environ.get(COOKIE)
+        os.putenv(COOKIE, op_id)
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.unsetenv(COOKIE)
+            else:
+                os.putenv(COOKIE, previous)
+
+
+def _has_pid(pid: object) -> bool:
+    """A spawn made a child (a mocked ``_execute_child`` leaves ``Popen.pid`` None)."""
+    return isinstance(pid, int) and not isinstance(pid, bool) and pid > 0
 
 
 @contextlib.contextmanager
@@ -103,7 +128,7 @@ class Capture:
     # -- install -----------------------------------------------------------------------
     def install(self) -> None:
         self._patch(subprocess.Popen, "__init__", self._popen_init(subprocess.Popen.__init__))
-        self._patch(os, "system", self._system)
+        self._patch(os, "system", self._system(os.system))
         for name in ("posix_spawn", "posix_spawnp"):
             if hasattr(os, name):
                 self._patch(os, name, self._posix_spawn(getattr(os, name)))
@@ -122,6 +147,10 @@ class Capture:
         setattr(owner, name, replacement)
 
     def _report(self, pid: int, op_id: str, argv: Any, popen: subprocess.Popen[Any] | None) -> None:
+        if not _has_pid(pid):  # nothing was started (a mock): nothing to own, ever
+            if self.on_failed is not None:
+                self.on_failed(op_id)
+            return
         try:
             self.on_spawn(pid, op_id, argv, popen)
         except Exception:  # capture must never break the user's spawn
@@ -132,7 +161,7 @@ class Capture:
     @contextlib.contextmanager
     def _spawning(self, argv: Any) -> Iterator[str]:
         """A new operation id for one spawn, announced before and withdrawn if it fails."""
-        op_id = new_id()
+        op_id = new_id(detached=self.detached is not None and self.detached())
         if self.on_prepare is not None:
             try:
                 self.on_prepare(op_id, argv)
@@ -152,24 +181,41 @@ class Capture:
         capture = self
 
         def __init__(popen: subprocess.Popen[Any], args: Any, *more: Any, **kwargs: Any) -> None:
+            inherits = len(more) < 10 and kwargs.get("env") is None
             if not capture.active() or len(more) >= 10:  # env passed positionally: leave it be
-                original(popen, args, *more, **kwargs)
+                if inherits:
+                    with _ENV_LOCK:  # not while a captured spawn has its cookie in the environment
+                        original(popen, args, *more, **kwargs)
+                else:
+                    original(popen, args, *more, **kwargs)
                 return
             with capture._spawning(args) as op_id:
-                env = kwargs.get("env")
-                kwargs["env"] = {**(os.environ if env is None else env), COOKIE: op_id}
                 if capture.detached is not None and capture.detached() and len(more) < 12:
                     kwargs.setdefault("start_new_session", True)
-                original(popen, args, *more, **kwargs)
+                if inherits:
+                    with _cookie_in_environ(op_id):
+                        original(popen, args, *more, **kwargs)
+                else:
+                    kwargs["env"] = {**kwargs["env"], COOKIE: op_id}
+                    original(popen, args, *more, **kwargs)
             capture._report(popen.pid, op_id, args, popen)
 
         return __init__
 
-    def _system(self, command: str) -> int:
-        """``os.system`` through ``Popen`` (so it is captured): the same wait status."""
-        proc = subprocess.Popen(command, shell=True)
-        returncode = proc.wait()
-        return returncode << 8 if returncode >= 0 else -returncode
+    def _system(self, original: Callable[[str], int]) -> Callable[[str], int]:
+        capture = self
+
+        def system(command: str) -> int:
+            """``os.system`` through ``Popen`` when captured (so its child is known): the same
+            wait status."""
+            if not capture.active():
+                with _ENV_LOCK:
+                    return original(command)
+            proc = subprocess.Popen(command, shell=True)
+            returncode = proc.wait()
+            return returncode << 8 if returncode >= 0 else -returncode
+
+        return system
 
     def _posix_spawn(self, original: Callable[..., int]) -> Callable[..., int]:
         capture = self
@@ -189,8 +235,9 @@ class Capture:
 
         def fork() -> Any:
             if not capture.active():
-                return original()
-            with capture._spawning([sys.executable, "(fork)"]) as op_id:
+                with _ENV_LOCK:
+                    return original()
+            with capture._spawning([sys.executable, "(fork)"]) as op_id, _ENV_LOCK:
                 result = original()
             pid = result[0] if isinstance(result, tuple) else result
             if pid == 0:
@@ -207,17 +254,11 @@ class Capture:
 
         def spawnv_passfds(path: Any, args: Sequence[Any], passfds: Any) -> int:
             if not capture.active():
-                return original(path, args, passfds)
+                with _ENV_LOCK:
+                    return original(path, args, passfds)
             with capture._spawning(list(args)) as op_id:
-                previous = os.environ.get(COOKIE)
-                os.environ[COOKIE] = op_id  # fork_exec takes the environment of the moment
-                try:
+                with _cookie_in_environ(op_id):  # fork_exec passes on the environment of the moment
                     pid = original(path, args, passfds)
-                finally:
-                    if previous is None:
-                        os.environ.pop(COOKIE, None)
-                    else:
-                        os.environ[COOKIE] = previous
             capture._report(pid, op_id, list(args), None)
             return pid
 
@@ -265,6 +306,6 @@ class OwnedCapture(Capture):
         with self._lock:
             op = self._expected.pop(op_id, None)
         try:
-            self.registry.adopt(pid, op=op, popen=popen, name=str(argv), owner=self.owner())
+            self.registry.adopt(pid, op=op, popen=popen, name=str(argv), owner=self.owner(), defer=True)
         except KeyError:
             pass  # it exited before we looked: nothing to own

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from . import fds
 from .proctree import HAVE_PIDFD, running
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ class Monitor:
     def __init__(self, on_exit: ExitHandler) -> None:
         self._on_exit = on_exit
         self._sel = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe()
+        self._wake_r, self._wake_w = fds.pipe()
         os.set_blocking(self._wake_r, False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
         self._pending: list[_Watch] = []
@@ -73,7 +74,7 @@ class Monitor:
             os.set_blocking(w.pipe, False)
         if HAVE_PIDFD:
             try:
-                w.pidfd = os.pidfd_open(runner.popen.pid)
+                w.pidfd = fds.pidfd_open(runner.popen.pid)
             except OSError:
                 w.pidfd = None
         if w.pidfd is None:
@@ -89,7 +90,7 @@ class Monitor:
         if HAVE_PIDFD:
             for pid in pids:
                 try:
-                    group.fds.append(os.pidfd_open(pid))
+                    group.fds.append(fds.pidfd_open(pid))
                 except OSError:
                     continue  # gone already
         else:

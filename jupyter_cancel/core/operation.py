@@ -24,9 +24,16 @@ _counter = itertools.count(1)
 OutputListener = Callable[["Operation", str], None]
 
 
-def new_id() -> str:
-    """A new operation id, unique across processes (random prefix + counter)."""
-    return f"{_PREFIX}-{next(_counter)}"
+def new_id(*, detached: bool = False) -> str:
+    """A new operation id, unique across processes (random prefix + counter). Every id of this
+    process but a ``detach`` operation's starts with ``death_prefix()``."""
+    return f"{_PREFIX}{'d' if detached else ''}-{next(_counter)}"
+
+
+def death_prefix() -> str:
+    """What the cookies of this process's work start with, ``detach`` work's excepted: what
+    the death watchdog ends when this process dies, registered or not yet."""
+    return f"{_PREFIX}-"
 
 
 class Tail:

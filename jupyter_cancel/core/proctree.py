@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from . import fds
 from .cgroup import Cgroup, children_of
 
 log = logging.getLogger(__name__)
@@ -104,6 +105,11 @@ def _protected() -> frozenset[int]:
         pass
     _protected_cache = (os.getpid(), frozenset(pids))
     return _protected_cache[1]
+
+
+def is_protected(pid: int) -> bool:
+    """Whether ``pid`` is this process or one of its ancestors: never ours to signal."""
+    return pid in _protected()
 
 
 #: A process in the middle of an ``exec`` reads as having no environment for a moment (its
@@ -240,17 +246,24 @@ def carriers_since(op_id: str, first_pid: int) -> list[int]:
     """Pids carrying ``op_id``'s cookie among processes started after ``first_pid`` (pids are
     handed out in increasing order): one directory listing and a few small reads, where a full
     sweep reads every process. Falls back to ``sweep`` when the pid space wrapped around."""
+    return carriers_of({op_id}, first_pid).get(op_id, [])
+
+
+def carriers_of(op_ids: set[str], first_pid: int) -> dict[str, list[int]]:
+    """``carriers_since`` for several operations at once (one listing, each process read once)."""
     if not HAVE_PROC:
-        return [p.pid for p in sweep([op_id]).get(op_id, ())]
+        return {op_id: [p.pid for p in procs] for op_id, procs in sweep(op_ids).items()}
     pids = [int(e) for e in os.listdir("/proc") if e.isdigit()]
     if not pids or max(pids) < first_pid:
-        return [p.pid for p in sweep([op_id]).get(op_id, ())]
-    wanted = op_id.encode()
-    found: list[int] = []
+        return {op_id: [p.pid for p in procs] for op_id, procs in sweep(op_ids).items()}
+    wanted = {op_id.encode(): op_id for op_id in op_ids}
+    found: dict[str, list[int]] = {}
+    protected = _protected()
 
     def carrier(pid: int, environ: bytes) -> None:
-        if _cookie_of(environ) == wanted:
-            found.append(pid)
+        cookie = _cookie_of(environ)
+        if cookie is not None and cookie in wanted and pid not in protected:
+            found.setdefault(wanted[cookie], []).append(pid)
 
     _read_carriers((pid for pid in pids if pid >= first_pid), carrier)
     return found
@@ -352,7 +365,7 @@ class Tree:
             pids.extend(self._walk_and_sweep(snap, root))
         skip = _protected() | self.exclude
         if root is not None:
-            if root.pid in self.exclude:
+            if root.pid in skip:
                 root = None
             else:
                 skip = skip | {root.pid}
@@ -420,7 +433,7 @@ class _Member:
         fd = None
         if HAVE_PIDFD:
             try:
-                fd = os.pidfd_open(pid)
+                fd = fds.pidfd_open(pid)
             except OSError:
                 return None
         try:
@@ -439,7 +452,7 @@ class _Member:
         """Pin the process; False when it is already gone or its pid was reused."""
         if HAVE_PIDFD:
             try:
-                self.fd = os.pidfd_open(self.pid)
+                self.fd = fds.pidfd_open(self.pid)
             except OSError:
                 return False
         try:
@@ -641,7 +654,7 @@ def _enroll_cgroup(tree: Tree, live: dict[int, _Member]) -> None:
         if pid in live or pid in skip or pid in opened:
             continue
         try:
-            opened[pid] = os.pidfd_open(pid)
+            opened[pid] = fds.pidfd_open(pid)
         except OSError:
             continue  # gone already
     if not opened:

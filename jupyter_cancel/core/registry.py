@@ -13,12 +13,15 @@ import heapq
 import logging
 import os
 import queue
+import select
 import threading
 import time
+import weakref
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from . import fds
 from .cgroup import Cgroup
 from .model import (
     DEFAULT_GRACE,
@@ -32,8 +35,19 @@ from .model import (
     to_timeout,
 )
 from .monitor import Monitor
-from .operation import Operation
-from .proctree import Termination, Tree, carriers_since, running, spawn, terminate
+from .operation import Operation, new_id
+from .proctree import (
+    HAVE_PIDFD,
+    Termination,
+    Tree,
+    carriers_of,
+    carriers_since,
+    child_running,
+    is_protected,
+    running,
+    spawn,
+    terminate,
+)
 from .runners import CapturedRunner, ProcessRunner, Runner, TaskRunner, TreeRunner, root_identity
 from .scope import CancelScope
 
@@ -53,6 +67,49 @@ HISTORY = 200
 WAIT_SLICE = 0.05
 #: Captured processes are announced to subscribers once they lived this long (seconds).
 ANNOUNCE_AFTER = 0.5
+#: Captured processes are watched (monitor, cgroup, watchdog record) once they lived this long.
+ADOPT_AFTER = 0.02
+
+
+class _Deferred:
+    """A captured child pinned by its pidfd, not yet watched."""
+
+    __slots__ = ("_popen", "cgroup", "fd", "op", "pid")
+
+    def __init__(self, op: Operation, pid: int, fd: int | None, popen: Any, cgroup: bool) -> None:
+        self.op = op
+        self.pid = pid
+        #: Our pidfd of the child (None: not pinned); closed by ``close`` alone.
+        self.fd = fd
+        self._popen = weakref.ref(popen) if popen is not None else None
+        self.cgroup = cgroup
+
+    def popen(self) -> Any:
+        return self._popen() if self._popen is not None else None
+
+    def exited(self) -> bool:
+        if self.fd is None:
+            return not child_running(self.pid)
+        return bool(select.select([self.fd], [], [], 0)[0])
+
+    def status(self) -> int | None:
+        """Its exit status without reaping it (None if its caller reaped it and kept none)."""
+        try:
+            if self.fd is not None:
+                info = os.waitid(os.P_PIDFD, self.fd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            else:
+                info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            popen = self.popen()
+            return popen.returncode if popen is not None else None
+        if info is None:
+            return None
+        return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 class Registry:
@@ -72,7 +129,10 @@ class Registry:
         self._announced: set[str] = set()
         #: Captured operations (quiet until ANNOUNCE_AFTER), while live.
         self._captured: set[str] = set()
-        self._cgroups: dict[str, Cgroup | None] = {}
+        #: Captured processes pinned but not yet watched (see ``adopt(defer=True)``), and
+        #: whether a tick to adopt them is scheduled (the lock guards both).
+        self._deferred: dict[str, _Deferred] = {}
+        self._adopt_tick = False
         self._events: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] | None = None
         self._monitor: Monitor | None = None
         self._timer: _Timer | None = None
@@ -97,16 +157,17 @@ class Registry:
         op_id: str | None = None,
     ) -> Operation:
         """A pending operation (validated, not yet registered)."""
+        policy = to_policy(policy)
         return Operation(
             self,
             name=name,
             kind=kind,
-            policy=to_policy(policy),
+            policy=policy,
             grace=self.grace if grace is None else to_grace(grace),
             timeout=to_timeout(timeout),
             key=key,
             owner=owner,
-            op_id=op_id,
+            op_id=op_id or new_id(detached=policy is Policy.DETACH),
         )
 
     def register(
@@ -200,9 +261,6 @@ class Registry:
         op = self.new(name=name[:200], kind="process", policy=policy, grace=grace, owner=owner, op_id=op_id)
         with self._lock:
             self._captured.add(op.id)
-            # Made now, so that joining it right after the spawn is one write: the sooner the
-            # child is in, the less it can fork outside it (a shell's `job &` takes ~0.3 ms).
-            self._cgroups[op.id] = Cgroup.create(op.id)
         self.register(op, announce=False)
         return op
 
@@ -217,36 +275,110 @@ class Registry:
         grace: object = None,
         owner: Mapping[str, Any] | None = None,
         cgroup: bool = True,
+        defer: bool = False,
     ) -> Operation:
         """Take a running child process (and its tree) under the registry, started by any
         route: the same triggers and termination as ``start``, but its root is never reaped
         here. ``op`` is its ``expect``ed operation, if any (cancelled meanwhile: the tree is
-        ended at once). ``KeyError`` if there is no such process."""
+        ended at once). ``KeyError`` if there is no such process, or if ``pid`` names this
+        process or one of its ancestors (never ours to end).
+
+        ``defer`` (capture): the child is pinned now (a pidfd: one system call) and watched
+        only if it lives ``ADOPT_AFTER`` — most captured processes end within milliseconds and
+        then cost nothing more. A trigger meanwhile adopts it at once; a death of this process
+        meanwhile is covered by the watchdog's cookie sweep."""
+        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or is_protected(pid):
+            if op is not None:
+                self.finish(op, State.FAILED)
+            raise KeyError(pid)
         if op is None:
             op = self.expect(name=name or f"pid {pid}", policy=policy, grace=grace, owner=owner)
+        if defer and HAVE_PIDFD:
+            try:
+                fd = fds.pidfd_open(pid)
+            except OSError:
+                fd = None  # gone and reaped already: the check below
+            if fd is not None:
+                self._defer(_Deferred(op, pid, fd, popen, cgroup))
+                return op
+        self._adopt_now(_Deferred(op, pid, None, popen, cgroup))
+        return op
+
+    def _defer(self, pending: _Deferred) -> None:
         with self._lock:
-            group = self._cgroups.pop(op.id, None)
-        if group is not None and not cgroup:
-            group.remove()
-            group = None
+            if pending.op.done:
+                pending.close()
+                return
+            self._deferred[pending.op.id] = pending
+            tick = not self._adopt_tick
+            self._adopt_tick = True
+        if tick:  # one wake-up serves every spawn of the next ADOPT_AFTER
+            self._timers().call_later(ADOPT_AFTER, self._adopt_deferred)
+
+    def _adopt_deferred(self) -> None:
+        """The captured processes spawned since the last tick: those still running (or whose
+        tree lives on) are adopted, the others end here — one /proc listing for all of them."""
+        with self._lock:
+            batch = list(self._deferred.values())
+            self._deferred.clear()
+            self._adopt_tick = False
+        ended = [p for p in batch if p.exited()]
+        for pending in batch:
+            if pending not in ended:
+                self._adopt_quietly(pending)
+        if not ended:
+            return
+        left = carriers_of({p.op.id for p in ended}, min(p.pid for p in ended))
+        for pending in ended:
+            if left.get(pending.op.id):
+                self._adopt_quietly(pending)  # its root is gone, its `cmd &` lives on
+                continue
+            status = pending.status()
+            pending.close()
+            self._finish_exit(pending.op, status, cancelled=False)
+
+    def _adopt_quietly(self, pending: _Deferred) -> None:
+        try:
+            self._adopt_now(pending)
+        except KeyError:
+            pass  # ended meanwhile: recorded
+        except Exception:  # one process must not stop the others' adoption
+            log.exception("adopting %d failed", pending.pid)
+
+    def _adopt_pending(self, ops: Sequence[Operation]) -> None:
+        """Adopt now the deferred ones among ``ops`` (a trigger is about to end them)."""
+        with self._lock:
+            if not self._deferred:
+                return
+            batch = [p for p in (self._deferred.pop(op.id, None) for op in ops) if p is not None]
+        for pending in batch:
+            self._adopt_quietly(pending)
+
+    def _adopt_now(self, pending: _Deferred) -> None:
+        op, pid = pending.op, pending.pid
+        group = Cgroup.create(op.id) if pending.cgroup else None
         root = root_identity(pid)
+        if root is not None and pending.exited():
+            root = None  # it exited meanwhile: the pid may name another process by now
         if root is None and not carriers_since(op.id, pid):
             # Gone and reaped already, and nothing carries its cookie: it was short-lived.
             if group is not None:
                 group.remove()
-            self.finish(op, State.COMPLETED)
+            status = pending.status()
+            pending.close()
+            self._finish_exit(op, status, cancelled=False)
             raise KeyError(pid)
         # (A root already reaped whose `job &` lives on: the cookie holds that tree.)
-        runner = CapturedRunner(Tree(op.id, root, op.grace, group, cgroup_complete=False), popen)
+        runner = CapturedRunner(Tree(op.id, root, op.grace, group, cgroup_complete=False), pending.popen())
+        pending.close()
         self.attach(op, runner)
-        if group is not None:
+        if group is not None and root is not None:
             # Off the spawning thread: moving a process into a cgroup after the machine was
             # idle costs 5–12 ms (the kernel syncs RCU), which the caller's spawn must not wait
             # for. Until it has joined, the tree is found as without a cgroup (its descendants
             # and its cookie, read again where an exec was in progress), and afterwards too:
             # a captured tree's cgroup is never taken as complete.
             self._cgroup_joins().put((runner, group, pid))
-        return op
 
     def _cgroup_joins(self) -> queue.SimpleQueue[tuple[CapturedRunner, Cgroup, int]]:
         with self._lock:
@@ -457,6 +589,8 @@ class Registry:
         """
         why = CancelReason.of(reason)
         chosen: list[Operation] = []
+        # Captured processes not yet watched are adopted first (a trigger in their first ms).
+        self._adopt_pending([op for op in ops if force or applies(op.policy, why.source)])
         now = time.monotonic()
         with self._lock:
             for op in ops:
@@ -603,7 +737,8 @@ class Registry:
             if cancelled:
                 state = State.CANCELLED
             else:
-                state = State.COMPLETED if returncode == 0 else State.FAILED
+                # (None: a captured root whose caller reaped it and kept no status.)
+                state = State.COMPLETED if returncode in (0, None) else State.FAILED
             self._finish_locked(op, state, forget=forget and release)
         if release and cancelled and isinstance(op.runner, TreeRunner):
             self._release(op.runner)
@@ -644,9 +779,9 @@ class Registry:
         if self._subscribed:
             self._emit("ended", op)
         self._captured.discard(op.id)
-        unused = self._cgroups.pop(op.id, None)
-        if unused is not None:
-            unused.remove()
+        pending = self._deferred.pop(op.id, None)
+        if pending is not None:
+            pending.close()
         done = self._waiters.pop(op.id, None)
         if done is not None:
             done.set()

@@ -7,6 +7,8 @@ import asyncio
 import logging
 import os
 import threading
+import time
+import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
 import psutil
@@ -119,7 +121,9 @@ class CapturedRunner(TreeRunner):
 
     def __init__(self, tree: Tree, popen: subprocess.Popen[Any] | None = None) -> None:
         super().__init__(tree)
-        self.popen = popen
+        # Weak: the user's Popen must die as it would without us (``__del__``, its
+        # ResourceWarning, ``subprocess._active`` reaping a child it never waited for).
+        self._popen = weakref.ref(popen) if popen is not None else None
         #: The root joined its cgroup while running, so the cgroup holds what it started since.
         self.joined_alive = False
 
@@ -132,14 +136,27 @@ class CapturedRunner(TreeRunner):
             return None
         try:
             info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:  # reaped already (by its caller): Popen knows the status
-            return self.popen.returncode if self.popen is not None else -1
+        except ChildProcessError:  # reaped already (by its caller): its Popen knows the status
+            return self._reaped_status()
         if info is None:
             return None
         return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
 
     def returncode(self, timeout: float) -> int | None:
         return self.poll()
+
+    def _reaped_status(self) -> int | None:
+        """The status its caller reaped, from the caller's ``Popen`` while it lives (None:
+        unknown — a fork's child, or a ``Popen`` gone with its status)."""
+        popen = self._popen() if self._popen is not None else None
+        if popen is None:
+            return None
+        # Reaped a moment ago by the caller's thread, which may have yet to store the status
+        # (read only: a wait of ours would change the caller's Popen).
+        deadline = time.monotonic() + 0.05
+        while popen.returncode is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return popen.returncode
 
 
 class TaskRunner:

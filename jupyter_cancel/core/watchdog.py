@@ -36,8 +36,11 @@ from typing import IO, TYPE_CHECKING, Any
 
 import psutil
 
+from . import fds
 from .cgroup import Cgroup
-from .proctree import COOKIE, Tree, terminate
+from .model import DEFAULT_GRACE
+from .operation import death_prefix
+from .proctree import COOKIE, HAVE_PROC, Snapshot, Tree, terminate
 
 if TYPE_CHECKING:
     from .operation import Operation
@@ -47,6 +50,8 @@ log = logging.getLogger(__name__)
 _CTIME_TOLERANCE = 0.005
 #: Where a server's shared watchdog listens (set in the environment of the kernels it starts).
 SOCKET_ENV = "JUPYTER_CANCEL_WATCHDOG_SOCKET"
+#: The key of the owner's cookie prefix among its registrations (no operation id has a space).
+SWEEP = " sweep"
 #: ``1``: the owner's watchdog is not its child (see ``detach``); set where a supervisor kills
 #: a dying worker's direct children (Ray's workers are detected by ``RAY_RAYLET_PID``).
 DETACH_ENV = "JUPYTER_CANCEL_WATCHDOG_DETACH"
@@ -115,6 +120,9 @@ class WatchdogClient:
                 self._pid = proc.pid
                 self._pid_known.set()
             self._pipe = proc.stdin
+        # Work not registered yet (a captured process in its first milliseconds) is found by
+        # its cookie: every cookie of the owner's non-detach work starts with this prefix.
+        self._send({"sweep": death_prefix()})
         if detached and on_lost is None:
             threading.Thread(
                 target=self._read_detached, name="jupyter_cancel-watchdog-pid", daemon=True
@@ -166,7 +174,7 @@ class WatchdogClient:
         if self._pid is None:
             return True
         try:
-            fd = os.pidfd_open(self._pid)
+            fd = fds.pidfd_open(self._pid)
         except ProcessLookupError:
             return True
         try:
@@ -384,6 +392,8 @@ def _apply(registered: dict[str, dict[str, Any]], raw: bytes) -> None:
         return
     if "register" in message:
         registered[str(message["register"])] = message
+    elif "sweep" in message:
+        registered[SWEEP] = {"sweep": str(message["sweep"])}
     elif "forget" in message:
         registered.pop(str(message["forget"]), None)
 
@@ -399,6 +409,7 @@ def main(stream: IO[bytes], owner: int | None = None, pidfd: int | None = None) 
 
 
 def _terminate(registered: dict[str, dict[str, Any]]) -> None:
+    prefix = registered.pop(SWEEP, {}).get("sweep")
     trees = [
         Tree(
             op_id=op_id,
@@ -409,6 +420,16 @@ def _terminate(registered: dict[str, dict[str, Any]]) -> None:
         )
         for op_id, m in registered.items()
     ]
+    if prefix and HAVE_PROC:
+        # The owner's work it had not registered yet: one pass over /proc for its cookies.
+        unregistered = {
+            key.decode(errors="replace")
+            for key in Snapshot().cookie
+            if key.startswith(prefix.encode()) and key.decode(errors="replace") not in registered
+        }
+        trees += [
+            Tree(op_id=op_id, root=None, grace=DEFAULT_GRACE, cgroup_complete=False) for op_id in unregistered
+        ]
     if trees:
         outcome = terminate(trees)
         for tree in trees:
