@@ -27,6 +27,7 @@ from . import control
 from .adapter import KernelAdapter
 from .cellstop import CellStopper
 from .host import KernelHost, kernel_id_of, owned_by, set_owner, tag_thread
+from .tracebacks import HiddenFrames
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ class KernelIntegration:
         #: Every process the kernel starts, by any route: an operation of the cell starting it.
         self.capture = OwnedCapture(self.registry, self.host.owner, api.current_policy)
         self.stopper = CellStopper(self.publish_stuck)
+        #: Our SIGINT handler's frame never ends the user's traceback.
+        self.hidden = HiddenFrames(shell, frozenset({KernelIntegration._busy_sigint.__code__}))
 
     # -- install / uninstall -------------------------------------------------------
     def install(self) -> None:
@@ -59,6 +62,7 @@ class KernelIntegration:
         self.shell.system = self.system
         if self.adapter is not None:
             self._install_kernel_hooks(self.adapter)
+            self.hidden.install()
             self._saved["unsubscribe"] = self.registry.subscribe_batch(self.publish_events)
             if not self.adapter.register_comm_target("jupyter_cancel", self._frontend_announced):
                 log.debug("no comm manager: plain output only")
@@ -87,6 +91,7 @@ class KernelIntegration:
         else:
             self.shell.system = self._saved["system"]
         if self.adapter is not None:
+            self.hidden.uninstall()
             self._saved.pop("unsubscribe")()
             self.adapter.unregister_comm_target("jupyter_cancel", self._frontend_announced)
             self.adapter.remove_control_handler(control.REQUEST)
