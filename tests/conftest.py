@@ -2,17 +2,71 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import sys
+import tempfile
 import uuid
+from pathlib import Path
 
 import pytest
 
 from tests.helpers.procs import SESSION_MARK, cookie_carriers, descendants, kill_pids
 from tests.helpers.wait import wait_gone
 
+#: Jupyter's and IPython's per-user folders, for every test and everything a test starts
+#: (kernels, servers, JupyterLab and its settings and workspaces): a temporary folder, never
+#: the user's home. Set at import, before any Jupyter module reads a path.
+_HOME_DIRS = {
+    "JUPYTER_CONFIG_DIR": "config",
+    "JUPYTER_DATA_DIR": "data",
+    "JUPYTER_RUNTIME_DIR": "runtime",
+    "JUPYTERLAB_SETTINGS_DIR": "lab-settings",
+    "JUPYTERLAB_WORKSPACES_DIR": "lab-workspaces",
+    "IPYTHONDIR": "ipython",
+}
+_JUPYTER_HOME = tempfile.mkdtemp(prefix="jupyter-cancel-tests-")
+for _var, _sub in _HOME_DIRS.items():
+    os.environ[_var] = os.path.join(_JUPYTER_HOME, _sub)
+    os.makedirs(os.environ[_var], exist_ok=True)
+# The test-only kernels (bash, xeus-python): scripts/setup.sh keeps their specs out of the
+# environment's own kernels folder, so that the main job's Launcher does not show them.
+_TEST_KERNELS = Path(sys.prefix) / "test-kernels" / "share" / "jupyter"
+os.environ["JUPYTER_PATH"] = os.pathsep.join(
+    [str(_TEST_KERNELS), *filter(None, os.environ.get("JUPYTER_PATH", "").split(os.pathsep))]
+)
+#: The user's own Jupyter folders: a run must leave them byte for byte as they were.
+USER_DIRS = [Path.home() / ".jupyter", Path.home() / ".local" / "share" / "jupyter", Path.home() / ".ipython"]
+
+
+_HOME_KEY = pytest.StashKey[str]()
+
+
+def fingerprint(folders: list[Path]) -> str:
+    """Every file's path and content under ``folders`` (missing folders count as empty)."""
+    digest = hashlib.sha256()
+    for folder in folders:
+        for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+            digest.update(str(path).encode())
+            if path.is_file() and not path.is_symlink():
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
+
 
 def pytest_configure(config):
     os.environ.setdefault(SESSION_MARK, uuid.uuid4().hex)
+    config.stash[_HOME_KEY] = fingerprint(USER_DIRS)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if fingerprint(USER_DIRS) != session.config.stash[_HOME_KEY]:
+        session.config.pluginmanager.get_plugin("terminalreporter").write_line(
+            f"FAILED the test run changed the user's Jupyter folders ({', '.join(map(str, USER_DIRS))})",
+            red=True,
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    shutil.rmtree(_JUPYTER_HOME, ignore_errors=True)
 
 
 def _is_allowed(pid: int) -> bool:

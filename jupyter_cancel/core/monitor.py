@@ -58,7 +58,11 @@ class Monitor:
 
     def __init__(self, on_exit: ExitHandler) -> None:
         self._on_exit = on_exit
-        self._sel = selectors.DefaultSelector()
+        # poll(2) keeps no descriptor of its own (an epoll one would be opened on the user's
+        # thread, maybe as a number the user closed and is about to reuse).
+        self._sel: selectors.BaseSelector = (
+            selectors.PollSelector() if hasattr(selectors, "PollSelector") else selectors.DefaultSelector()
+        )
         self._wake_r, self._wake_w = fds.pipe()
         os.set_blocking(self._wake_r, False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)

@@ -158,6 +158,11 @@ class KernelLink:
         if fut is not None and not fut.done():
             fut.set_result(content)
 
+    def answered(self) -> None:
+        """The kernel answered us some other way (its extension's load reply): from now on a
+        request it leaves unanswered makes it stalled."""
+        self._answered = True
+
     async def request(self, content: dict[str, Any], timeout: float) -> dict[str, Any] | None:
         """Send a ``jupyter_cancel_request``; its reply content, or None if none came in time."""
         if self._control is None or self._control.closed():

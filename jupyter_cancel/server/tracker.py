@@ -88,6 +88,9 @@ class Tracker:
         """An IPython kernel gets the kernel extension; any other, or one that did not load
         it, has its processes owned by the server."""
         if await self.app.autoload(kernel_id):
+            link = self.links.get(kernel_id)
+            if link is not None:
+                link.answered()  # a kernel that stops answering after this is stalled
             self.foreign.forget(kernel_id)
         else:
             await self.foreign.adopt(kernel_id, manager, cookie)

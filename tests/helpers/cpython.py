@@ -35,17 +35,24 @@ import asyncio, io, json, os, sys, types, unittest, warnings
 def _jc_load(name):
     loader = unittest.TestLoader()
     if name.startswith("mp:"):
+        # As CPython's test_multiprocessing_<method> does, in a module the spawned children
+        # can import by name (they get this sys.path).
         method = name[3:]
-        from test import _test_multiprocessing as base
-        mod = types.ModuleType(f"jc_cpython_mp_{method}")
-        sys.modules[mod.__name__] = mod
-        mod.__dict__["__name__"] = mod.__name__
-        base.install_tests_in_module_dict(mod.__dict__, method, only_type="processes")
-        return loader.loadTestsFromName("WithProcessesTestProcess", mod)
+        import importlib, tempfile
+        folder = tempfile.mkdtemp(prefix="jc-cpython-")
+        module = f"jc_cpython_mp_{method}"
+        with open(os.path.join(folder, module + ".py"), "w") as fh:
+            fh.write("from test import _test_multiprocessing\n"
+                     f"_test_multiprocessing.install_tests_in_module_dict(globals(), {method!r}, only_type='processes')\n")
+        sys.path.insert(0, folder)
+        mod = importlib.import_module(module)
+        return unittest.TestSuite(
+            loader.loadTestsFromTestCase(getattr(mod, cls)) for cls in sorted(dir(mod)) if cls.startswith("WithProcesses")
+        )
     return loader.loadTestsFromName(name)
 
 def _jc_run(names, only=None):
-    out = {"failed": [], "ran": 0, "pid": os.getpid()}
+    out = {"failed": [], "ran": 0, "pid": os.getpid(), "why": {}}
     for name in names:
         suite = _jc_load(name)
         if only is not None:
@@ -68,6 +75,7 @@ def _jc_run(names, only=None):
             asyncio.events._set_running_loop(loop)
         out["ran"] += result.testsRun
         out["failed"] += [t.id() for t, _ in result.failures + result.errors]
+        out["why"].update({t.id(): tb.strip().splitlines()[-1][:300] for t, tb in result.failures + result.errors})
         out["failed"] += [t.id() for t in result.unexpectedSuccesses]
     print("\nJC-RESULT " + json.dumps(out))
 """
