@@ -81,7 +81,9 @@ def _jc_run(names, only=None):
 """
 
 
-def run(kernel: Kernel, names: list[str], only: list[str] | None = None, timeout: float = 900) -> dict[str, Any]:
+def run(
+    kernel: Kernel, names: list[str], only: list[str] | None = None, timeout: float = 900
+) -> dict[str, Any]:
     """Run ``names`` in ``kernel``; the result, or ``{"died": True}`` if the kernel died."""
     r = kernel.execute(RUNNER + f"\n_jc_run({names!r}, {only!r})", cell="cpython-suite", timeout=timeout)
     for line in reversed(r.stdout.splitlines()):
@@ -89,4 +91,10 @@ def run(kernel: Kernel, names: list[str], only: list[str] | None = None, timeout
             result: dict[str, Any] = json.loads(line[len("JC-RESULT ") :])
             result["failed"] = sorted(set(result["failed"]))
             return result
-    return {"died": not kernel.km.is_alive(), "failed": [], "ran": 0, "stdout": r.stdout[-2000:], "errors": r.errors}
+    return {
+        "died": not kernel.km.is_alive(),
+        "failed": [],
+        "ran": 0,
+        "stdout": r.stdout[-2000:],
+        "errors": r.errors,
+    }
