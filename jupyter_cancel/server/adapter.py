@@ -15,12 +15,32 @@ restart reuses); ``provisioner.process`` (local provisioners: the kernel's Popen
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 Restore = Callable[[], None]
+
+
+def on_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any]) -> Callable[..., None]:
+    """``callback`` run on ``loop`` (the server's), whatever thread calls the result: a
+    synchronous ``MappingKernelManager`` runs its kernels' streams and restarters on
+    jupyter_core's runner thread, and an asyncio future resolved from there neither is
+    thread-safe nor wakes the loop."""
+
+    def handoff(*args: Any) -> None:
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is loop:
+            callback(*args)
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(callback, *args)
+
+    return handoff
 
 
 async def _maybe_await(result: Any) -> Any:
@@ -49,27 +69,74 @@ def after_start(
     km: Any,
     action: Callable[[str, dict[str, str]], Awaitable[None]],
     env: Callable[[], dict[str, str]] = dict,
+    arguments: Callable[[str | None], list[str]] = lambda name: [],
 ) -> Restore:
-    """Start each kernel with ``env()`` added to its environment, then ``await
-    action(kernel_id, added)`` before ``start_kernel`` returns. The environment is passed as
-    ``env=`` (jupyter_client keeps it in the launch arguments a restart reuses)."""
+    """Start each kernel with ``env()`` added to its environment and ``arguments(kernel_name)``
+    to its command line, then ``await action(kernel_id, added)`` before ``start_kernel``
+    returns — or, for a pending kernel (``use_pending_kernels``: the start returns before the
+    kernel is up), once it is up, without holding up the start. Both are launch arguments
+    (``env=``, ``extra_arguments=``), which jupyter_client reuses for every restart."""
     original = km.start_kernel
+    later: set[asyncio.Task[None]] = set()
 
     async def start_kernel(*args: Any, **kwargs: Any) -> Any:
         added = env()
         if added:
             kwargs["env"] = {**(kwargs.get("env") or os.environ), **added}
+        extra = arguments(kwargs.get("kernel_name"))
+        if extra:
+            kwargs["extra_arguments"] = [*(kwargs.get("extra_arguments") or []), *extra]
         kernel_id = await _maybe_await(original(*args, **kwargs))
-        await action(kernel_id, added)
+        ready = _ready(km, kernel_id)
+        if ready is None:
+            await action(kernel_id, added)
+            return kernel_id
+
+        async def when_up() -> None:
+            try:
+                await ready
+            except Exception:
+                return  # it failed to start: nothing to act on
+            await action(kernel_id, added)
+
+        task = asyncio.ensure_future(when_up())
+        later.add(task)
+        task.add_done_callback(later.discard)
         return kernel_id
 
     km.start_kernel = start_kernel
     return lambda: setattr(km, "start_kernel", original)
 
 
+def _ready(km: Any, kernel_id: str) -> Awaitable[Any] | None:
+    """The pending start of a kernel (None if it is up already)."""
+    try:
+        ready = getattr(km.get_kernel(kernel_id), "ready", None)
+    except KeyError:
+        return None
+    if isinstance(ready, concurrent.futures.Future):
+        return None if ready.done() else asyncio.wrap_future(ready)
+    if isinstance(ready, asyncio.Future) and not ready.done():
+        return asyncio.shield(ready)
+    return None
+
+
 def after_every_restart(manager: Any, action: Callable[[], Awaitable[None]]) -> None:
-    """``await action()`` after each restart of one kernel: REST ones and the restarter's."""
+    """``await action()`` after each restart of one kernel: REST ones and the restarter's. A
+    synchronous manager's ``restart_kernel`` stays synchronous (its restarter calls it on
+    its own thread): the action then runs on the server's loop."""
     original = manager.restart_kernel
+    if not asyncio.iscoroutinefunction(original):
+        loop = asyncio.get_event_loop()
+        schedule = on_loop(loop, lambda: asyncio.ensure_future(action()))
+
+        def restart_kernel_sync(*args: Any, **kwargs: Any) -> Any:
+            result = original(*args, **kwargs)
+            schedule()
+            return result
+
+        manager.restart_kernel = restart_kernel_sync
+        return
 
     async def restart_kernel(*args: Any, **kwargs: Any) -> Any:
         result = await _maybe_await(original(*args, **kwargs))
@@ -97,14 +164,20 @@ def shell_request(
     loop = asyncio.get_running_loop()
     replied: asyncio.Future[dict[str, Any] | None] = loop.create_future()
 
-    def on_reply(parts: list[Any]) -> None:
+    def resolve(reply: dict[str, Any]) -> None:
+        if not replied.done():
+            replied.set_result(reply)
+
+    def on_reply(parts: list[Any]) -> None:  # on the manager's loop, maybe another thread
         try:
             _, parts = manager.session.feed_identities(parts)
             reply = manager.session.deserialize(parts)
         except Exception:
             return
-        if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"] and not replied.done():
-            replied.set_result(reply)
+        if reply["parent_header"].get("msg_id") == msg["header"]["msg_id"]:
+            settle(reply)
+
+    settle = on_loop(loop, resolve)
 
     def give_up() -> None:
         if not replied.done():
@@ -129,8 +202,9 @@ def reply_stamp(reply: dict[str, Any] | None) -> float | None:
 def on_death(manager: Any, callback: Callable[[str], None]) -> None:
     """``callback("dead")`` when the kernel died for good, ``callback("restart")`` when it died
     and is about to be restarted by jupyter_client's restarter."""
+    call = on_loop(asyncio.get_event_loop(), callback)  # the restarter may run on another thread
     for state in ("restart", "dead"):
-        manager.add_restart_callback(lambda s=state: callback(s), state)
+        manager.add_restart_callback(lambda s=state: call(s), state)
 
 
 #: ipywidgets' control requests (kernel subshells, ipykernel 7): no user's activity.

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import pathlib
+import subprocess
+import sys
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Float, TraitError, Unicode, validate
 
 from ..core.model import DEFAULT_GRACE, Policy, short
+from ..kernel import autoload
 from . import adapter
 from .foreign import MODES as FOREIGN_MODES
 from .handlers import (
@@ -26,14 +32,32 @@ from .handlers import (
 from .tracker import Tracker
 
 SCHEMA = pathlib.Path(__file__).with_name("schemas") / "operation.yaml"
-#: The extension's entry point called directly, not ``%load_ext``: IPython then does not count
-#: it as loaded by the magic, so a notebook's own ``%load_ext jupyter_cancel`` (the demos have
-#: one, for kernels without the server) loads it again quietly — ``load`` is idempotent — where
-#: the magic would print "The jupyter_cancel extension is already loaded".
-_AUTOLOAD = "import jupyter_cancel as _jc_ext\n_jc_ext.load_ipython_extension(get_ipython())\ndel _jc_ext"
 
 #: ``jupyter cancel --help-all`` lists every trait (``jupyter server --help-all`` only knows
 #: ServerApp's own classes); ``jupyter cancel`` alone starts a server with the extension.
+
+
+@functools.lru_cache(maxsize=32)
+def importable_in(python: str) -> bool:
+    """Whether the interpreter ``python`` (a kernelspec's ``argv[0]``) can import jupyter_cancel:
+    asked once per interpreter; this server's own interpreter (jupyter_client runs
+    ``python``/``python3`` as it) without asking."""
+    names = {"python", f"python{sys.version_info[0]}", "python{}.{}".format(*sys.version_info[:2])}
+    if python in names or os.path.realpath(python) == os.path.realpath(sys.executable):
+        return True
+    try:
+        probe = subprocess.run(
+            [
+                python,
+                "-c",
+                "import importlib.util as u, sys; sys.exit(u.find_spec('jupyter_cancel') is None)",
+            ],
+            capture_output=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return probe.returncode == 0
 
 
 class JupyterCancel(ExtensionApp):
@@ -190,20 +214,9 @@ class JupyterCancel(ExtensionApp):
         # self.settings is merged into the web app's settings after initialize_settings.
         adapter.track_kernel_websockets(self.settings, self.tracker.client_opened, self.tracker.client_closed)
 
-    async def autoload(self, kernel_id: str, timeout: float = 30.0) -> bool:
-        """Load the kernel extension into a new IPython kernel (a silent execute) and wait for
-        its reply, so that no cell a client sends after the start or restart returns can run
-        before it (two shell connections are not ordered with each other). True if loaded."""
-        if not self.load_kernel_extension:
-            return False
-        try:
-            manager = self.serverapp.kernel_manager.get_kernel(kernel_id)
-        except KeyError:
-            return False
-        spec = getattr(manager, "kernel_name", "") or ""
-        if not spec.startswith("python"):
-            return False
-        settings = {
+    def kernel_settings(self) -> dict[str, Any]:
+        """The ``c.JupyterCancel.*`` settings a kernel's extension takes (``configure``)."""
+        return {
             "grace": self.grace,
             "default_policy": self.default_policy,
             "cancel_on_rerun": self.cancel_on_rerun,
@@ -211,33 +224,42 @@ class JupyterCancel(ExtensionApp):
             "llm_timeout": self.llm_timeout,
             "capture_subprocesses": self.capture_subprocesses,
         }
-        code = (
-            f"{_AUTOLOAD}\n"
-            "from jupyter_cancel.kernel.extension import configure as _jc_configure\n"
-            f"_jc_configure(**{settings!r})\n"
-            "del _jc_configure"
-        )
-        reply = await adapter.shell_request(
-            manager,
-            "execute_request",
-            {
-                "code": code,
-                "silent": True,
-                "store_history": False,
-                "user_expressions": {},
-                "allow_stdin": False,
-                "stop_on_error": False,
-            },
-            timeout,
-        )
-        if reply is None:
-            self.log.warning(
-                "jupyter_cancel: kernel %s did not load the extension in %.0f s", kernel_id, timeout
-            )
-        ok = reply is not None and reply["content"].get("status") == "ok"
-        if not ok:
-            self.log.warning("jupyter_cancel: the kernel extension did not load in kernel %s", kernel_id)
-        return ok
+
+    def kernel_env(self) -> dict[str, str]:
+        """What an IPython kernel's environment gets: the settings its extension reads as it loads."""
+        if not self.load_kernel_extension:
+            return {}
+        return {autoload.SETTINGS_ENV: json.dumps(self.kernel_settings())}
+
+    def kernel_arguments(self, kernel_name: str | None) -> list[str]:
+        """What an IPython kernel's command line gets: the kernel extension, loaded while the
+        kernel starts, before it serves any message — no request of ours, so its activity,
+        execution state and execution count are as stock. Empty for other kernels, and for
+        an interpreter without jupyter_cancel (its kernel is then owned as a foreign one)."""
+        argv = self._ipykernel_argv(kernel_name)
+        if argv is None or not self.load_kernel_extension or not importable_in(argv[0]):
+            return []
+        return autoload.ARGUMENTS
+
+    def _ipykernel_argv(self, kernel_name: str | None) -> list[str] | None:
+        km = self.serverapp.kernel_manager
+        try:
+            spec = km.kernel_spec_manager.get_kernel_spec(kernel_name or km.default_kernel_name)
+        except Exception:
+            return None
+        argv = [str(a) for a in getattr(spec, "argv", []) or []]
+        return argv if argv and any("ipykernel" in a for a in argv) else None
+
+    def has_kernel_extension(self, kernel_id: str) -> bool:
+        """Whether the kernel was started with the extension (an IPython kernel whose
+        interpreter has jupyter_cancel, with ``load_kernel_extension`` on)."""
+        try:
+            manager = self.serverapp.kernel_manager.get_kernel(kernel_id)
+        except KeyError:
+            return False
+        launch = getattr(manager, "_launch_args", None) or {}
+        extra = launch.get("extra_arguments") or []
+        return all(arg in extra for arg in autoload.ARGUMENTS)
 
     async def stop_extension(self) -> None:
         await self.tracker.stop()

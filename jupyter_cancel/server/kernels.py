@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..kernel.control import EVENT, REPLY, REQUEST
+from . import adapter
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,13 @@ class KernelLink:
         self._iopub: Any = None
 
     def connect(self) -> None:
+        """Our control and iopub streams; their messages are handled on the server's loop
+        (the loop this is called on), whichever thread the manager's streams run on."""
+        loop = asyncio.get_event_loop()
         self._control = self.manager.connect_control()
-        self._control.on_recv(self._on_control)
+        self._control.on_recv(adapter.on_loop(loop, self._on_control))
         self._iopub = self.manager.connect_iopub()
-        self._iopub.on_recv(self._on_iopub)
+        self._iopub.on_recv(adapter.on_loop(loop, self._on_iopub))
 
     def close(self) -> None:
         for stream in (self._control, self._iopub):
@@ -159,8 +163,8 @@ class KernelLink:
             fut.set_result(content)
 
     def answered(self) -> None:
-        """The kernel answered us some other way (its extension's load reply): from now on a
-        request it leaves unanswered makes it stalled."""
+        """The kernel runs the extension (it was started with it): from now on a request it
+        leaves unanswered makes it stalled."""
         self._answered = True
 
     async def request(self, content: dict[str, Any], timeout: float) -> dict[str, Any] | None:

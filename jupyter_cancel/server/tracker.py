@@ -85,12 +85,12 @@ class Tracker:
             await self._own(kernel_id, manager, cookie)
 
     async def _own(self, kernel_id: str, manager: Any, cookie: str | None) -> None:
-        """An IPython kernel gets the kernel extension; any other, or one that did not load
-        it, has its processes owned by the server."""
-        if await self.app.autoload(kernel_id):
+        """An IPython kernel started with the kernel extension is owned by it; any other has
+        its processes owned by the server."""
+        if self.app.has_kernel_extension(kernel_id):
             link = self.links.get(kernel_id)
             if link is not None:
-                link.answered()  # a kernel that stops answering after this is stalled
+                link.answered()  # its extension answers: a kernel that stops answering is stalled
             self.foreign.forget(kernel_id)
         else:
             await self.foreign.adopt(kernel_id, manager, cookie)
@@ -437,7 +437,14 @@ class Tracker:
             self._restores.append(
                 adapter.wrap_kernel_action(self.km, name, self._acting_first(name, reason, flag))
             )
-        self._restores.append(adapter.after_start(self.km, self._started, self.foreign.env))
+        self._restores.append(
+            adapter.after_start(
+                self.km,
+                self._started,
+                lambda: {**self.foreign.env(), **self.app.kernel_env()},
+                self.app.kernel_arguments,
+            )
+        )
 
     async def _started(self, kernel_id: str, env: dict[str, str]) -> None:
         self.link(kernel_id)

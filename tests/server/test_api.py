@@ -304,7 +304,7 @@ def test_traits_documented_in_help_all():
         assert f"--JupyterCancel.{trait}" in out.stdout, trait
 
 
-async def test_autoload_can_be_switched_off(harness, jp_serverapp):
+async def test_the_kernel_extension_can_be_switched_off(harness, jp_serverapp):
     jp_serverapp.web_app.settings["jupyter_cancel"].load_kernel_extension = False
     kid = await harness.start_kernel()
     c = await harness.connect(kid)
