@@ -27,14 +27,14 @@ from bench_server import Client, Server, pct, survivors
 from tests.helpers.procs import announced
 
 
-async def one(server: Server, tmp: Path, i: int, stock: bool) -> tuple[float, int]:
+async def one(server: Server, tmp: Path, i: int, stock: bool, listed: bool = True) -> tuple[float, int]:
     kid = server.http.post("/api/kernels", json={"name": "python3"}).json()["id"]
     c = Client(server, kid)
     await c.connect()
     ready = tmp / f"r{i}-{stock}"
     pids = await c.tree("t", ready, stock)
-    if not stock:
-        server.http.get("/jupyter-cancel/api/operations")  # the server's view has the tree
+    if not stock and listed:
+        server.http.get("/jupyter-cancel/api/operations")  # the server asked the kernel once
     r = await c.execute("import os; print(os.getpid())", "pid")
     assert r["status"] == "ok"
     kernel = next(
@@ -51,13 +51,17 @@ async def one(server: Server, tmp: Path, i: int, stock: bool) -> tuple[float, in
 async def main_async(n: int) -> dict:
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for stock in (False, True):
+        for stock, listed in ((False, True), (False, False), (True, False)):
             server = Server(enabled=not stock, tab_close_grace=15.0, root=tmp)
             try:
-                runs = [await one(server, Path(tmp), i, stock) for i in range(n)]
+                runs = [await one(server, Path(tmp), i, stock, listed) for i in range(n)]
             finally:
                 server.stop()
-            label = "extension disabled (stock)" if stock else "jupyter_cancel"
+            label = (
+                "extension disabled (stock)"
+                if stock
+                else "jupyter_cancel" + ("" if listed else ", never asked anything before")
+            )
             times = [t for t, _ in runs]
             out[label] = {
                 "delete_s_p50": round(pct(times, 50), 2),

@@ -52,6 +52,8 @@ _CTIME_TOLERANCE = 0.005
 SOCKET_ENV = "JUPYTER_CANCEL_WATCHDOG_SOCKET"
 #: The key of the owner's cookie prefix among its registrations (no operation id has a space).
 SWEEP = " sweep"
+#: The same prefix, given to a watchdog of our own at its start.
+SWEEP_ENV = "JUPYTER_CANCEL_WATCHDOG_SWEEP"
 #: ``1``: the owner's watchdog is not its child (see ``detach``); set where a supervisor kills
 #: a dying worker's direct children (Ray's workers are detected by ``RAY_RAYLET_PID``).
 DETACH_ENV = "JUPYTER_CANCEL_WATCHDOG_DETACH"
@@ -236,6 +238,7 @@ class WatchdogClient:
     @classmethod
     def start(cls, on_lost: Callable[[WatchdogClient], None] | None = None) -> WatchdogClient:
         env = {k: v for k, v in os.environ.items() if k != COOKIE}
+        env[SWEEP_ENV] = death_prefix()  # known from its first instant: an owner killed at once is covered
         detached = detach()
         proc = subprocess.Popen(
             [sys.executable, "-c", _DETACH_BOOT, str(os.getpid())]
@@ -401,6 +404,8 @@ def _apply(registered: dict[str, dict[str, Any]], raw: bytes) -> None:
 def main(stream: IO[bytes], owner: int | None = None, pidfd: int | None = None) -> int:
     """Read registrations until the owner is gone, then terminate what is still registered."""
     registered: dict[str, dict[str, Any]] = {}
+    if os.environ.get(SWEEP_ENV):
+        registered[SWEEP] = {"sweep": os.environ[SWEEP_ENV]}
     for raw in _lines(stream, owner, pidfd):
         _apply(registered, raw)
     log.debug("owner gone at %.6f", time.time())

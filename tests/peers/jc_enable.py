@@ -2,7 +2,7 @@
 loads jupyter_cancel's server extension, as an installed one is loaded (its
 ``jupyter_server_config.d`` entry), whatever config the tests pass.
 
-    python -m pytest -p tests.peers.jc_enable ...      (with this repository on PYTHONPATH)
+    PYTHONPATH=<repo>/tests/peers python -m pytest -p jc_enable ...
 """
 
 from __future__ import annotations
