@@ -236,11 +236,11 @@ class ForeignKernels:
 
     async def _settled(self, launch: Launch, *, helpers: bool = True) -> None:
         """Contained (its cgroup move done) and, with ``helpers``, its helpers known (bounded:
-        a kernel that never answers has none)."""
+        a kernel that never answers has none; a kernel that exited has none to wait for)."""
         if launch.moved is not None:
             with contextlib.suppress(Exception):
                 await launch.moved
-        if helpers:
+        if helpers and not launch.ready.is_set() and running(launch.proc):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(launch.ready.wait(), 10.0)
 
@@ -354,9 +354,11 @@ class ForeignKernels:
     def _on_exit(self, launch: Launch) -> None:
         """The kernel's process exited (pidfd readable): end everything it left."""
         self._unwatch(launch)
+        launch.ready.set()  # it will answer nothing more: its helpers are what is known now
         self._spawn(self._after_exit(launch))
 
     async def _after_exit(self, launch: Launch) -> None:
+        launch.ready.set()
         reason = launch.exit_reason or Reason.KERNEL_DIED
         if reason == Reason.KERNEL_DIED:
             log.info("kernel %s died: ending its processes", launch.kernel_id)
