@@ -30,11 +30,11 @@ SUITES = {
         ["tests/services/kernels", "tests/services/sessions"],
         ["-p", "no:asyncio"],
     ),
-    "nbclient": ("nbclient", ["tests"], []),
+    "nbclient": ("nbclient", ["tests"], ["-o", "asyncio_default_fixture_loop_scope=function"]),
     "jupyter_client": (
         "jupyter_client",
         ["tests/test_kernelmanager.py", "tests/test_multikernelmanager.py", "tests/test_client.py"],
-        [],
+        ["-p", "no:asyncio"],
     ),
 }
 RESULT = re.compile(r"^(FAILED|ERROR) (\S+)")
