@@ -89,9 +89,8 @@ def _own_machinery(machinery: tuple[str, ...]) -> bool:
     frame: Any = sys._getframe(2)
     stdlib = sys.stdlib_module_names
     while frame is not None:
-        module = str(frame.f_globals.get("__name__", ""))
-        top = module.partition(".")[0]
-        if module != __name__ and top not in stdlib:
+        module = frame.f_globals.get("__name__") or ""
+        if module != __name__ and module.partition(".")[0] not in stdlib:
             return module.startswith(machinery)
         frame = frame.f_back
     return False
@@ -306,6 +305,9 @@ class OwnedCapture(Capture):
         with self._lock:
             op = self._expected.pop(op_id, None)
         try:
-            self.registry.adopt(pid, op=op, popen=popen, name=str(argv), owner=self.owner(), defer=True)
+            if op is not None:
+                self.registry.adopt(pid, op=op, popen=popen, defer=True)
+            else:  # (its preparation failed: named and owned now)
+                self.registry.adopt(pid, popen=popen, name=str(argv), owner=self.owner(), defer=True)
         except KeyError:
             pass  # it exited before we looked: nothing to own

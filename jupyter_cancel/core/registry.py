@@ -13,7 +13,6 @@ import heapq
 import logging
 import os
 import queue
-import select
 import threading
 import time
 import weakref
@@ -42,7 +41,6 @@ from .proctree import (
     Tree,
     carriers_of,
     carriers_since,
-    child_running,
     is_protected,
     running,
     spawn,
@@ -67,8 +65,13 @@ HISTORY = 200
 WAIT_SLICE = 0.05
 #: Captured processes are announced to subscribers once they lived this long (seconds).
 ANNOUNCE_AFTER = 0.5
-#: Captured processes are watched (monitor, cgroup, watchdog record) once they lived this long.
+#: Captured processes are watched (monitor, watchdog record) once they lived this long...
 ADOPT_AFTER = 0.02
+#: ... and moved into a cgroup of their own once they lived this long.
+CGROUP_AFTER = 0.5
+
+
+_RUNNING = object()
 
 
 class _Deferred:
@@ -88,12 +91,11 @@ class _Deferred:
         return self._popen() if self._popen is not None else None
 
     def exited(self) -> bool:
-        if self.fd is None:
-            return not child_running(self.pid)
-        return bool(select.select([self.fd], [], [], 0)[0])
+        return self.status(running=_RUNNING) is not _RUNNING
 
-    def status(self) -> int | None:
-        """Its exit status without reaping it (None if its caller reaped it and kept none)."""
+    def status(self, running: Any = None) -> Any:
+        """Its exit status without reaping it (None if its caller reaped it and kept none;
+        ``running`` while it runs) — one ``waitid`` on its pidfd."""
         try:
             if self.fd is not None:
                 info = os.waitid(os.P_PIDFD, self.fd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -103,7 +105,7 @@ class _Deferred:
             popen = self.popen()
             return popen.returncode if popen is not None else None
         if info is None:
-            return None
+            return running
         return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
 
     def close(self) -> None:
@@ -356,29 +358,44 @@ class Registry:
 
     def _adopt_now(self, pending: _Deferred) -> None:
         op, pid = pending.op, pending.pid
-        group = Cgroup.create(op.id) if pending.cgroup else None
         root = root_identity(pid)
         if root is not None and pending.exited():
             root = None  # it exited meanwhile: the pid may name another process by now
         if root is None and not carriers_since(op.id, pid):
             # Gone and reaped already, and nothing carries its cookie: it was short-lived.
-            if group is not None:
-                group.remove()
             status = pending.status()
             pending.close()
             self._finish_exit(op, status, cancelled=False)
             raise KeyError(pid)
         # (A root already reaped whose `job &` lives on: the cookie holds that tree.)
-        runner = CapturedRunner(Tree(op.id, root, op.grace, group, cgroup_complete=False), pending.popen())
+        runner = CapturedRunner(Tree(op.id, root, op.grace, None, cgroup_complete=False), pending.popen())
         pending.close()
         self.attach(op, runner)
-        if group is not None and root is not None:
-            # Off the spawning thread: moving a process into a cgroup after the machine was
-            # idle costs 5–12 ms (the kernel syncs RCU), which the caller's spawn must not wait
-            # for. Until it has joined, the tree is found as without a cgroup (its descendants
-            # and its cookie, read again where an exec was in progress), and afterwards too:
-            # a captured tree's cgroup is never taken as complete.
-            self._cgroup_joins().put((runner, group, pid))
+        if pending.cgroup and root is not None:
+            if op.cancel_requested:
+                return  # being ended now: its descendants and cookie find it
+            # A cgroup only for what lives on: moving a process into one takes the kernel's
+            # fork lock for an RCU grace period (5–12 ms after idle), stalling every fork of
+            # the machine meanwhile (a pool starting its workers).
+            self._timers().call_later(CGROUP_AFTER, lambda: self._join_later(op, runner, pid))
+
+    def _join_later(self, op: Operation, runner: CapturedRunner, pid: int) -> None:
+        """A captured tree that lived ``CGROUP_AFTER`` gets its cgroup (where one can be made)."""
+        if op.done or op.cancel_requested:
+            return
+        group = Cgroup.create(op.id)
+        if group is None:
+            return
+        runner.tree.cgroup = group
+        if op.done:
+            self._release(runner)
+            return
+        # Off the caller's thread (the join may take ms). Until it has joined, and afterwards
+        # too, the tree is also found by its descendants and its cookie (a captured tree's
+        # cgroup is never taken as complete).
+        self._cgroup_joins().put((runner, group, pid))
+        if self._use_watchdog and op.policy is not Policy.DETACH:
+            self.watchdog().register(op, runner)  # again, now with its cgroup
 
     def _cgroup_joins(self) -> queue.SimpleQueue[tuple[CapturedRunner, Cgroup, int]]:
         with self._lock:
