@@ -46,7 +46,7 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, enabled: bool, tab_close_grace: float, root: str) -> None:
+    def __init__(self, enabled: bool, tab_close_grace: float, root: str, extra: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         args = [
@@ -62,6 +62,7 @@ class Server:
             f"--ServerApp.root_dir={root}",
             f"--JupyterCancel.tab_close_grace={tab_close_grace}",
             f"--ServerApp.jpserver_extensions=jupyter_cancel={enabled}",
+            *extra,
         ]
         self.proc = subprocess.Popen(
             args + ["--JupyterCancel.log_level=DEBUG"] if os.environ.get("BENCH_DEBUG") else args,

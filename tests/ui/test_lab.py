@@ -731,3 +731,24 @@ def test_reload_keeps_running_work_and_closing_the_tab_ends_it(lab, browser):
     finally:
         context.close()
         lab.shutdown_kernels()  # after the page is gone (as the page fixture does)
+
+
+def test_an_interrupted_cells_traceback_ends_in_the_users_code(lab, page):
+    """The toolbar's interrupt (■) during a busy loop: the traceback JupyterLab shows is the
+    user's alone — its last frame is the cell's line, no frame of jupyter_cancel's."""
+    ready = lab.root / "tb-ready"
+    name = lab.notebook(
+        "traceback.ipynb", [f"open({str(ready)!r}, 'w').write('in')\nwhile True:\n    sum(range(1000))"]
+    )
+    nb = NotebookPage(lab, page, name)
+    nb.run(0)
+    until_file(ready, ready.exists, 60, "the cell runs")
+    page.locator(".jp-NotebookPanel:visible .jp-Toolbar [data-command='notebook:interrupt-kernel']").click()
+    error = nb.cell(0).locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    error.wait_for()
+    text = error.inner_text()
+    assert "KeyboardInterrupt" in text, text
+    assert "jupyter_cancel" not in text and "extension.py" not in text, text
+    frames = [line for line in text.splitlines() if line.startswith(("Cell In", "File "))]
+    assert frames and frames[-1].startswith("Cell In"), text
+    nb.wait_idle()
