@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import fds
+from .fds import pidfd_open, pipe
 from .proctree import HAVE_PIDFD, running
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class Monitor:
         self._sel: selectors.BaseSelector = (
             selectors.PollSelector() if hasattr(selectors, "PollSelector") else selectors.DefaultSelector()
         )
-        self._wake_r, self._wake_w = fds.pipe()
+        self._wake_r, self._wake_w = pipe()
         os.set_blocking(self._wake_r, False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
         self._pending: list[_Watch] = []
@@ -78,7 +78,7 @@ class Monitor:
             os.set_blocking(w.pipe, False)
         if HAVE_PIDFD:
             try:
-                w.pidfd = fds.pidfd_open(runner.popen.pid)
+                w.pidfd = pidfd_open(runner.popen.pid)
             except OSError:
                 w.pidfd = None
         if w.pidfd is None:
@@ -94,7 +94,7 @@ class Monitor:
         if HAVE_PIDFD:
             for pid in pids:
                 try:
-                    group.fds.append(fds.pidfd_open(pid))
+                    group.fds.append(pidfd_open(pid))
                 except OSError:
                     continue  # gone already
         else:

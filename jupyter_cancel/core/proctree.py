@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from . import fds
 from .cgroup import Cgroup, children_of
+from .fds import pidfd_open
 
 log = logging.getLogger(__name__)
 
@@ -433,7 +433,7 @@ class _Member:
         fd = None
         if HAVE_PIDFD:
             try:
-                fd = fds.pidfd_open(pid)
+                fd = pidfd_open(pid)
             except OSError:
                 return None
         try:
@@ -452,7 +452,7 @@ class _Member:
         """Pin the process; False when it is already gone or its pid was reused."""
         if HAVE_PIDFD:
             try:
-                self.fd = fds.pidfd_open(self.pid)
+                self.fd = pidfd_open(self.pid)
             except OSError:
                 return False
         try:
@@ -654,7 +654,7 @@ def _enroll_cgroup(tree: Tree, live: dict[int, _Member]) -> None:
         if pid in live or pid in skip or pid in opened:
             continue
         try:
-            opened[pid] = fds.pidfd_open(pid)
+            opened[pid] = pidfd_open(pid)
         except OSError:
             continue  # gone already
     if not opened:

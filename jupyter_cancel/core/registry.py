@@ -20,8 +20,8 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from . import fds
 from .cgroup import Cgroup
+from .fds import pidfd_open
 from .model import (
     DEFAULT_GRACE,
     CancelReason,
@@ -297,7 +297,7 @@ class Registry:
             op = self.expect(name=name or f"pid {pid}", policy=policy, grace=grace, owner=owner)
         if defer and HAVE_PIDFD:
             try:
-                fd = fds.pidfd_open(pid)
+                fd = pidfd_open(pid)
             except OSError:
                 fd = None  # gone and reaped already: the check below
             if fd is not None:

@@ -36,8 +36,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 import psutil
 
-from . import fds
 from .cgroup import Cgroup
+from .fds import pidfd_open
 from .model import DEFAULT_GRACE
 from .operation import death_prefix
 from .proctree import COOKIE, HAVE_PROC, Snapshot, Tree, terminate
@@ -176,7 +176,7 @@ class WatchdogClient:
         if self._pid is None:
             return True
         try:
-            fd = fds.pidfd_open(self._pid)
+            fd = pidfd_open(self._pid)
         except ProcessLookupError:
             return True
         try:
