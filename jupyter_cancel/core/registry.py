@@ -451,6 +451,9 @@ class Registry:
             self.finish(op, State.CANCELLED)
             return op
         cgroup = Cgroup.create(op.id)
+        # Made before the spawn, not between it and the watch (starting its thread is a wait an
+        # interrupt could land in, leaving a KeyboardInterrupt where ``run`` says ``Cancelled``).
+        self._get_monitor()
         try:
             popen = spawn(argv, op_id=op.id, cwd=cwd, env=env, cgroup=cgroup)
         except OSError as err:

@@ -251,7 +251,8 @@ def test_interrupting_an_llm_cli_stream_reads_as_one_line(kernel, tmp_path):
     until_file(ready, ready.exists, 30, "the CLI runs")
     kernel.km.interrupt_kernel()
     r = kernel.collect(msg)
-    assert r.errors[0]["traceback"] == ["\x1b[0;33mCancelled:\x1b[0m llama-cli — kernel_interrupt"]
+    tb = r.errors[0]["traceback"]
+    assert tb == ["\x1b[0;33mCancelled:\x1b[0m llama-cli — kernel_interrupt"], "\n".join(tb)
 
 
 def test_jc_run_as_a_cells_last_line_adds_no_out_prompt(kernel):
