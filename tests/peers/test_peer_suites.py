@@ -27,7 +27,7 @@ CACHE = Path(sys.prefix) / "peer-sdists"
 SUITES = {
     "jupyter_server": (
         "jupyter_server",
-        ["tests/services/kernels", "tests/services/sessions"],
+        ["tests/services/kernels", "tests/services/sessions", "tests/services/api"],
         ["-p", "no:asyncio"],
     ),
     "nbclient": ("nbclient", ["tests"], ["-o", "asyncio_default_fixture_loop_scope=function"]),
@@ -50,7 +50,9 @@ def _sdist(dist: str, tmp: Path) -> Path:
     if not found:
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:"]
-            + ["--dest", str(CACHE), f"{dist}=={version}"],
+            # the sdist's metadata is prepared with this environment's build tools (hatchling):
+            # an isolated build would build those from source too
+            + ["--no-build-isolation", "--dest", str(CACHE), f"{dist}=={version}"],
             check=True,
         )
         found = [p for p in CACHE.glob("*.tar.gz") if p.name.lower().startswith(f"{dist}-{version}".lower())]
