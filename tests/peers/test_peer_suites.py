@@ -21,7 +21,8 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 CACHE = Path(sys.prefix) / "peer-sdists"
-#: Each suite: the distribution, the test paths of its sdist that exercise kernels, and
+#: Each suite: the distribution, the test paths of its sdist that exercise kernels (for
+#: ipykernel: those that start kernel processes, which get the extension), and
 #: pytest options it needs here (jupyter_server's suite does not use pytest-asyncio, which
 #: nbclient's needs).
 SUITES = {
@@ -31,6 +32,11 @@ SUITES = {
         ["-p", "no:asyncio"],
     ),
     "nbclient": ("nbclient", ["tests"], ["-o", "asyncio_default_fixture_loop_scope=function"]),
+    "ipykernel": (
+        "ipykernel",
+        ["tests/test_kernel.py", "tests/test_message_spec.py", "tests/test_start_kernel.py"],
+        ["-o", "asyncio_default_fixture_loop_scope=function"],
+    ),
     "jupyter_client": (
         "jupyter_client",
         ["tests/test_kernelmanager.py", "tests/test_multikernelmanager.py", "tests/test_client.py"],
