@@ -15,6 +15,7 @@ from traitlets import Bool, Float, TraitError, Unicode, validate
 
 from ..core.model import DEFAULT_GRACE, Policy, short
 from ..kernel import autoload
+from ..llm.config import ENV as LLM_TIMEOUT_ENV
 from . import adapter
 from .foreign import MODES as FOREIGN_MODES
 from .handlers import (
@@ -229,7 +230,10 @@ class JupyterCancel(ExtensionApp):
         """What an IPython kernel's environment gets: the settings its extension reads as it loads."""
         if not self.load_kernel_extension:
             return {}
-        return {autoload.SETTINGS_ENV: json.dumps(self.kernel_settings())}
+        settings = self.kernel_settings()
+        # Read by the LLM helpers when used: the kernel need not import them (httpx) to start.
+        llm_timeout = settings.pop("llm_timeout")
+        return {autoload.SETTINGS_ENV: json.dumps(settings), LLM_TIMEOUT_ENV: str(float(llm_timeout))}
 
     def kernel_arguments(self, kernel_name: str | None) -> list[str]:
         """What an IPython kernel's command line gets: the kernel extension, loaded while the
