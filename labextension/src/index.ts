@@ -41,10 +41,18 @@ const DEFAULTS: ISettings = {
 };
 let current: ISettings = { ...DEFAULTS };
 
+/** Stop: a filled square, the media-player sign every user reads as "stop". */
 const stopIcon = new LabIcon({
   name: 'jupyter-cancel:stop',
   svgstr:
-    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" width="16"><path class="jp-icon3" fill="#616161" d="M8.3 3h7.4L21 8.3v7.4L15.7 21H8.3L3 15.7V8.3z"/><rect fill="#fff" x="7" y="11" width="10" height="2.2" rx="1"/></svg>'
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" width="16"><rect class="jp-icon3" fill="#616161" x="5" y="5" width="14" height="14" rx="2"/></svg>'
+});
+
+/** The Running work panel's tab: a list of work with a stop square, unlike the round icons beside it. */
+const panelIcon = new LabIcon({
+  name: 'jupyter-cancel:running-work',
+  svgstr:
+    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" width="16"><g class="jp-icon3" fill="#616161"><rect x="2" y="4" width="12" height="2.4" rx="1"/><rect x="2" y="10.8" width="12" height="2.4" rx="1"/><rect x="2" y="17.6" width="12" height="2.4" rx="1"/><rect x="16" y="9" width="6.5" height="6.5" rx="1"/></g></svg>'
 });
 
 /** The widget's view, for jc.run / jc.start / jc.progress / !cmd displays. */
@@ -318,7 +326,7 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
       return index >= 0 ? `${panel.title.label} · cell ${index + 1}` : panel.title.label;
     };
     const sidebar = new OperationsPanel(store, reveal, runningCells, locate);
-    sidebar.title.icon = stopIcon;
+    sidebar.title.icon = panelIcon;
     app.shell.add(sidebar, 'left', { rank: 650 });
 
     // Commands (Command Palette, shortcuts): stop this notebook's work, stop all work, the panel.
@@ -374,6 +382,8 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
       label: 'Stop this cell',
       caption: 'Stop this running cell: its Python and its work; other cells keep theirs',
       icon: stopIcon,
+      // Code cells only: a greyed stop on a markdown cell read as "remove".
+      isVisible: () => tracker.activeCell?.model.type === 'code',
       isEnabled: () => {
         const model = tracker.activeCell?.model as ICodeCellModel | undefined;
         return model?.type === 'code' && model.executionState === 'running';

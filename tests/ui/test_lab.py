@@ -752,3 +752,25 @@ def test_an_interrupted_cells_traceback_ends_in_the_users_code(lab, page):
     frames = [line for line in text.splitlines() if line.startswith(("Cell In", "File "))]
     assert frames and frames[-1].startswith("Cell In"), text
     nb.wait_idle()
+
+
+def test_cell_stop_shows_on_code_cells_only_and_the_panel_tab_is_told_apart(lab, page):
+    """The cell toolbar's Stop (a filled square) is on code cells, not greyed on markdown ones;
+    the panel's tab has its own icon and name beside the stock Running tab."""
+    name = lab.notebook("cells.ipynb", ["print('code')"])
+    nb_path = lab.root / name
+    import nbformat
+
+    nb = nbformat.read(nb_path, as_version=4)
+    nb.cells.append(nbformat.v4.new_markdown_cell("Some *text*"))
+    nbformat.write(nb, nb_path)
+    notebook = NotebookPage(lab, page, name)
+    button = "[data-command='jupyter-cancel:stop-cell']"
+    notebook.cell(0).locator(".jp-InputArea-prompt").click()
+    notebook.cell(0).locator(f".jp-cell-toolbar {button}").wait_for()
+    notebook.cell(1).click()
+    markdown_stop = notebook.cell(1).locator(f".jp-cell-toolbar {button}")
+    markdown_stop.wait_for(state="hidden")  # absent, or hidden by the toolbar
+    tab = page.locator(".jp-SideBar [title='Running work (jupyter_cancel)']")
+    assert tab.count() == 1
+    assert tab.locator("[data-icon='jupyter-cancel:running-work']").count() == 1
