@@ -8,6 +8,7 @@ import {
   NotebookActions,
   NotebookPanel
 } from '@jupyterlab/notebook';
+import { PathExt } from '@jupyterlab/coreutils';
 import { Kernel, KernelMessage } from '@jupyterlab/services';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
@@ -317,13 +318,30 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
       });
       return cells;
     };
+    // Where each operation was last seen, so a closed tab's rows keep their names (bounded).
+    const seenAt = new Map<string, string>();
     const locate = (op: IOperation): string | null => {
       const panel = tracker.find(p => p.sessionContext.session?.kernel?.id === op.kernel_id);
       if (!panel) {
+        const seen = seenAt.get(op.id);
+        if (seen) {
+          return `${seen} (closed)`;
+        }
+        // The kernel's session still names its notebook while no tab shows it.
+        for (const session of app.serviceManager.sessions.running()) {
+          if (session.kernel?.id === op.kernel_id) {
+            return `${PathExt.basename(session.path)} (closed)`;
+          }
+        }
         return null;
       }
       const index = panel.content.widgets.findIndex(c => c.model.id === op.cell_id);
-      return index >= 0 ? `${panel.title.label} · cell ${index + 1}` : panel.title.label;
+      const label = index >= 0 ? `${panel.title.label} · cell ${index + 1}` : panel.title.label;
+      if (!seenAt.has(op.id) && seenAt.size >= 5000) {
+        seenAt.delete(seenAt.keys().next().value as string);
+      }
+      seenAt.set(op.id, label);
+      return label;
     };
     const sidebar = new OperationsPanel(store, reveal, runningCells, locate);
     sidebar.title.icon = panelIcon;

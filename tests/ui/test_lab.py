@@ -774,3 +774,29 @@ def test_cell_stop_shows_on_code_cells_only_and_the_panel_tab_is_told_apart(lab,
     tab = page.locator(".jp-SideBar [title='Running work (jupyter_cancel)']")
     assert tab.count() == 1
     assert tab.locator("[data-icon='jupyter-cancel:running-work']").count() == 1
+
+
+def test_panel_rows_keep_their_notebooks_name_after_its_tab_closes(lab, page):
+    """A notebook's tab closed while its kernel runs on (work with policy ``continue``): its
+    rows still name the notebook and the cell, not the kernel's and the cell's ids."""
+    ready = lab.root / "names"
+    name = lab.notebook(
+        "names.ipynb", [HEAD + f"op = jc.start({tree(ready)}, display=False, policy='continue', name='kept')"]
+    )
+    nb = NotebookPage(lab, page, name)
+    page.locator(".jp-SideBar [data-id='jupyter-cancel-panel']").click()
+    nb.run(0)
+    pids = wait_ready(ready, 3)
+    row = page.locator(".jc-row.jc-state-running", has_text="kept")
+    row.locator(".jc-row-meta", has_text="names.ipynb · cell 1").wait_for()
+    page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current .lm-TabBar-tabCloseIcon").click()
+    dialog = page.locator(".jp-Dialog button", has_text="Discard")
+    if dialog.count():
+        dialog.click()
+    page.wait_for_selector(".lm-DockPanel-tabBar .lm-TabBar-tab:has-text('names.ipynb')", state="detached")
+    row.locator(".jc-row-meta", has_text="names.ipynb · cell 1 (closed)").wait_for()
+    assert "kernel " not in row.locator(".jc-row-meta").inner_text()
+    assert [p for p in pids if alive(p)] == pids, "continue work ended with its tab"
+    kept = next(o for o in lab.operations() if o["name"] == "kept" and o["state"] == "running")
+    lab.http.post(f"/jupyter-cancel/api/operations/{kept['id']}/cancel", json={})
+    assert wait_gone(pids, timeout=10) == []
