@@ -28,7 +28,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_server import Client, Server, gone_after, pct, survivors
-from tests.helpers.foreign import MEMBERS, STARTS, STILL_WORKS, installed
+from tests.helpers.foreign import MEMBERS, STARTS, STILL_WORKS, installed, use_test_kernels
 from tests.helpers.procs import TREE
 
 WAIT = 3.0
@@ -137,6 +137,7 @@ async def main() -> None:
     parser.add_argument("--kernels", default=",".join(STARTS))
     parser.add_argument("--starts", type=int, default=0, help="only time N starts per kernel and server")
     args = parser.parse_args()
+    use_test_kernels(Path(tempfile.mkdtemp()))  # the bash and xeus-python specs of .venv/test-kernels
     have = installed()
     kernels = [k for k in args.kernels.split(",") if k in have]
     print(f"kernels: {kernels} (not installed: {[k for k in STARTS if k not in have]})")

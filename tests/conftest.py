@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sys
 import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.foreign import use_test_kernels
 from tests.helpers.procs import SESSION_MARK, cookie_carriers, descendants, kill_pids
 from tests.helpers.wait import wait_gone
 
@@ -30,12 +30,7 @@ _JUPYTER_HOME = tempfile.mkdtemp(prefix="jupyter-cancel-tests-")
 for _var, _sub in _HOME_DIRS.items():
     os.environ[_var] = os.path.join(_JUPYTER_HOME, _sub)
     os.makedirs(os.environ[_var], exist_ok=True)
-# The test-only kernels (bash, xeus-python): scripts/setup.sh keeps their specs out of the
-# environment's own kernels folder, so that the main job's Launcher does not show them.
-_TEST_KERNELS = Path(sys.prefix) / "test-kernels" / "share" / "jupyter"
-os.environ["JUPYTER_PATH"] = os.pathsep.join(
-    [str(_TEST_KERNELS), *filter(None, os.environ.get("JUPYTER_PATH", "").split(os.pathsep))]
-)
+use_test_kernels(Path(_JUPYTER_HOME) / "test-kernels")  # bash, xeus-python: not in the main job's Launcher
 #: The user's own Jupyter folders: a run must leave them byte for byte as they were.
 USER_DIRS = [Path.home() / ".jupyter", Path.home() / ".local" / "share" / "jupyter", Path.home() / ".ipython"]
 

@@ -4,7 +4,9 @@ as its users would, and the machine's kernel specs for them."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpec, KernelSpecManager
@@ -24,6 +26,18 @@ STARTS = {
 MEMBERS = 5
 #: A cell printing 42 in each language.
 STILL_WORKS = {"ir": "cat(6 * 7)", "bash": "echo $((6 * 7))", "xpython": "print(6 * 7)"}
+
+
+def use_test_kernels(folder: Path) -> None:
+    """Make the test-only kernel specs (bash, xeus-python: ``scripts/setup.sh`` keeps them in
+    ``.venv/test-kernels``, out of the main job's Launcher) findable: cleaned copies in
+    ``folder``, which goes first on ``JUPYTER_PATH``."""
+    source = Path(sys.prefix) / "test-kernels" / "share" / "jupyter" / "kernels"
+    if source.is_dir():
+        specs = {p.name: str(p) for p in source.iterdir() if (p / "kernel.json").is_file()}
+        copy_specs(specs, folder / "kernels")
+    rest = [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p and p != str(folder)]
+    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(folder), *rest])
 
 
 def installed() -> dict[str, str]:
