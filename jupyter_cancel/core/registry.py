@@ -46,7 +46,7 @@ from .proctree import (
     spawn,
     terminate,
 )
-from .runners import CapturedRunner, ProcessRunner, Runner, TaskRunner, TreeRunner, root_identity
+from .runners import CapturedRunner, ProcessRunner, Runner, TaskRunner, TreeRunner, exit_status, root_identity
 from .scope import CancelScope
 
 log = logging.getLogger(__name__)
@@ -104,9 +104,7 @@ class _Deferred:
         except ChildProcessError:
             popen = self.popen()
             return popen.returncode if popen is not None else None
-        if info is None:
-            return running
-        return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+        return running if info is None else exit_status(info)
 
     def close(self) -> None:
         if self.fd is not None:

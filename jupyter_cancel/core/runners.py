@@ -138,9 +138,7 @@ class CapturedRunner(TreeRunner):
             info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:  # reaped already (by its caller): its Popen knows the status
             return self._reaped_status()
-        if info is None:
-            return None
-        return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+        return None if info is None else exit_status(info)
 
     def returncode(self, timeout: float) -> int | None:
         return self.poll()
@@ -204,6 +202,11 @@ class TaskRunner:
         if on_loop:
             return False  # waiting here would block the loop the task needs
         return self._gone.wait(timeout)
+
+
+def exit_status(info: Any) -> int:
+    """A ``waitid`` result as a returncode (negative: the signal that ended it)."""
+    return int(info.si_status if info.si_code == os.CLD_EXITED else -info.si_status)
 
 
 def root_identity(pid: int) -> psutil.Process | None:
