@@ -41,6 +41,12 @@ def high(fd: int) -> int:
     return moved
 
 
+def dup_high(fd: int) -> int:
+    """A copy of ``fd`` numbered ≥ ``FLOOR`` (close-on-exec), made there directly: no low
+    number is taken even for a moment (``OSError`` if the table is full up there)."""
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, FLOOR)
+
+
 def pidfd_open(pid: int) -> int:
     """A pidfd for ``pid`` above ``FLOOR``; ``OSError`` as ``os.pidfd_open``."""
     return high(os.pidfd_open(pid))

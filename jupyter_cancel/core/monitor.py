@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from .fds import pidfd_open, pipe
+from .fds import dup_high, pidfd_open, pipe
 from .proctree import HAVE_PIDFD, running
 
 if TYPE_CHECKING:
@@ -87,11 +87,16 @@ class Monitor:
             self._pending.append(w)
         os.write(self._wake_w, b"x")
 
-    def on_exit_of(self, pids: list[int], callback: Callable[[], None]) -> None:
+    def on_exit_of(self, pids: list[int], callback: Callable[[], None], pinned: int | None = None) -> None:
         """Call ``callback()`` (on the monitor thread) once every pid has exited, without
-        reaping any of them: their parents (the user's code) do that."""
+        reaping any of them: their parents (the user's code) do that. ``pinned``: a pidfd of
+        the only pid, already open (copied straight above the floor: this may be a background
+        thread, and a pidfd opened here would take a low number for a moment)."""
         group = _Group(callback)
         if HAVE_PIDFD:
+            if pinned is not None and len(pids) == 1:
+                group.fds.append(dup_high(pinned))
+                pids = []
             for pid in pids:
                 try:
                     group.fds.append(pidfd_open(pid))

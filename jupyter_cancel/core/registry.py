@@ -48,6 +48,7 @@ from .proctree import (
 )
 from .runners import CapturedRunner, ProcessRunner, Runner, TaskRunner, TreeRunner, exit_status, root_identity
 from .scope import CancelScope
+from .sidetable import side
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -139,8 +140,6 @@ class Registry:
         self._workers: ThreadPoolExecutor | None = None
         self._use_watchdog = watchdog
         self._watchdog: Any = None
-        self._join_queue: queue.SimpleQueue[tuple[CapturedRunner, Cgroup, int]] | None = None
-        self._join_pid = 0
         self.closed = False
 
     # -- creating and registering -------------------------------------------------
@@ -206,11 +205,14 @@ class Registry:
     def attach(self, op: Operation, runner: Runner) -> None:
         """Give ``op`` what runs it. A process tree is watched (exit, output, the death
         watchdog) and, if a cancel came meanwhile, terminated at once."""
+        self._attach(op, runner, None)
+
+    def _attach(self, op: Operation, runner: Runner, pidfd: int | None) -> None:
         if op.runner is not None:
             raise RuntimeError(f"operation {op.id} already has a runner")
         op.runner = runner
         if isinstance(runner, TreeRunner):
-            self._watch_tree(op, runner)
+            self._watch_tree(op, runner, pidfd)
 
     def _get_monitor(self) -> Monitor:
         monitor = self._monitor
@@ -221,7 +223,8 @@ class Registry:
                 monitor = self._monitor
         return monitor
 
-    def _watch_tree(self, op: Operation, runner: TreeRunner) -> None:
+    def _watch_tree(self, op: Operation, runner: TreeRunner, pidfd: int | None = None) -> None:
+        """``pidfd``: the root's, if pinned already (copied, never opened again here)."""
         if self._use_watchdog and op.policy is not Policy.DETACH:
             self.watchdog().register(op, runner)
         monitor = self._get_monitor()
@@ -235,8 +238,11 @@ class Registry:
             # `git rev-parse` must not flood the panel and the event stream (a trigger that
             # hits it first still ends it, and announces it then).
             self._timers().call_later(ANNOUNCE_AFTER, lambda: self._announce(op))
-            first = [runner.pid] if runner.pid is not None else list(runner.tree.collect())
-            monitor.on_exit_of(first, lambda: self._captured_root_exited(op))
+            if runner.pid is not None:
+                monitor.on_exit_of([runner.pid], lambda: self._captured_root_exited(op), pinned=pidfd)
+            else:
+                first = side().call(lambda: list(runner.tree.collect()))
+                monitor.on_exit_of(first, lambda: self._captured_root_exited(op))
         if op.cancel_requested:
             self._terminate([op])
 
@@ -328,7 +334,7 @@ class Registry:
                 self._adopt_quietly(pending)
         if not ended:
             return
-        left = carriers_of({p.op.id for p in ended}, min(p.pid for p in ended))
+        left = side().call(carriers_of, {p.op.id for p in ended}, min(p.pid for p in ended))
         for pending in ended:
             if left.get(pending.op.id):
                 self._adopt_quietly(pending)  # its root is gone, its `cmd &` lives on
@@ -356,10 +362,11 @@ class Registry:
 
     def _adopt_now(self, pending: _Deferred) -> None:
         op, pid = pending.op, pending.pid
-        root = root_identity(pid)
+        # (/proc reads on the side thread: never a descriptor number the user may be reusing.)
+        root = side().call(root_identity, pid)
         if root is not None and pending.exited():
             root = None  # it exited meanwhile: the pid may name another process by now
-        if root is None and not carriers_since(op.id, pid):
+        if root is None and not side().call(carriers_since, op.id, pid):
             # Gone and reaped already, and nothing carries its cookie: it was short-lived.
             status = pending.status()
             pending.close()
@@ -367,8 +374,10 @@ class Registry:
             raise KeyError(pid)
         # (A root already reaped whose `job &` lives on: the cookie holds that tree.)
         runner = CapturedRunner(Tree(op.id, root, op.grace, None, cgroup_complete=False), pending.popen())
-        pending.close()
-        self.attach(op, runner)
+        try:
+            self._attach(op, runner, pending.fd)
+        finally:
+            pending.close()
         if pending.cgroup and root is not None:
             if op.cancel_requested:
                 return  # being ended now: its descendants and cookie find it
@@ -391,36 +400,18 @@ class Registry:
         # Off the caller's thread (the join may take ms). Until it has joined, and afterwards
         # too, the tree is also found by its descendants and its cookie (a captured tree's
         # cgroup is never taken as complete).
-        self._cgroup_joins().put((runner, group, pid))
+        side().submit(self._join_cgroup, runner, group, pid)
         if self._use_watchdog and op.policy is not Policy.DETACH:
             self.watchdog().register(op, runner)  # again, now with its cgroup
 
-    def _cgroup_joins(self) -> queue.SimpleQueue[tuple[CapturedRunner, Cgroup, int]]:
-        with self._lock:
-            if self._join_queue is None or self._join_pid != os.getpid():  # (a forked child: no thread)
-                self._join_pid = os.getpid()
-                self._join_queue = queue.SimpleQueue()
-                threading.Thread(
-                    target=self._join_cgroups,
-                    args=(self._join_queue,),
-                    name="jupyter_cancel-cgroup",
-                    daemon=True,
-                ).start()
-            return self._join_queue
-
     @staticmethod
-    def _join_cgroups(joins: queue.SimpleQueue[tuple[CapturedRunner, Cgroup, int]]) -> None:
-        while True:
-            runner, group, pid = joins.get()
-            try:
-                # Its cgroup holds its tree only if the root still ran once its children were
-                # moved too (a root that exited first left them outside). A failed join leaves
-                # the cgroup empty (the tree keeps it: a canceller may be reading it right now);
-                # it goes when the operation ends.
-                if group.add_tree(pid):
-                    runner.joined_alive = running(runner.tree.root)
-            except Exception:  # a join must never stop the joins after it
-                log.exception("cgroup join of %d failed", pid)
+    def _join_cgroup(runner: CapturedRunner, group: Cgroup, pid: int) -> None:
+        """(On the side thread.) Its cgroup holds its tree only if the root still ran once its
+        children were moved too (a root that exited first left them outside). A failed join
+        leaves the cgroup empty (the tree keeps it: a canceller may be reading it right now);
+        it goes when the operation ends."""
+        if group.add_tree(pid):
+            runner.joined_alive = running(runner.tree.root)
 
     # -- starting work ----------------------------------------------------------------
     def start(
@@ -710,23 +701,28 @@ class Registry:
         assert isinstance(runner, CapturedRunner)
         if op.done or op.cancel_requested:
             return  # the canceller records the end
-        if runner.cgroup is not None and runner.joined_alive:
-            # Cheap on this hot path (every captured process ends here): its cgroup. A child
-            # forked before the root joined it is still found by a cancel's full collect.
-            left = [pid for pid in runner.cgroup.pids() if pid != runner.pid]
-        elif runner.pid is not None:
-            # Its descendants were reparented when it died: they carry its cookie, and they
-            # started after it (a scan of the newer pids only).
-            left = [pid for pid in carriers_since(op.id, runner.pid) if pid != runner.pid]
-            if runner.cgroup is not None:
-                left += [pid for pid in runner.cgroup.pids() if pid != runner.pid and pid not in left]
-        else:
-            left = list(runner.tree.collect())
+        left = side().call(self._left_of, op.id, runner)  # (/proc and cgroup reads: side thread)
         if left:
             self._get_monitor().on_exit_of(left, lambda: self._captured_root_exited(op))
             return
         self._finish_exit(op, runner.poll(), cancelled=False)
         self._release(runner)
+
+    @staticmethod
+    def _left_of(op_id: str, runner: CapturedRunner) -> list[int]:
+        """What still runs of a captured tree whose root exited."""
+        if runner.cgroup is not None and runner.joined_alive:
+            # Cheap on this hot path (every captured process ends here): its cgroup. A child
+            # forked before the root joined it is still found by a cancel's full collect.
+            return [pid for pid in runner.cgroup.pids() if pid != runner.pid]
+        if runner.pid is None:
+            return list(runner.tree.collect())
+        # Its descendants were reparented when it died: they carry its cookie, and they
+        # started after it (a scan of the newer pids only).
+        left = [pid for pid in carriers_since(op_id, runner.pid) if pid != runner.pid]
+        if runner.cgroup is not None:
+            left += [pid for pid in runner.cgroup.pids() if pid != runner.pid and pid not in left]
+        return left
 
     def _sweep_leftovers(self, op: Operation) -> None:
         runner = op.runner

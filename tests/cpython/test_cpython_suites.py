@@ -25,24 +25,10 @@ def _run(load_ext: bool, names: list[str], only: list[str] | None = None) -> dic
         k.close()
 
 
-#: Known and open (issue #24): our background threads (the adoption tick, the monitor, the
-#: cgroup joiner) open /proc and cgroup files while test_subprocess closes and reuses fds 0–2
-#: on the cell's thread; a transient descriptor of ours can land on such a number, and closing
-#: it later closes the test's file (seen here: EBADF in test_swap_std_fds_with_one_closed, and
-#: kernels that stopped answering in 2 of 3 runs of this group). Recorded as an expected
-#: failure, not skipped: the group runs every time and an XPASS shows when it is fixed.
-KNOWN = {
-    "subprocess": "background /proc reads race with the test's fd 0-2 juggling (issue #24)",
-}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "group",
-    [
-        pytest.param(g, marks=pytest.mark.xfail(reason=KNOWN[g], strict=False)) if g in KNOWN else g
-        for g in sorted(cpython.GROUPS)
-    ],
+    sorted(cpython.GROUPS),
 )
 def test_cpython_suite_passes_with_jupyter_cancel_as_in_a_stock_kernel(group):
     names = cpython.GROUPS[group]
