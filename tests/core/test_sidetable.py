@@ -67,7 +67,9 @@ def test_a_low_number_the_user_freed_stays_free_while_the_side_thread_reads():
         print(bad)
         """
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
     assert out.stdout.strip() == "0", out.stderr
 
 
