@@ -64,8 +64,11 @@ class Server:
             f"--ServerApp.jpserver_extensions=jupyter_cancel={enabled}",
             *extra,
         ]
+        # Disabled: its kernels do not load the extension either (the environment-wide autoload).
+        env = dict(os.environ) if enabled else dict(os.environ, JUPYTER_CANCEL_KERNEL_EXTENSION="0")
         self.proc = subprocess.Popen(
             args + ["--JupyterCancel.log_level=DEBUG"] if os.environ.get("BENCH_DEBUG") else args,
+            env=env,
             stdout=subprocess.DEVNULL,
             stderr=None if os.environ.get("BENCH_DEBUG") else subprocess.DEVNULL,
         )

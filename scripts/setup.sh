@@ -8,7 +8,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.jupyter-cancel-setup
-sources=$(cat pyproject.toml labextension/package.json labextension/yarn.lock 2>/dev/null; find labextension/src labextension/style labextension/schema -type f -exec cat {} + 2>/dev/null)
+sources=$(cat pyproject.toml pth/* labextension/package.json labextension/yarn.lock 2>/dev/null; find labextension/src labextension/style labextension/schema -type f -exec cat {} + 2>/dev/null)
 want=$(printf '%s' "$sources" | sha256sum | cut -d' ' -f1)
 if [ "${JC_REINSTALL:-}" != 1 ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
    && [ -f jupyter_cancel/labextension/package.json ]; then

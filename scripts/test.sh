@@ -20,8 +20,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 bash scripts/setup.sh
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
-.venv/bin/ruff check jupyter_cancel tests bench
-.venv/bin/ruff format --check jupyter_cancel tests bench
+.venv/bin/ruff check jupyter_cancel tests bench pth
+.venv/bin/ruff format --check jupyter_cancel tests bench pth
 .venv/bin/mypy  # strict, on jupyter_cancel/core (pyproject)
 # The labextension: prettier + eslint (its node_modules come from the pip build's jlpm install).
 (

@@ -104,7 +104,12 @@ class JupyterCancel(ExtensionApp):
         "turns it off in one kernel.",
     ).tag(config=True)
     load_kernel_extension = Bool(
-        True, help="Load the kernel extension into every IPython kernel the server starts."
+        True,
+        help="Load the kernel extension into every IPython kernel the server starts (False: "
+        "not even by the environment-wide autoload). Kernels started without a server (VS Code, "
+        "papermill, nbclient, jupyter console) load it too wherever jupyter_cancel is installed: "
+        "'jupyter-cancel autoload off' turns that off for an environment, "
+        "JUPYTER_CANCEL_KERNEL_EXTENSION=0 in a kernelspec's env for one kernel.",
     ).tag(config=True)
     foreign_kernels = Unicode(
         "cancel",
@@ -228,8 +233,8 @@ class JupyterCancel(ExtensionApp):
 
     def kernel_env(self) -> dict[str, str]:
         """What an IPython kernel's environment gets: the settings its extension reads as it loads."""
-        if not self.load_kernel_extension:
-            return {}
+        if not self.load_kernel_extension:  # (nor by the environment-wide autoload)
+            return {autoload.SWITCH_ENV: "0"}
         settings = self.kernel_settings()
         # Read by the LLM helpers when used: the kernel need not import them (httpx) to start.
         llm_timeout = settings.pop("llm_timeout")
@@ -289,4 +294,10 @@ class JupyterCancel(ExtensionApp):
         self._watchdog = None
 
 
-main = JupyterCancel.launch_instance
+def main(argv: list[str] | None = None) -> None:
+    """``jupyter-cancel``: the server with the extension; ``jupyter-cancel autoload ...``: the
+    environment-wide kernel autoload switch."""
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["autoload"]:
+        sys.exit(autoload.command(args[1:]))
+    JupyterCancel.launch_instance(argv)

@@ -31,7 +31,17 @@ class Result:
 
 
 class Kernel:
-    def __init__(self, *, load_ext: bool = True, interrupt_mode: str | None = None, extra_env=None) -> None:
+    def __init__(
+        self,
+        *,
+        load_ext: bool = True,
+        interrupt_mode: str | None = None,
+        extra_env=None,
+        installed_only: bool = False,
+    ) -> None:
+        """``load_ext``: ``%load_ext`` at start (False: a stock kernel, not even the
+        environment-wide autoload); ``installed_only``: nothing of ours but what the
+        installation loads by itself (as VS Code's or papermill's kernels get it)."""
         kid = str(uuid.uuid4())
         self.km = KernelManager(kernel_name="python3")
         runtime = jupyter_runtime_dir()
@@ -41,6 +51,10 @@ class Kernel:
         if interrupt_mode:
             self.km.kernel_spec.interrupt_mode = interrupt_mode
         env = dict(os.environ, **(extra_env or {}))
+        if installed_only:
+            load_ext = False
+        elif not load_ext:  # a stock kernel: not even the environment-wide autoload
+            env["JUPYTER_CANCEL_KERNEL_EXTENSION"] = "0"
         self.km.start_kernel(env=env)
         self.kc = self.km.client()
         self.kc.start_channels()

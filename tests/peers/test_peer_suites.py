@@ -73,6 +73,8 @@ def _run(src: Path, targets: list[str], options: list[str], enabled: bool) -> se
     env.pop("PYTEST_CURRENT_TEST", None)
     args = [sys.executable, "-m", "pytest", "-q", "-rfE", "--color=no", "-p", "no:cacheprovider"]
     args += ["-o", "addopts=", "-o", "timeout=300", *options]
+    if not enabled:  # stock: not even the environment-wide kernel autoload
+        env["JUPYTER_CANCEL_KERNEL_EXTENSION"] = "0"
     if enabled:
         env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         args += ["-p", "jc_enable"]
