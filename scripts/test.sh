@@ -3,8 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The browser tests need Debian's Chromium (Playwright never downloads a browser here); the
-# foreign-kernel tests an R kernel (Debian's IRkernel; CRAN is not needed).
+# foreign-kernel tests an R kernel (Debian's IRkernel; CRAN is not needed); the Spark tests a
+# Java runtime (Debian's 17).
 missing=()
+command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 [ -f /usr/share/jupyter/kernels/ir/kernel.json ] || missing+=(r-cran-irkernel)
 if [ ${#missing[@]} -gt 0 ]; then
@@ -15,7 +17,7 @@ if [ ${#missing[@]} -gt 0 ]; then
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${flags[@]}" "$pkg" >/dev/null
     done
   else
-    echo "note: not root, cannot install ${missing[*]}: tests/ui or the R kernel tests will be skipped" >&2
+    echo "note: not root, cannot install ${missing[*]}: tests/ui, the R kernel or the Spark tests will be skipped" >&2
   fi
 fi
 bash scripts/setup.sh

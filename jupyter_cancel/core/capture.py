@@ -44,6 +44,13 @@ PrepareHandler = Callable[[str, Any], None]
 FailHandler = Callable[[str], None]
 #: Callers whose spawns are the kernel's own machinery, never the user's work.
 OWN_MACHINERY = ("ipykernel", "jupyter_client", "debugpy", "zmq", "tornado", "jupyter_cancel.core")
+#: Libraries whose spawns are a session's helper, kept for later cells: Spark's driver JVM
+#: (classic, and the local Spark Connect server: both through ``launch_gateway``), Ray's
+#: ``ray.init`` head processes. They get the ``kernel`` policy and the kernel as owner (not
+#: the cell that happened to make the session): an interrupt, a re-run or a closed tab leaves
+#: them to the library, a restart or shutdown ends them. Add a module prefix here (or use
+#: ``jc.policy("kernel")`` around your own server's start) for others.
+HELPER_LIBRARIES = ("pyspark.java_gateway", "ray._private")
 _local = threading.local()
 #: Held by every spawn that passes on the process environment (``env=None``, ``fork``) while
 #: a captured one has its cookie in it: the child of a captured spawn sees the real environment
@@ -83,17 +90,26 @@ def suspended() -> Iterator[None]:
         _local.suspended = depth
 
 
-def _own_machinery(machinery: tuple[str, ...]) -> bool:
-    """Whether the nearest caller outside the standard library and this module is the host's
-    own machinery (a frame walk, a few frames deep: microseconds)."""
+def _caller() -> str:
+    """The module of the nearest caller outside the standard library and this module (a
+    frame walk, a few frames deep: microseconds)."""
     frame: Any = sys._getframe(2)
     stdlib = sys.stdlib_module_names
     while frame is not None:
         module = frame.f_globals.get("__name__") or ""
         if module != __name__ and module.partition(".")[0] not in stdlib:
-            return module.startswith(machinery)
+            return str(module)
         frame = frame.f_back
-    return False
+    return ""
+
+
+def _own_machinery(machinery: tuple[str, ...]) -> bool:
+    """Whether the nearest caller outside the standard library is the host's own machinery."""
+    return _caller().startswith(machinery)
+
+
+#: Owner tags that tie work to one cell run (a library helper's owner keeps only the others).
+_CELL_TAGS = ("cell_id", "run", "parent", "client_session")
 
 
 class Capture:
@@ -291,7 +307,11 @@ class OwnedCapture(Capture):
 
     def _prepare(self, op_id: str, argv: Any) -> None:
         name = argv if isinstance(argv, str) else shlex.join(str(a) for a in argv) if argv else "process"
-        op = self.registry.expect(name=name, op_id=op_id, policy=self.policy(), owner=self.owner())
+        policy, owner = self.policy(), self.owner()
+        if policy is Policy.CANCEL and _caller().startswith(HELPER_LIBRARIES):
+            policy = Policy.KERNEL  # a library's session helper: the kernel's, not this cell's
+            owner = {k: v for k, v in owner.items() if k not in _CELL_TAGS}
+        op = self.registry.expect(name=name, op_id=op_id, policy=policy, owner=owner)
         with self._lock:
             self._expected[op_id] = op
 

@@ -31,11 +31,15 @@ class Policy(str, enum.Enum):
     """Which triggers apply to an operation.
 
     ``cancel``: every trigger. ``continue``: all but a closed tab / lost client.
+    ``kernel``: lives as long as the kernel — a session or server a library (or the user) keeps
+    for later cells: not ended by a re-run, a deleted cell, an interrupt or a closed tab; ended
+    by restart, shutdown, the kernel's death, the server's stop and an explicit cancel.
     ``detach``: only an explicit cancel; survives kernel exit.
     """
 
     CANCEL = "cancel"
     CONTINUE = "continue"
+    KERNEL = "kernel"
     DETACH = "detach"
 
     def __str__(self) -> str:
@@ -70,6 +74,15 @@ SOURCES = frozenset(v for k, v in vars(Reason).items() if k.isupper() and isinst
 _SHIELDED: dict[Policy, frozenset[str]] = {
     Policy.CANCEL: frozenset(),
     Policy.CONTINUE: frozenset({Reason.CLIENT_DISCONNECTED, Reason.TAB_CLOSED}),
+    Policy.KERNEL: frozenset(
+        {
+            Reason.CELL_RERUN,
+            Reason.CELL_DELETED,
+            Reason.KERNEL_INTERRUPT,
+            Reason.CLIENT_DISCONNECTED,
+            Reason.TAB_CLOSED,
+        }
+    ),
     Policy.DETACH: frozenset(
         {
             Reason.CELL_RERUN,

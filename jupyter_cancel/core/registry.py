@@ -246,6 +246,15 @@ class Registry:
         if op.cancel_requested:
             self._terminate([op])
 
+    def register_quietly(self, op: Operation, after: float = ANNOUNCE_AFTER) -> None:
+        """Register ``op``, announced only if it still runs ``after`` seconds from now (a
+        trigger that hits it first announces it then): work that is mostly short — a captured
+        process, a cell run's Spark jobs — must not flood the panel and the event stream."""
+        with self._lock:
+            self._captured.add(op.id)
+        self.register(op, announce=False)
+        self._timers().call_later(after, lambda: self._announce(op))
+
     def _quiet(self, op: Operation) -> bool:
         return op.id in self._captured and not op.cancel_requested
 

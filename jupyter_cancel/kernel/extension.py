@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 from typing import Any
 
@@ -23,7 +24,7 @@ from ..core.errors import Cancelled
 from ..core.model import Reason
 from ..core.operation import Operation
 from ..core.registry import Registry
-from . import control
+from . import control, spark
 from .adapter import KernelAdapter
 from .cellstop import CellStopper
 from .host import KernelHost, kernel_id_of, owned_by, set_owner, tag_thread
@@ -48,8 +49,15 @@ class KernelIntegration:
         #: Every process the kernel starts, by any route: an operation of the cell starting it.
         self.capture = OwnedCapture(self.registry, self.host.owner, api.current_policy)
         self.stopper = CellStopper(self.publish_stuck)
-        #: Our SIGINT handler's frame never ends the user's traceback.
-        self.hidden = HiddenFrames(shell, frozenset({KernelIntegration._busy_sigint.__code__}))
+        #: Our SIGINT handler's frame never ends the user's traceback; a library error that a
+        #: stop caused (py4j's, around our ``Cancelled`` or a cancelled Spark job) reads as the stop.
+        self.hidden = HiddenFrames(
+            shell, frozenset({KernelIntegration._busy_sigint.__code__}), stopped=self._spark_stopped
+        )
+        #: The running cell's Spark jobs (``kernel/spark.py``), while a Spark session is live.
+        self.spark_op: Operation | None = None
+        #: What a stop or interrupt that landed inside a py4j call will read as (see _busy_sigint).
+        self._spark_deferred: BaseException | None = None
 
     # -- install / uninstall -------------------------------------------------------
     def install(self) -> None:
@@ -162,9 +170,23 @@ class KernelIntegration:
         if cell_id and self.cancel_on_rerun:
             # The new run starts only once the old run's work is gone (bounded wait).
             self.registry.cancel_where(Reason.CELL_RERUN, cell_id=cell_id)
+        if "pyspark" in sys.modules:  # (nothing of Spark is imported here unless the user did)
+            self.hidden.also(spark.library_errors())
+            self.spark_op = spark.begin_run(self.registry, owner, api.current_policy())
 
     def post_run_cell(self, result: Any) -> None:
         self.stopper.ended()
+        spark.end_run(self.spark_op)
+        self.spark_op = None
+        self._spark_deferred = None
+
+    def _spark_stopped(self) -> BaseException | None:
+        op = self.spark_op
+        if op is None or not op.cancel_requested:
+            return None
+        return self._spark_deferred or Cancelled(
+            None, op.reason or "cancelled", name="this cell's Spark jobs"
+        )
 
     def publish_stuck(self, info: dict[str, Any]) -> None:
         """A stopped cell still runs after the bound (C code, or it caught ``Cancelled``)."""
@@ -181,6 +203,18 @@ class KernelIntegration:
 
     def _busy_sigint(self, signum: int, frame: Any) -> None:
         stop = self.stopper.claim()
+        if stop == "":
+            return  # a cell stop that came too late
+        if self._spark_deferred is None and self.spark_op is not None and spark.inside_py4j(frame):
+            # The cell waits for the JVM inside a py4j call: an exception raised here would leave
+            # the JVM's answer unread on the thread's connection (the next call would read it as
+            # its own, after waiting for the job). Its Spark jobs are cancelled instead, the JVM
+            # answers at once, and the error that answer raises reads as this stop or interrupt.
+            # (Another SIGINT — the stop's repeat, a second interrupt — raises as usual.)
+            if stop is None:
+                self._interrupt()
+            self._spark_deferred = Cancelled(None, stop, name="this cell") if stop else KeyboardInterrupt()
+            return
         if stop:
             raise Cancelled(None, stop, name="this cell") from None
         if stop is None:  # a real interrupt ("" is a cell stop that came too late)

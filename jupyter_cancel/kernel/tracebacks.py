@@ -9,6 +9,7 @@ exceptions, drops our trailing frames from the traceback itself (so ``%tb``, ``%
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import CodeType, TracebackType
 from typing import Any
 
@@ -26,26 +27,64 @@ def drop_trailing(tb: TracebackType | None, codes: frozenset[CodeType]) -> None:
         prev.tb_next = None
 
 
-class HiddenFrames:
-    """Installs the hook on ``shell`` unless the user has a custom exception handler already."""
+def cancelled_in(value: BaseException | None) -> Cancelled | None:
+    """A ``Cancelled`` that ``value`` was raised while handling (a library that wraps any
+    exception of its call, as py4j does, wraps our cell stop too)."""
+    seen: set[int] = set()
+    while value is not None and id(value) not in seen:
+        if isinstance(value, Cancelled):
+            return value
+        seen.add(id(value))
+        value = value.__cause__ or value.__context__
+    return None
 
-    def __init__(self, shell: Any, codes: frozenset[CodeType]) -> None:
+
+class HiddenFrames:
+    """Installs the hook on ``shell`` unless the user has a custom exception handler already.
+
+    ``stopped()``: the stop (``Cancelled``) or interrupt (``KeyboardInterrupt``) that ended the
+    running cell's library work, if one did: an error such work raises because of it shows as
+    that stop or interrupt."""
+
+    OURS: tuple[type[BaseException], ...] = (KeyboardInterrupt, Cancelled)
+
+    def __init__(
+        self,
+        shell: Any,
+        codes: frozenset[CodeType],
+        stopped: Callable[[], BaseException | None] = lambda: None,
+    ) -> None:
         self.shell = shell
         self.codes = codes
+        self.stopped = stopped
         self.installed = False
+        self.types = self.OURS
 
     def install(self) -> None:
         if getattr(self.shell, "custom_exceptions", None) != ():
             return  # the user's own handler wins (IPython keeps one)
-        self.shell.set_custom_exc((KeyboardInterrupt, Cancelled), self._show)
+        self.shell.set_custom_exc(self.types, self._show)
         self.installed = True
 
+    def also(self, types: tuple[type[BaseException], ...]) -> None:
+        """Take these library error types too (a stop of the work they wrap shows as one)."""
+        new = tuple(t for t in types if t not in self.types)
+        if not new or not self.installed or self.shell.custom_exceptions != self.types:
+            return
+        self.types = self.types + new
+        self.shell.set_custom_exc(self.types, self._show)
+
     def uninstall(self) -> None:
-        if self.installed and self.shell.custom_exceptions == (KeyboardInterrupt, Cancelled):
+        if self.installed and self.shell.custom_exceptions == self.types:
             self.shell.set_custom_exc((), None)
         self.installed = False
+        self.types = self.OURS
 
     def _show(self, shell: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> None:
+        if not isinstance(value, self.OURS):
+            ours: BaseException | None = cancelled_in(value) or self.stopped()
+            if ours is not None:
+                etype, value, tb = type(ours), ours, ours.__traceback__
         drop_trailing(tb, self.codes)
         # What IPython's run_code does for any other exception.
         shell.showtraceback((etype, value, tb), tb_offset=tb_offset, running_compiled_code=True)

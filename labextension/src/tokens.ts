@@ -6,7 +6,7 @@ export interface IOperation {
   kernel_id: string | null;
   client_session: string | null;
   cell_id: string | null;
-  policy: 'cancel' | 'continue' | 'detach';
+  policy: 'cancel' | 'continue' | 'kernel' | 'detach';
   state: 'pending' | 'running' | 'completed' | 'failed' | 'cancelled';
   reason: string | null;
   message?: string | null;
