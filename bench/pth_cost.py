@@ -64,7 +64,9 @@ def startup(runs: int) -> dict[str, dict[str, float]]:
             start = time.perf_counter()
             subprocess.run([python, "-c", "pass"], check=True)
             if i >= 2:  # the first pair warms the page cache
-                times["with .pth" if with_pth else "without .pth"].append((time.perf_counter() - start) * 1000)
+                times["with .pth" if with_pth else "without .pth"].append(
+                    (time.perf_counter() - start) * 1000
+                )
         return {
             k: {"p50 ms": round(statistics.median(v), 3), "mean ms": round(statistics.fmean(v), 3)}
             for k, v in times.items()

@@ -22,7 +22,9 @@ from tests.helpers.wait import until
 
 pyspark = pytest.importorskip("pyspark")
 pytestmark = [
-    pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs a Java runtime (scripts/test.sh installs it)"),
+    pytest.mark.skipif(
+        shutil.which("java") is None, reason="Spark needs a Java runtime (scripts/test.sh installs it)"
+    ),
     pytest.mark.timeout(600),
 ]
 
@@ -69,7 +71,9 @@ class Spark:
             r = self.kernel.execute(_setup(connect), cell="A", timeout=300)
             assert r.ok, r.errors
             # (Spark's own warnings share the stream: the line the cell printed.)
-            self.ui, self.app = next(line for line in r.stdout.splitlines() if line.startswith("http")).split()
+            self.ui, self.app = next(
+                line for line in r.stdout.splitlines() if line.startswith("http")
+            ).split()
             self.jvm = self.kernel.value(
                 "[o.runner.pid for o in jc.operations() if o.kind == 'process']", cell="pids"
             )
