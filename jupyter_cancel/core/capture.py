@@ -104,8 +104,10 @@ def _caller() -> str:
 
 
 def _own_machinery(machinery: tuple[str, ...]) -> bool:
-    """Whether the nearest caller outside the standard library is the host's own machinery."""
-    return _caller().startswith(machinery)
+    """Whether the nearest caller outside the standard library is the host's own machinery
+    (the caller is kept for this spawn's ``_prepare``: one frame walk per spawn)."""
+    _local.caller = caller = _caller()
+    return caller.startswith(machinery)
 
 
 #: Owner tags that tie work to one cell run (a library helper's owner keeps only the others).
@@ -308,7 +310,7 @@ class OwnedCapture(Capture):
     def _prepare(self, op_id: str, argv: Any) -> None:
         name = argv if isinstance(argv, str) else shlex.join(str(a) for a in argv) if argv else "process"
         policy, owner = self.policy(), self.owner()
-        if policy is Policy.CANCEL and _caller().startswith(HELPER_LIBRARIES):
+        if policy is Policy.CANCEL and getattr(_local, "caller", "").startswith(HELPER_LIBRARIES):
             policy = Policy.KERNEL  # a library's session helper: the kernel's, not this cell's
             owner = {k: v for k, v in owner.items() if k not in _CELL_TAGS}
         op = self.registry.expect(name=name, op_id=op_id, policy=policy, owner=owner)
