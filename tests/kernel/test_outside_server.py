@@ -94,14 +94,29 @@ def test_a_kernel_started_by_jupyter_client_loads_the_extension_once():
         k.close()
 
 
-@pytest.mark.parametrize("trigger", ["interrupt", "restart", "shutdown", "kernel SIGKILL"])
-def test_every_kernel_trigger_ends_the_tree_without_a_server(trigger, tmp_path):
-    code, ready = _start(tmp_path)
+@pytest.fixture
+def bystander(tmp_path):
+    """The same tree command, started by the test itself: never ours to end."""
+    ready = tmp_path / "bystander"
+    proc = subprocess.Popen([sys.executable, TREE, "child", str(ready)])
+    pids = wait_ready(ready, 1, timeout=30)
+    yield pids
+    assert left_alive(pids) == pids, "a look-alike process outside the kernel was touched"
+    proc.kill()
+    proc.wait()
+
+
+@pytest.mark.parametrize("trigger", ["re-run", "interrupt", "restart", "shutdown", "kernel SIGKILL"])
+def test_every_kernel_trigger_ends_the_tree_without_a_server(trigger, tmp_path, bystander):
+    code, ready = _start(tmp_path, busy=trigger != "re-run")
     k = Kernel(installed_only=True)
     try:
-        msg = k.send(code)
+        msg = k.send(code, cell="work")
         pids = wait_ready(ready, MEMBERS, timeout=30)
-        if trigger == "interrupt":
+        if trigger == "re-run":  # a client that sends metadata.cellId (JupyterLab, VS Code)
+            assert k.collect(msg).ok
+            assert k.execute("pass", cell="work").ok
+        elif trigger == "interrupt":
             k.km.interrupt_kernel()
             assert not k.collect(msg, timeout=60).ok  # the cell was interrupted
         elif trigger == "restart":
@@ -114,6 +129,49 @@ def test_every_kernel_trigger_ends_the_tree_without_a_server(trigger, tmp_path):
         _gone(pids)
     finally:
         k.close()
+
+
+def test_the_kernelspec_command_run_by_hand_as_vs_code_does(tmp_path, bystander):
+    """No KernelManager: the kernelspec's argv with a connection file, a client that connects
+    to it, then a shutdown request and the kernel's exit."""
+    from jupyter_client import BlockingKernelClient
+    from jupyter_client.connect import write_connection_file
+
+    connection, _ = write_connection_file(str(tmp_path / "kernel.json"), ip="127.0.0.1")
+    kernel = subprocess.Popen([sys.executable, "-m", "ipykernel_launcher", "-f", connection])
+    client = BlockingKernelClient(connection_file=connection)
+    client.load_connection_file()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        code, ready = _start(tmp_path, busy=False)
+        assert client.execute_interactive(code, timeout=60)["content"]["status"] == "ok"
+        pids = wait_ready(ready, MEMBERS, timeout=30)
+        client.shutdown()
+        assert kernel.wait(timeout=60) == 0
+        _gone(pids)
+    finally:
+        client.stop_channels()
+        if kernel.poll() is None:
+            kernel.kill()
+            kernel.wait()
+
+
+def test_switched_off_the_tree_outlives_the_kernel_as_in_stock_jupyter(tmp_path):
+    """The switch is real: with it, the same shutdown leaves the tree running."""
+    code, ready = _start(tmp_path, busy=False)
+    k = Kernel(installed_only=True, extra_env={"JUPYTER_CANCEL_KERNEL_EXTENSION": "0"})
+    pids: list[int] = []
+    try:
+        assert k.execute(code).ok
+        pids = wait_ready(ready, MEMBERS, timeout=30)
+        k.close()
+        assert left_alive(pids), "without the extension a shutdown leaves the tree (stock)"
+    finally:
+        k.close()
+        for pid in left_alive(pids):
+            os.kill(pid, signal.SIGKILL)
+        _gone(pids)
 
 
 def _notebook(code: str) -> nbformat.NotebookNode:
@@ -135,6 +193,24 @@ def test_an_nbclient_timeout_ends_the_cells_tree(interrupt_on_timeout, tmp_path)
     with pytest.raises(CellExecutionError if interrupt_on_timeout else CellTimeoutError):
         client.execute()
     pids = wait_ready(ready, MEMBERS, timeout=0.1)  # it was up before the timeout
+    _gone(pids)
+
+
+def test_a_notebook_that_finishes_leaves_nothing_behind(tmp_path):
+    papermill = pytest.importorskip("papermill")
+    code, ready = _start(tmp_path, busy=False)  # a tree left running by the last cell
+    # (The cell returns once its tree is up, as a cell that starts a server does.)
+    code += (
+        "import os, time\n"
+        f"while not os.path.exists({str(ready)!r}) or len(open({str(ready)!r}).read().split()) < {MEMBERS}:\n"
+        "    time.sleep(0.01)\n"
+    )
+    source, out = tmp_path / "in.ipynb", tmp_path / "out.ipynb"
+    nbformat.write(_notebook(code), source)
+    papermill.execute_notebook(
+        str(source), str(out), kernel_name="python3", progress_bar=False, log_output=False
+    )
+    pids = wait_ready(ready, MEMBERS, timeout=0.1)
     _gone(pids)
 
 
