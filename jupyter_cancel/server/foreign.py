@@ -191,7 +191,7 @@ class ForeignKernels:
                 loop.add_reader(launch.fd, self._on_exit, launch)
             except OSError:
                 launch.fd = None
-        launch.moved = loop.run_in_executor(None, _contain, launch)
+        launch.moved = loop.run_in_executor(None, contain, launch)
         if self._poller is None or self._poller.done():
             self._poller = loop.create_task(self._poll())
         # Sent before the start (or restart) returns, so before any cell a client sends.
@@ -404,7 +404,7 @@ class ForeignKernels:
             self._unwatch(launch)
 
 
-def _contain(launch: Launch) -> None:
+def contain(launch: Launch) -> None:
     """Give the kernel a cgroup of its own and move it in with what it started so far."""
     cgroup = Cgroup.create(f"kernel-{launch.cookie}")
     if cgroup is None:

@@ -5,7 +5,9 @@ survivors of a tree with a member in a session of its own and a double-fork daem
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,11 +16,12 @@ from pathlib import Path
 import nbformat
 import pytest
 from _jupyter_cancel_autoload import ARGUMENT, OFF_MARKER, add_argument, is_kernel_command
+from jupyter_client.kernelspec import KernelSpecManager
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
 from jupyter_cancel.kernel.autoload import ARGUMENTS
-from tests.helpers.foreign import MEMBERS
+from tests.helpers.foreign import MEMBERS, STARTS
 from tests.helpers.kernel import Kernel
 from tests.helpers.procs import TREE, left_alive, wait_ready
 from tests.helpers.wait import until
@@ -267,3 +270,56 @@ def test_the_switch_command_rejects_what_it_does_not_know():
     out = subprocess.run([JUPYTER_CANCEL, "autoload", "sideways"], capture_output=True, text=True)
     assert out.returncode == 2 and "usage: jupyter-cancel autoload" in out.stderr
     assert "sideways" not in out.stderr  # the input is not echoed back
+
+
+# -- other languages, without a server: the provisioner -------------------------------------------
+def _bash_spec(tmp_path: Path, provisioner: bool) -> str:
+    """A copy of the test bash kernel's spec, opting in to our provisioner or not."""
+    specs = KernelSpecManager().find_kernel_specs()
+    if "bash" not in specs:
+        pytest.skip("bash_kernel is not installed (scripts/setup.sh installs it)")
+    name = "bash-jc" if provisioner else "bash-plain"
+    target = tmp_path / "kernels" / name
+    shutil.copytree(specs["bash"], target)
+    spec = json.loads((target / "kernel.json").read_text())
+    if provisioner:
+        spec.setdefault("metadata", {})["kernel_provisioner"] = {"provisioner_name": "jupyter-cancel"}
+    (target / "kernel.json").write_text(json.dumps(spec))
+    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(tmp_path), os.environ.get("JUPYTER_PATH", "")])
+    return name
+
+
+@pytest.fixture
+def jupyter_path():
+    saved = os.environ.get("JUPYTER_PATH")
+    yield
+    if saved is None:
+        os.environ.pop("JUPYTER_PATH", None)
+    else:
+        os.environ["JUPYTER_PATH"] = saved
+
+
+@pytest.mark.parametrize("provisioner", [True, False])
+def test_a_bash_notebook_run_by_nbclient_leaves_nothing_with_the_provisioner(
+    provisioner, tmp_path, jupyter_path
+):
+    """bash_kernel's background jobs (a setsid tree, a double-fork daemon) after the notebook
+    ends: all gone with the provisioner; without it they outlive the kernel, as in stock Jupyter."""
+    name = _bash_spec(tmp_path, provisioner)
+    ready = tmp_path / "ready"
+    code = STARTS["bash"].format(py=sys.executable, tree=TREE, ready=ready)
+    code += f"\nwhile [ $(wc -l < {ready} 2>/dev/null || echo 0) -lt {MEMBERS} ]; do sleep 0.01; done"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(code)]
+    nb.metadata["kernelspec"] = {"name": name, "display_name": name, "language": "bash"}
+    NotebookClient(nb, timeout=120, kernel_name=name).execute()
+    pids = wait_ready(ready, MEMBERS, timeout=0.1)
+    try:
+        if provisioner:
+            _gone(pids)
+        else:
+            assert left_alive(pids), "without the provisioner the background jobs outlive the kernel"
+    finally:
+        for pid in left_alive(pids):
+            os.kill(pid, signal.SIGKILL)
+        _gone(pids)
