@@ -31,5 +31,10 @@ for spec in xpython xpython-raw; do
     mv ".venv/share/jupyter/kernels/$spec" "$tk/$spec"
   fi
 done
-.venv/bin/jupyter labextension list 2>&1 | grep -q "jupyter-cancel.*OK" || { echo "labextension not installed"; exit 1; }
+# (Checked with Jupyter's per-user folders in a temporary one: jupyter_core would otherwise
+# write its `migrated` marker into ~/.jupyter; setting up must not touch the user's home.)
+scratch=$(mktemp -d)
+JUPYTER_CONFIG_DIR="$scratch" JUPYTER_DATA_DIR="$scratch/data" IPYTHONDIR="$scratch/ipython" \
+  .venv/bin/jupyter labextension list 2>&1 | grep -q "jupyter-cancel.*OK" || { rm -rf "$scratch"; echo "labextension not installed"; exit 1; }
+rm -rf "$scratch"
 echo "$want" > "$stamp"
