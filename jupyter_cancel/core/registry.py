@@ -68,6 +68,8 @@ WAIT_SLICE = 0.05
 ANNOUNCE_AFTER = 0.5
 #: Captured processes are watched (monitor, watchdog record) once they lived this long...
 ADOPT_AFTER = 0.02
+#: How long a cancel waits for an adoption in flight (a few /proc reads: milliseconds).
+ADOPT_WAIT = 2.0
 #: ... and moved into a cgroup of their own once they lived this long.
 CGROUP_AFTER = 0.5
 
@@ -134,6 +136,9 @@ class Registry:
         #: whether a tick to adopt them is scheduled (the lock guards both).
         self._deferred: dict[str, _Deferred] = {}
         self._adopt_tick = False
+        #: Operations the tick is adopting right now (out of ``_deferred``, not yet attached):
+        #: a cancel waits for that (``ADOPT_WAIT``) instead of ending an operation without a runner.
+        self._adopting: dict[str, tuple[threading.Event, int]] = {}
         self._events: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] | None = None
         self._monitor: Monitor | None = None
         self._timer: _Timer | None = None
@@ -333,10 +338,22 @@ class Registry:
     def _adopt_deferred(self) -> None:
         """The captured processes spawned since the last tick: those still running (or whose
         tree lives on) are adopted, the others end here — one /proc listing for all of them."""
+        settled = threading.Event()
         with self._lock:
             batch = list(self._deferred.values())
             self._deferred.clear()
             self._adopt_tick = False
+            for pending in batch:
+                self._adopting[pending.op.id] = (settled, threading.get_ident())
+        try:
+            self._adopt_batch(batch)
+        finally:
+            with self._lock:
+                for pending in batch:
+                    self._adopting.pop(pending.op.id, None)
+            settled.set()
+
+    def _adopt_batch(self, batch: list[_Deferred]) -> None:
         ended = [p for p in batch if p.exited()]
         for pending in batch:
             if pending not in ended:
@@ -362,12 +379,19 @@ class Registry:
 
     def _adopt_pending(self, ops: Sequence[Operation]) -> None:
         """Adopt now the deferred ones among ``ops`` (a trigger is about to end them)."""
+        me = threading.get_ident()
         with self._lock:
-            if not self._deferred:
+            if not self._deferred and not self._adopting:
                 return
             batch = [p for p in (self._deferred.pop(op.id, None) for op in ops) if p is not None]
+            in_flight = {
+                settled for settled, thread in (self._adopting.get(op.id, (None, me)) for op in ops) if thread != me
+            }
         for pending in batch:
             self._adopt_quietly(pending)
+        for settled in in_flight:
+            if settled is not None:
+                settled.wait(ADOPT_WAIT)  # the tick is attaching their runners right now
 
     def _adopt_now(self, pending: _Deferred) -> None:
         op, pid = pending.op, pending.pid
