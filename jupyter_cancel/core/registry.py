@@ -385,7 +385,9 @@ class Registry:
                 return
             batch = [p for p in (self._deferred.pop(op.id, None) for op in ops) if p is not None]
             in_flight = {
-                settled for settled, thread in (self._adopting.get(op.id, (None, me)) for op in ops) if thread != me
+                settled
+                for settled, thread in (self._adopting.get(op.id, (None, me)) for op in ops)
+                if thread != me
             }
         for pending in batch:
             self._adopt_quietly(pending)
