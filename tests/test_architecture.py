@@ -109,3 +109,17 @@ def test_no_module_reaches_into_another_modules_private_parts():
             if node.attr in ours and node.attr not in own:
                 bad.append(f"{name}:{node.lineno} {ast.unparse(node)}")
     assert bad == []
+
+
+def test_reasons_read_the_same_in_the_kernel_and_in_the_browser():
+    """A cell's one-line stop and the labextension's widget and panel use one table of words."""
+    import re
+    from pathlib import Path
+
+    from jupyter_cancel.core.model import REASON_WORDS
+
+    tokens = (Path(__file__).resolve().parents[1] / "labextension" / "src" / "tokens.ts").read_text()
+    table = tokens[tokens.index("function describeReason") :]
+    table = table[: table.index("};")]
+    words = dict(re.findall(r"(\w+): '([^']*)'", table))
+    assert words == REASON_WORDS

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .model import describe
+
 if TYPE_CHECKING:
     from .operation import Operation
 
@@ -23,12 +25,14 @@ class Cancelled(JupyterCancelError):
         self.reason = reason
         self.message: str | None = operation.message if operation is not None else None
         name = operation.name if operation is not None else name or "operation"
-        text = reason if self.message is None else f"{reason} ({self.message})"
+        words = describe(reason)
+        text = words if self.message is None else f"{words} ({self.message})"
         super().__init__(f"{name} — {text}")
 
     def _render_traceback_(self) -> list[str]:
-        # IPython calls this instead of printing a traceback: one clear line.
-        return [f"\x1b[0;33mCancelled:\x1b[0m {self.args[0]}"]
+        # IPython calls this instead of printing a traceback: one line that reads as the stop
+        # it was ("Stopped: make -j4 — by you"), in the words the widget and the panel use.
+        return [f"\x1b[0;33mStopped:\x1b[0m {self.args[0]}"]
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (None, self.reason))

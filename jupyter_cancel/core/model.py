@@ -66,6 +66,27 @@ class Reason:
     WORKER_CLOSING = "worker_closing"
 
 
+#: A reason in words, as a cell's one-line stop and the widget and panel show it (the
+#: labextension's ``describeReason`` has the same table; a test keeps them equal).
+REASON_WORDS = {
+    Reason.USER: "by you",
+    Reason.CELL_RERUN: "cell re-run",
+    Reason.CELL_DELETED: "cell deleted",
+    Reason.KERNEL_INTERRUPT: "kernel interrupted",
+    Reason.KERNEL_RESTART: "kernel restarted",
+    Reason.KERNEL_SHUTDOWN: "kernel shut down",
+    Reason.KERNEL_DIED: "kernel died",
+    Reason.CLIENT_DISCONNECTED: "browser disconnected",
+    Reason.TAB_CLOSED: "notebook closed",
+    Reason.TIMEOUT: "timed out",
+    Reason.SERVER_SHUTDOWN: "server stopped",
+}
+
+
+def describe(reason: str) -> str:
+    return REASON_WORDS.get(reason, reason)
+
+
 #: Every source a cancel may name.
 SOURCES = frozenset(v for k, v in vars(Reason).items() if k.isupper() and isinstance(v, str))
 

@@ -224,7 +224,7 @@ def test_run_raises_cancelled_and_output_is_a_bounded_tail():
         # Cancelled from another thread once it runs (as a Stop button would).
         jc.run(["sleep", "60"], display=False, on_start=_cancel_once_running)
     assert info.value.reason == "user" and info.value.operation.exit_code == 130
-    assert info.value._render_traceback_()[0].endswith("sleep 60 — user")
+    assert info.value._render_traceback_()[0].endswith("sleep 60 — by you")
 
 
 def test_default_policy_applies_to_work_that_names_none():

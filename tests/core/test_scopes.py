@@ -47,7 +47,7 @@ def test_scope_raise_if_cancelled_and_late_callback_runs_at_once():
         assert called == [1] and s.cancelled
         s.raise_if_cancelled()
     assert info.value.reason == "user" and info.value.message == "stop please"
-    assert str(info.value).endswith("user (stop please)")
+    assert str(info.value).endswith("by you (stop please)")
     assert s.operation.state is jc.State.CANCELLED
 
 

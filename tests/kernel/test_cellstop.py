@@ -50,7 +50,7 @@ def test_busy_python_loop_stops_and_other_cells_work_lives(kernel, tmp_path):
     msg = _running(kernel, marker, "n = 1\n" + _ready(marker) + "while True:\n    n += 1\n", "loop")
     reply = _stop(kernel, "loop", "cell_rerun")
     assert reply["running"] is True and reply["cancelled"] == []
-    assert "cell_rerun" in _cancelled(kernel.collect(msg))
+    assert "cell re-run" in _cancelled(kernel.collect(msg))
     assert left_alive(tree) == tree, "another cell's work was touched"
     r = kernel.execute("print(n > 0, bg.state.value)", cell="loop")
     assert r.stdout.split() == ["True", "running"], [(e["ename"], e["evalue"]) for e in r.errors]
@@ -68,7 +68,7 @@ def test_blocked_cell_stops(kernel, tmp_path, body):
     marker = tmp_path / "in"
     msg = _running(kernel, marker, _ready(marker) + body, "c")
     assert _stop(kernel, "c")["running"] is True
-    assert "user" in _cancelled(kernel.collect(msg, timeout=30))
+    assert "by you" in _cancelled(kernel.collect(msg, timeout=30))
 
 
 def test_stop_of_a_cell_that_is_not_running_touches_nothing(kernel, tmp_path):

@@ -84,7 +84,7 @@ def test_routed_shell_escape_is_an_operation_cancelled_before_rerun(kernel):
     assert wait_gone(pids, timeout=0) == []
     old = kernel.collect(msg)
     assert old.errors and old.errors[0]["ename"] == "Cancelled"
-    assert old.errors[0]["traceback"] == ["\x1b[0;33mCancelled:\x1b[0m !sleep 1000 — cell_rerun"]
+    assert old.errors[0]["traceback"] == ["\x1b[0;33mStopped:\x1b[0m !sleep 1000 — cell re-run"]
     r = kernel.execute("!echo again", cell="bang")
     assert r.ok and r.stdout == "again\n"
     assert kernel.value("_exit_code") == 0
@@ -126,7 +126,7 @@ def test_interrupt_while_busy_cancels_foreground_and_background(kernel, tmp_path
     fg = [p for o in ops if o["cell_id"] == "fg" for p in o["pids"]]
     kernel.km.interrupt_kernel()
     r = kernel.collect(msg)
-    assert r.errors[0]["ename"] == "Cancelled" and "kernel_interrupt" in r.errors[0]["traceback"][0]
+    assert r.errors[0]["ename"] == "Cancelled" and "kernel interrupted" in r.errors[0]["traceback"][0]
     assert wait_gone(bg + fg) == []
 
 
@@ -183,7 +183,7 @@ def test_cancelled_renders_as_one_line(kernel, tmp_path):
     until_file(ready, ready.exists, 30, "the job runs")
     assert len(kernel.control({"action": "cancel", "all": True})["cancelled"]) == 1
     r = kernel.collect(msg)
-    assert r.errors[0]["traceback"] == ["\x1b[0;33mCancelled:\x1b[0m long job — user"]
+    assert r.errors[0]["traceback"] == ["\x1b[0;33mStopped:\x1b[0m long job — by you"]
 
 
 @pytest.mark.slow
@@ -252,7 +252,7 @@ def test_interrupting_an_llm_cli_stream_reads_as_one_line(kernel, tmp_path):
     kernel.km.interrupt_kernel()
     r = kernel.collect(msg)
     tb = r.errors[0]["traceback"]
-    assert tb == ["\x1b[0;33mCancelled:\x1b[0m llama-cli — kernel_interrupt"], "\n".join(tb)
+    assert tb == ["\x1b[0;33mStopped:\x1b[0m llama-cli — kernel interrupted"], "\n".join(tb)
 
 
 def test_jc_run_as_a_cells_last_line_adds_no_out_prompt(kernel):

@@ -95,7 +95,7 @@ def test_timeout_fires_with_reason_timeout(server):
     with pytest.raises(jc.Cancelled) as info:
         stream_chat("hi", url=server.url, model="demo", timeout=0.4)
     assert info.value.reason == "timeout"
-    assert "timeout" in info.value._render_traceback_()[0]
+    assert "timed out" in info.value._render_traceback_()[0]
     with pytest.raises(jc.Cancelled) as info:
         stream_cli([sys.executable, SLOW], timeout=0.4, display=False)
     assert info.value.reason == "timeout"

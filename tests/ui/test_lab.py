@@ -331,7 +331,7 @@ def test_progress_shows_progress_and_stops_on_click(lab, page, shots):
     widget.locator(".jc-op-stop").click()
     page.wait_for_selector(".jc-op[data-state=cancelled]", timeout=15000)
     nb.wait_idle()
-    assert "Cancelled: embedding — user" in nb.cell(0).inner_text()
+    assert "Stopped: embedding — by you" in nb.cell(0).inner_text()
     # A progress loop has no process: no exit code (it used to say "exit 130").
     status = widget.locator(".jc-op-status").inner_text()
     assert status.startswith("Stopped — ") and "exit" not in status, status
@@ -379,7 +379,7 @@ def test_demo_build_notebook_progress_and_stop(lab, page, shots):
     nb.wait_idle()
     ops = [o for o in lab.operations() if o["name"] == "make -j4"]
     assert ops and ops[-1]["state"] == "cancelled" and ops[-1]["pids"] == []
-    assert "Cancelled: make -j4 — user" in nb.cell(2).inner_text()
+    assert "Stopped: make -j4 — by you" in nb.cell(2).inner_text()
     nb.screenshot(shots / "build-stopped.png", nb.cell(2))
 
 
