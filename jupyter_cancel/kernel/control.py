@@ -1,13 +1,15 @@
 """The ``jupyter_cancel_request`` control-channel message: answered while a cell is busy.
 
 Content: ``{"action": "cancel" | "stop_cell" | "list" | "health" | "reassign", "operation_ids"?,
-"cell_id"?, "client_session"?, "all"?, "reason"?, "wait"?, "to"?}``. ``reassign`` moves the live
+"cell_id"?, "client_session"?, "all"?, "reason"?, "wait"?, "to"?, "msg_id"?}``. ``reassign`` moves the live
 work of ``client_session`` to the client session ``to`` (a reloaded page took it over);
 ``output`` returns the newest ``OUTPUT_TAIL`` characters of one operation's output;
 ``resources`` samples what each running process tree costs now (``{"resources": {id: …}}``,
 the running-work panel asks while it is open). ``stop_cell`` needs ``cell_id``: the cell's
 operations are cancelled as ``cancel`` does, and if it is the cell running now its Python gets
-``Cancelled`` (``"running": true`` in the reply). Reply ``jupyter_cancel_reply``:
+``Cancelled`` (``"running": true`` in the reply); if it is not, and ``msg_id`` names its
+execute request still queued (Run All), that request runs no code when the kernel reaches it
+(``"skipped": true``). Reply ``jupyter_cancel_reply``:
 ``{"status": "ok", "cancelled", "operations"}`` or ``{"status": "error", "ename", "evalue"}``.
 Nothing a client sends can raise out of the handler.
 """
@@ -29,18 +31,22 @@ REPLY = "jupyter_cancel_reply"
 #: iopub message carrying one operation change: {"event", "operation"}.
 EVENT = "jupyter_cancel_event"
 _MAX_ERROR = 300
-_KEYS = {"action", "reason", "wait", "to", *FIELDS}
+_KEYS = {"action", "reason", "wait", "to", "msg_id", *FIELDS}
 _ACTIONS = ("cancel", "stop_cell", "list", "health", "reassign", "output", "resources")
 #: Characters of an operation's output an ``output`` request returns (the newest).
 OUTPUT_TAIL = 16 * 1024
 #: ``stop_cell(cell_id, reason)`` → whether that cell was running (and was stopped).
 StopCell = Callable[[str, str], bool]
+#: ``skip(msg_id, reason)``: the execute request ``msg_id``, still queued, runs no code.
+Skip = Callable[[str, str], None]
 
 
-def handle(registry: Registry, content: Any, stop_cell: StopCell | None = None) -> dict[str, Any]:
+def handle(
+    registry: Registry, content: Any, stop_cell: StopCell | None = None, skip: Skip | None = None
+) -> dict[str, Any]:
     """Serve one request; always returns a reply content, never raises."""
     try:
-        return _handle(registry, content, stop_cell)
+        return _handle(registry, content, stop_cell, skip)
     except (ValueError, TypeError, KeyError) as err:
         return {"status": "error", "ename": type(err).__name__, "evalue": str(err)[:_MAX_ERROR]}
     except Exception as err:  # a bug here must not take the kernel down
@@ -48,7 +54,9 @@ def handle(registry: Registry, content: Any, stop_cell: StopCell | None = None) 
         return {"status": "error", "ename": type(err).__name__, "evalue": short(str(err))}
 
 
-def _handle(registry: Registry, content: Any, stop_cell: StopCell | None) -> dict[str, Any]:
+def _handle(
+    registry: Registry, content: Any, stop_cell: StopCell | None, skip: Skip | None
+) -> dict[str, Any]:
     if not isinstance(content, dict):
         raise TypeError(f"content must be an object, not {type(content).__name__}")
     unknown = set(content) - _KEYS
@@ -60,7 +68,7 @@ def _handle(registry: Registry, content: Any, stop_cell: StopCell | None) -> dic
     if action == "health":
         return {"status": "ok", **registry.health()}
     cancelled: list[str] = []
-    running = False
+    running = skipped = False
     if action == "output":
         ids = Selector.from_json(content).operation_ids or ()
         if len(ids) != 1:
@@ -81,8 +89,15 @@ def _handle(registry: Registry, content: Any, stop_cell: StopCell | None) -> dic
             raise ValueError("stop_cell needs cell_id (and no other selector)")
         reason = to_reason(content.get("reason", Reason.USER))
         # The Python first: the operations' ends must not race the raise into the cell.
+        msg_id = content.get("msg_id")
+        if msg_id is not None:
+            msg_id = to_text(msg_id, "msg_id")
         running = stop_cell(selector.cell_id, reason) if stop_cell is not None else False
         cancelled = [op.id for op in registry.cancel_where(reason, wait=False, cell_id=selector.cell_id)]
+        # Not the cell running now, and its request is known: a queued run of it (Run All).
+        skipped = not running and msg_id is not None and skip is not None
+        if skipped:
+            skip(msg_id, reason)
     if action == "cancel":
         reason = to_reason(content.get("reason", Reason.USER))
         wait = content.get("wait", True)
@@ -101,4 +116,5 @@ def _handle(registry: Registry, content: Any, stop_cell: StopCell | None) -> dic
     reply = {"status": "ok", "cancelled": cancelled, "operations": operations}
     if action == "stop_cell":
         reply["running"] = running
+        reply["skipped"] = skipped
     return reply

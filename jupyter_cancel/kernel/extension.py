@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import sys
 import threading
@@ -21,7 +22,7 @@ from typing import Any
 from ..core import api
 from ..core.capture import OwnedCapture
 from ..core.errors import Cancelled
-from ..core.model import Reason
+from ..core.model import Reason, describe
 from ..core.operation import Operation
 from ..core.registry import Registry
 from . import control, spark
@@ -31,6 +32,8 @@ from .host import KernelHost, kernel_id_of, owned_by, set_owner, tag_thread
 from .tracebacks import HiddenFrames
 
 log = logging.getLogger(__name__)
+#: Skipped requests remembered at most (one that never comes must not be kept forever).
+SKIP_MAX = 256
 
 
 class KernelIntegration:
@@ -58,6 +61,9 @@ class KernelIntegration:
         self.spark_op: Operation | None = None
         #: What a stop or interrupt that landed inside a py4j call will read as (see _busy_sigint).
         self._spark_deferred: BaseException | None = None
+        #: Queued execute requests stopped before they started: msg_id → reason.
+        self._skip: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self._skip_lock = threading.Lock()
 
     # -- install / uninstall -------------------------------------------------------
     def install(self) -> None:
@@ -74,6 +80,7 @@ class KernelIntegration:
             self._saved["unsubscribe"] = self.registry.subscribe_batch(self.publish_events)
             if not self.adapter.register_comm_target("jupyter_cancel", self._frontend_announced):
                 log.debug("no comm manager: plain output only")
+        self.shell.input_transformers_cleanup.insert(0, self._skip_transform)
         self.capture.install()
         self._patch_pools()
         self.shell.display_formatter.ipython_display_formatter.for_type(
@@ -87,6 +94,8 @@ class KernelIntegration:
     def uninstall(self) -> None:
         self.shell.display_formatter.ipython_display_formatter.pop(Operation, None)
         self.capture.uninstall()
+        if self._skip_transform in self.shell.input_transformers_cleanup:
+            self.shell.input_transformers_cleanup.remove(self._skip_transform)
         for cls, original in self._saved.pop("pools", []):
             cls._spawn_process = original
             cls.__init__ = self._saved.pop("pool_init")
@@ -176,6 +185,9 @@ class KernelIntegration:
 
     def post_run_cell(self, result: Any) -> None:
         self.stopper.ended()
+        if self._skip:
+            with self._skip_lock:
+                self._skip.pop(self._running_msg_id() or "", None)
         spark.end_run(self.spark_op)
         self.spark_op = None
         self._spark_deferred = None
@@ -231,9 +243,34 @@ class KernelIntegration:
         await original(stream, ident, parent)
 
     def control_request(self, stream: Any, ident: Any, parent: Any) -> None:
-        content = control.handle(self.registry, parent.get("content"), stop_cell=self.stopper.stop)
+        content = control.handle(
+            self.registry, parent.get("content"), stop_cell=self.stopper.stop, skip=self.skip_queued
+        )
         assert self.adapter is not None
         self.adapter.reply(stream, control.REPLY, content, parent, ident)
+
+    def skip_queued(self, msg_id: str, reason: str) -> None:
+        """A queued execute request (Run All) stopped before it started: when the kernel
+        reaches it, it runs no code, says so in one line, and its neighbours run as queued."""
+        with self._skip_lock:
+            self._skip[msg_id] = reason
+            while len(self._skip) > SKIP_MAX:  # requests that never came (an aborted queue)
+                self._skip.popitem(last=False)
+
+    def _running_msg_id(self) -> str | None:
+        parent = self.adapter.shell_parent() if self.adapter is not None else {}
+        return (parent.get("header") or {}).get("msg_id")
+
+    def _skip_transform(self, lines: list[str]) -> list[str]:
+        """IPython's first input transformer: a skipped request's code is replaced by the note
+        (ipykernel may transform a cell twice: the entry goes at the run's end)."""
+        if not self._skip:
+            return lines
+        reason = self._skip.get(self._running_msg_id() or "")
+        if reason is None:
+            return lines
+        note = f"Stopped before it ran — {describe(reason)}"
+        return [f"print({note!r})\n"]
 
     def _frontend_announced(self, comm: Any, msg: Any) -> None:
         self.host.rich = True

@@ -32,6 +32,8 @@ import { MODULE_NAME, MODULE_VERSION, OperationModel, OperationView } from './wi
 
 const PLUGIN_ID = 'jupyter-cancel:plugin';
 const STOP_CELL = 'jupyter-cancel:stop-cell';
+/** A queued cell stopped before it ran (the kernel will skip its request). */
+const SKIPPED_CLASS = 'jc-cell-skipped';
 const STOP_NOTEBOOK = 'jupyter-cancel:stop-notebook-work';
 const STOP_ALL = 'jupyter-cancel:stop-all-work';
 const OPEN_PANEL = 'jupyter-cancel:open-panel';
@@ -398,7 +400,8 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
     // Stop one cell (its Python and its work), from the cell toolbar or the context menu.
     app.commands.addCommand(STOP_CELL, {
       label: 'Stop this cell',
-      caption: 'Stop this running cell: its Python and its work; other cells keep theirs',
+      caption:
+        'Stop this cell: its Python and its work if it runs, or, queued, before it starts; other cells keep theirs',
       icon: stopIcon,
       // Code cells only: a greyed stop on a markdown cell read as "remove".
       isVisible: () => tracker.activeCell?.model.type === 'code',
@@ -408,9 +411,24 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
       },
       execute: async () => {
         const kernel = tracker.currentWidget?.sessionContext.session?.kernel;
-        const model = tracker.activeCell?.model;
-        if (kernel && model) {
-          await stopCell(kernel, model.id, 'user');
+        const cell = tracker.activeCell;
+        if (kernel && cell) {
+          // A cell Run All queued behind another: its request is skipped when the kernel reaches it.
+          const msgId =
+            cell instanceof CodeCell ? cell.outputArea.future?.msg.header.msg_id : undefined;
+          const reply = await stopCell(kernel, cell.model.id, 'user', msgId);
+          if (reply?.skipped) {
+            // Queued and stopped: dimmed until the kernel has passed it by.
+            cell.addClass(SKIPPED_CLASS);
+            const model = cell.model as ICodeCellModel;
+            const passed = () => {
+              if (model.executionState !== 'running') {
+                cell.removeClass(SKIPPED_CLASS);
+                model.stateChanged.disconnect(passed);
+              }
+            };
+            model.stateChanged.connect(passed);
+          }
         }
       }
     });

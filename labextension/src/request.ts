@@ -148,11 +148,17 @@ export async function hasExtension(kernel: Kernel.IKernelConnection): Promise<bo
 export async function stopCell(
   kernel: Kernel.IKernelConnection,
   cellId: string,
-  reason = 'user'
+  reason = 'user',
+  msgId?: string
 ): Promise<{ [key: string]: any } | null> {
   if (!(await hasExtension(kernel))) {
     await kernel.interrupt();
     return null;
   }
-  return controlRequest(kernel, { action: 'stop_cell', cell_id: cellId, reason });
+  // msgId: the cell's execute request, if one was sent: still queued (Run All), it is skipped.
+  const content: IControlRequest = { action: 'stop_cell', cell_id: cellId, reason };
+  if (msgId) {
+    content.msg_id = msgId;
+  }
+  return controlRequest(kernel, content);
 }

@@ -60,6 +60,8 @@ export interface ICancelRequest extends ISelector {
  */
 export interface IControlRequest extends ICancelRequest {
   action: 'cancel' | 'stop_cell' | 'list' | 'health';
+  /** stop_cell: the cell's execute request, skipped if it is still queued. */
+  msg_id?: string;
 }
 
 /** What the kernel reports when a stopped cell still runs after its bound. */

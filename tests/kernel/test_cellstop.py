@@ -183,3 +183,30 @@ def test_stream_is_disconnected_and_the_cell_stops(kernel, tmp_path, llm_server,
     assert llm_server.wait_for("disconnects", 1, 10), llm_server.stats()
     _cancelled(kernel.collect(msg))
     assert llm_server.stats()["active"] == 0
+
+
+def test_a_queued_cell_stopped_before_it_runs_is_skipped_and_its_neighbours_run(kernel, tmp_path):
+    """Run All sent three cells; the second is stopped while the first runs: when the kernel
+    reaches it, it runs no code and says so; the third runs as queued."""
+    release, second, third = tmp_path / "release", tmp_path / "second", tmp_path / "third"
+    first = kernel.send(
+        f"import os, time\nwhile not os.path.exists({str(release)!r}):\n    time.sleep(0.01)", cell="one"
+    )
+    queued = kernel.send(f"open({str(second)!r}, 'w').close()", cell="two")
+    last = kernel.send(f"open({str(third)!r}, 'w').close()", cell="three")
+    reply = kernel.control({"action": "stop_cell", "cell_id": "two", "msg_id": queued, "reason": "user"})
+    assert reply["running"] is False and reply["skipped"] is True, reply
+    release.write_text("go")
+    assert kernel.collect(first).ok
+    skipped = kernel.collect(queued)
+    assert skipped.ok and skipped.stdout == "Stopped before it ran — by you\n"
+    assert kernel.collect(last).ok
+    assert third.exists() and not second.exists()
+    # Run again on purpose, the same cell runs.
+    assert kernel.execute(f"open({str(second)!r}, 'w').close()", cell="two").ok
+    assert second.exists()
+
+
+def test_a_skip_request_names_its_request_as_text(kernel):
+    reply = kernel.control({"action": "stop_cell", "cell_id": "x", "msg_id": ["not", "text"]})
+    assert reply["status"] == "error" and reply["ename"] == "ValueError"

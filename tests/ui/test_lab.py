@@ -556,7 +556,7 @@ def test_rerun_of_a_busy_python_loop_starts_the_new_run_other_work_lives(lab, pa
     button = nb.cell(1).locator(".jp-cell-toolbar [data-command='jupyter-cancel:stop-cell']")
     nb.screenshot(shots / "cell-stop-toolbar.png")
     button.click()
-    nb.cell(1).locator(".jp-OutputArea-output", has_text="Cancelled").wait_for()
+    nb.cell(1).locator(".jp-OutputArea-output", has_text="Stopped: this cell").wait_for()
     nb.wait_idle()
     assert [p for p in bg if alive(p)] == bg
     # The running cell's row in the panel.
@@ -598,6 +598,30 @@ def test_panel_tells_the_running_cell_from_the_queued_ones(lab, page):
     running.locator(".jc-cell-stop").click()
     nb.wait_idle()
     page.locator(".jc-cell-row").first.wait_for(state="detached")
+
+
+def test_run_all_then_stop_a_queued_cell_skips_it_and_runs_its_neighbours(lab, page, shots):
+    """Run All over five cells; the third is stopped from its toolbar while the first runs:
+    the third never runs (one line says so), the others run as queued."""
+    ready, release, ran = lab.root / "runall-ready", lab.root / "runall-release", lab.root / "runall-ran"
+    first = (
+        f"import os, pathlib, time\npathlib.Path({str(ready)!r}).write_text('1')\n"
+        f"while not os.path.exists({str(release)!r}):\n    time.sleep(0.05)"
+    )
+    others = [f"open({str(ran)!r}, 'a').write('{i}\\n')" for i in range(1, 5)]
+    nb = NotebookPage(lab, page, lab.notebook("runall.ipynb", [first, *others]))
+    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+    until_file(ready, ready.exists, 60, "the first cell runs")
+    nb.cell(2).locator(".jp-InputArea-prompt").click()
+    nb.cell(2).locator(".jp-cell-toolbar [data-command='jupyter-cancel:stop-cell']").click()
+    page.locator(".jp-Cell.jc-cell-skipped").wait_for()  # the kernel answered: it will skip it
+    release.write_text("go")
+    nb.cell(2).locator(".jp-OutputArea-output", has_text="Stopped before it ran").wait_for()
+    nb.wait_idle()
+    until_file(ran, lambda: ran.read_text().split() == ["1", "3", "4"], 30, "cells 1, 3 and 4 ran")
+    assert page.locator(".jp-Cell.jc-cell-skipped").count() == 0  # passed by: no longer dimmed
+    nb.screenshot(shots / "run-all-queued-stop.png")
 
 
 def test_rerun_of_a_cell_reading_an_openai_stream_disconnects_it(lab, page):
@@ -651,7 +675,7 @@ def test_a_cell_stuck_after_stop_is_reported_with_the_interrupt_offered(lab, pag
     page.locator(".jp-SideBar [title='Running work (jupyter_cancel)']").click()
     page.locator(".jc-cell-row .jc-cell-interrupt").wait_for()
     release.write_text("go")
-    nb.cell(0).locator(".jp-OutputArea-output", has_text="Cancelled").wait_for()
+    nb.cell(0).locator(".jp-OutputArea-output", has_text="Stopped: this cell").wait_for()
     assert "after" not in nb.cell(0).locator(".jp-OutputArea").inner_text()
 
 
