@@ -42,9 +42,22 @@ def test_notebook_executes(name, tmp_path, monkeypatch):
         assert "40 tokens" in text
 
 
-def test_progress_without_the_extension_is_one_line_redrawn(tmp_path):
+#: nbconvert / papermill kernels: the kernel extension loads itself (installed is enough), or
+#: is switched off (then ``jc.progress`` draws without it).
+KERNELS = pytest.mark.parametrize("extension", ["autoloaded", "off"])
+
+
+def _kernel_env(monkeypatch, extension: str) -> None:
+    if extension == "off":
+        monkeypatch.setenv("JUPYTER_CANCEL_KERNEL_EXTENSION", "0")
+
+
+@KERNELS
+def test_progress_without_a_frontend_is_one_line_redrawn(tmp_path, monkeypatch, extension):
     """``nbconvert --execute`` (no server, no labextension, no ``%load_ext``): a progress bar
-    is one display updated in place, like tqdm's line, not one red stderr line per update."""
+    is one display updated in place whose text is tqdm's line, not one red stderr line per
+    update — with the kernel extension (an HTML bar beside the text) or without it."""
+    _kernel_env(monkeypatch, extension)
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell(
@@ -57,14 +70,17 @@ def test_progress_without_the_extension_is_one_line_redrawn(tmp_path):
     ).execute()
     outputs = nb.cells[0].outputs
     assert [o.output_type for o in outputs] == ["display_data"], outputs
+    assert ("text/html" in outputs[0].data) == (extension == "autoloaded"), outputs  # the HTML bar
     line = outputs[0].data["text/plain"]
     assert (
         line.startswith("plain: 100%|") and "40/40 [" in line and "it/s]" in line and "completed" in line
     ), line
 
 
-def test_nested_progress_bars_with_leave_false_leave_only_the_outer_one(tmp_path):
+@KERNELS
+def test_nested_progress_bars_with_leave_false_leave_only_the_outer_one(tmp_path, monkeypatch, extension):
     """tqdm's nesting: the inner loop's bar (``leave=False``) goes once it completes."""
+    _kernel_env(monkeypatch, extension)
     nb = nbformat.v4.new_notebook()
     nb.cells = [
         nbformat.v4.new_code_cell(

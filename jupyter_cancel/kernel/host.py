@@ -243,11 +243,15 @@ class KernelHost(api.Host):
 
 
 class _HtmlBar:
-    """A plain HTML progress bar updated in place: works in every frontend."""
+    """A plain HTML progress bar updated in place: works in every frontend. Its text form is
+    tqdm's line (what a notebook run by nbconvert or papermill keeps as ``text/plain``)."""
 
     def __init__(self, bar: api.Progress, display: Any) -> None:
         self.bar = bar
-        self.handle = display(_Html(self._html()), display_id=True)
+        self.handle = display(self._shown(), display_id=True)
+
+    def _shown(self) -> _Html:
+        return _Html(self._html(), api.progress_line(self.bar))
 
     def _html(self) -> str:
         bar, op = self.bar, self.bar.operation
@@ -261,20 +265,21 @@ class _HtmlBar:
 
     def render(self) -> None:
         if self.handle is not None:
-            self.handle.update(_Html(self._html()))
+            self.handle.update(self._shown())
 
     def clear(self) -> None:
         """``leave=False``: the completed bar goes."""
         if self.handle is not None:
-            self.handle.update(_Html(""))
+            self.handle.update(_Html("", ""))
 
 
 class _Html:
-    def __init__(self, markup: str) -> None:
+    def __init__(self, markup: str, text: str) -> None:
         self.markup = markup
+        self.text = text
 
     def _repr_html_(self) -> str:
         return self.markup
 
     def __repr__(self) -> str:
-        return "progress"
+        return self.text
