@@ -46,10 +46,14 @@ def is_kernel_command(argv: list[str]) -> bool:
     return False
 
 
+def kernel_switched_off(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+    """``JUPYTER_CANCEL_KERNEL_EXTENSION=0`` (``off``, ``false``, ``no``): not in this kernel."""
+    return environ.get(SWITCH_ENV, "").strip().lower() in ("0", "off", "false", "no")
+
+
 def switched_off(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
-    if environ.get(SWITCH_ENV, "").strip().lower() in ("0", "off", "false", "no"):
-        return True
-    return os.path.exists(OFF_MARKER)
+    """Autoload is off for this kernel, or for the whole environment."""
+    return kernel_switched_off(environ) or os.path.exists(OFF_MARKER)
 
 
 def add_argument(argv: list[str]) -> bool:

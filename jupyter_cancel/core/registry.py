@@ -384,16 +384,12 @@ class Registry:
             if not self._deferred and not self._adopting:
                 return
             batch = [p for p in (self._deferred.pop(op.id, None) for op in ops) if p is not None]
-            in_flight = {
-                settled
-                for settled, thread in (self._adopting.get(op.id, (None, me)) for op in ops)
-                if thread != me
-            }
+            # (Never on the tick's own thread: a timeout cancel runs there.)
+            in_flight = {entry[0] for op in ops if (entry := self._adopting.get(op.id)) and entry[1] != me}
         for pending in batch:
             self._adopt_quietly(pending)
         for settled in in_flight:
-            if settled is not None:
-                settled.wait(ADOPT_WAIT)  # the tick is attaching their runners right now
+            settled.wait(ADOPT_WAIT)  # the tick is attaching their runners right now
 
     def _adopt_now(self, pending: _Deferred) -> None:
         op, pid = pending.op, pending.pid

@@ -23,7 +23,7 @@ import os
 import sys
 from typing import Any
 
-from _jupyter_cancel_autoload import ARGUMENT, OFF_MARKER, SWITCH_ENV
+from _jupyter_cancel_autoload import ARGUMENT, OFF_MARKER, SWITCH_ENV, kernel_switched_off
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ __all__ = ["ARGUMENTS", "SETTINGS_ENV", "SWITCH_ENV", "command"]
 
 
 def switched_off() -> bool:
-    return os.environ.get(SWITCH_ENV, "").strip().lower() in ("0", "off", "false", "no")
+    return kernel_switched_off()
 
 
 def load_ipython_extension(shell: Any) -> None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-import time
 from typing import Any
 
 from ..core.model import State
@@ -105,8 +104,6 @@ class SparkJobs:
     def __init__(self, targets: list[Any], tag: str) -> None:
         self.targets = targets
         self.tag = tag
-        self._cancelled = threading.Event()
-        self.cancelled_at: float | None = None
 
     # -- the runner protocol ------------------------------------------------------------------
     def pids(self) -> list[int]:
@@ -125,13 +122,11 @@ class SparkJobs:
         return op.wait(timeout).done
 
     def _cancel(self, op: Operation) -> None:
-        self.cancelled_at = time.time()
         for target in self.targets:
             try:
                 target.cancel(self.tag)
             except Exception as err:  # a session stopped meanwhile: nothing of it runs
                 log.debug("cancelling Spark jobs tagged %s on %s: %s", self.tag, target.kind, err)
-        self._cancelled.set()
         op.registry.finish(op, State.CANCELLED)
 
     # -- the cell run -----------------------------------------------------------------------
@@ -152,7 +147,7 @@ class SparkJobs:
                     target.untag(self.tag)
             except Exception as err:
                 log.debug("ending the Spark run on %s: %s", target.kind, err)
-        if not self._cancelled.is_set():
+        if not op.cancel_requested:  # (a cancelled run is finished by its cancel)
             op.registry.finish(op, State.COMPLETED)
 
 

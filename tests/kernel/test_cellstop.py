@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from jupyter_cancel.llm.devserver import DevServer
@@ -189,9 +191,8 @@ def test_a_queued_cell_stopped_before_it_runs_is_skipped_and_its_neighbours_run(
     """Run All sent three cells; the second is stopped while the first runs: when the kernel
     reaches it, it runs no code and says so; the third runs as queued."""
     release, second, third = tmp_path / "release", tmp_path / "second", tmp_path / "third"
-    first = kernel.send(
-        f"import os, time\nwhile not os.path.exists({str(release)!r}):\n    time.sleep(0.01)", cell="one"
-    )
+    os.mkfifo(release)  # the first cell blocks reading it until the test writes
+    first = kernel.send(f"open({str(release)!r}).read()", cell="one")
     queued = kernel.send(f"open({str(second)!r}, 'w').close()", cell="two")
     last = kernel.send(f"open({str(third)!r}, 'w').close()", cell="three")
     reply = kernel.control({"action": "stop_cell", "cell_id": "two", "msg_id": queued, "reason": "user"})

@@ -203,11 +203,7 @@ def test_a_notebook_that_finishes_leaves_nothing_behind(tmp_path):
     papermill = pytest.importorskip("papermill")
     code, ready = _start(tmp_path, busy=False)  # a tree left running by the last cell
     # (The cell returns once its tree is up, as a cell that starts a server does.)
-    code += (
-        "import os, time\n"
-        f"while not os.path.exists({str(ready)!r}) or len(open({str(ready)!r}).read().split()) < {MEMBERS}:\n"
-        "    time.sleep(0.01)\n"
-    )
+    code += f"from pathlib import Path\nfrom tests.helpers.procs import wait_ready\nwait_ready(Path({str(ready)!r}), {MEMBERS}, 60)\n"
     source, out = tmp_path / "in.ipynb", tmp_path / "out.ipynb"
     nbformat.write(_notebook(code), source)
     papermill.execute_notebook(
@@ -308,7 +304,11 @@ def test_a_bash_notebook_run_by_nbclient_leaves_nothing_with_the_provisioner(
     name = _bash_spec(tmp_path, provisioner)
     ready = tmp_path / "ready"
     code = STARTS["bash"].format(py=sys.executable, tree=TREE, ready=ready)
-    code += f"\nwhile [ $(wc -l < {ready} 2>/dev/null || echo 0) -lt {MEMBERS} ]; do sleep 0.01; done"
+    # (The cell returns once the jobs are up: the tests' own wait, on the ready file's events.)
+    code += (
+        f"\n{sys.executable} -c 'from pathlib import Path; from tests.helpers.procs import wait_ready; "
+        f'wait_ready(Path("{ready}"), {MEMBERS}, 60)\''
+    )
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell(code)]
     nb.metadata["kernelspec"] = {"name": name, "display_name": name, "language": "bash"}

@@ -93,9 +93,8 @@ class Spark:
 
     def job_runs(self, cell: str) -> str:
         """Send a job that runs until cancelled as ``cell``; return once Spark runs it."""
-        code = CONNECT_JOB if self.connect else LONG_JOB
         before = len(self.running_jobs())
-        msg = self.kernel.send(code, cell=cell)
+        msg = self.kernel.send(_job(self), cell=cell)
         until(lambda: len(self.running_jobs()) > before, 120, f"a running job of cell {cell}")
         return msg
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import time
@@ -604,10 +605,8 @@ def test_run_all_then_stop_a_queued_cell_skips_it_and_runs_its_neighbours(lab, p
     """Run All over five cells; the third is stopped from its toolbar while the first runs:
     the third never runs (one line says so), the others run as queued."""
     ready, release, ran = lab.root / "runall-ready", lab.root / "runall-release", lab.root / "runall-ran"
-    first = (
-        f"import os, pathlib, time\npathlib.Path({str(ready)!r}).write_text('1')\n"
-        f"while not os.path.exists({str(release)!r}):\n    time.sleep(0.05)"
-    )
+    os.mkfifo(release)  # the first cell blocks reading it until the test writes
+    first = f"import pathlib\npathlib.Path({str(ready)!r}).write_text('1')\nopen({str(release)!r}).read()"
     others = [f"open({str(ran)!r}, 'a').write('{i}\\n')" for i in range(1, 5)]
     nb = NotebookPage(lab, page, lab.notebook("runall.ipynb", [first, *others]))
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
