@@ -1,13 +1,20 @@
 """What capture costs a spawn (not a test): a stock kernel and a kernel with jupyter_cancel,
 side by side in one run, the same work timed inside each, rounds interleaved.
 
-    .venv/bin/python bench/spawn_cost.py [--rounds 3] [--mp]
+    .venv/bin/python bench/spawn_cost.py [--rounds 3] [--pairs 15] [--mp]
 
 Per round and kernel: p50 of 200 ``subprocess.run(["true"])``, ``os.system("true")`` and
 ``check_output(["echo", "x"])``; a loop of 1000 ``subprocess.run(["true"])``; a
 ``ProcessPoolExecutor(2)`` started and mapped over 200 items; zombies left under the kernel
 after 10 re-runs of a plain ``Popen`` cell. ``--mp``: CPython's multiprocessing process tests
 (spawn start method) timed in each kernel too. Figures are the median over rounds.
+
+The loop of 1000 is also measured in ``--pairs`` back-to-back pairs (the two kernels in turn,
+the order swapped every pair: ABBA), the ratio taken within each pair and its median reported:
+a machine that slows down for a minute slows both halves of a pair alike, where medians taken
+separately per kernel minutes apart carry that drift into the ratio. Each loop also reports the
+kernel's CPU (every thread, ``time.process_time``) per spawn, read after the capture's tick has
+settled: work done after the loop returns counts too.
 """
 
 from __future__ import annotations
@@ -42,6 +49,11 @@ WORK = {
         "(time.perf_counter())"
     ),
 }
+LOOP = (
+    "(lambda s, c: ([subprocess.run(['true']) for _ in range(1000)],"
+    " time.perf_counter() - s, time.sleep(0.2), (time.process_time() - c) * 1000)[1::2])"
+    "(time.perf_counter(), time.process_time())"
+)
 POOL = (
     "import concurrent.futures\n"
     "_s = time.perf_counter()\n"
@@ -73,6 +85,36 @@ def measure(k: Kernel) -> dict[str, float]:
     return out
 
 
+def paired_loops(kernels: dict[str, Kernel], pairs: int) -> dict[str, dict[str, float]]:
+    """The 1000-spawn loop in ABBA pairs: per pair the ratio of wall times, and CPU per spawn."""
+    (a, ka), (b, kb) = kernels.items()
+    for k in (ka, kb):
+        k.execute(P50, cell="setup")
+        k.value(LOOP, cell="loop", timeout=300)  # warm-up, not counted
+    walls: dict[str, list[float]] = {a: [], b: []}
+    cpus: dict[str, list[float]] = {a: [], b: []}
+    for i in range(pairs):
+        for name, k in ((a, ka), (b, kb)) if i % 2 == 0 else ((b, kb), (a, ka)):
+            wall, cpu_ms = k.value(LOOP, cell="loop", timeout=300)
+            walls[name].append(float(wall))
+            cpus[name].append(float(cpu_ms))  # ms over 1000 spawns = µs per spawn
+    ratios = sorted(y / x for x, y in zip(walls[a], walls[b], strict=True))
+    return {
+        "1000 x subprocess.run(['true']), ratio within ABBA pairs": {
+            "pairs": pairs,
+            "median": round(statistics.median(ratios), 3),
+            "quartiles": [round(q, 3) for q in statistics.quantiles(ratios, n=4)[::2]],
+            f"{a} s": round(statistics.median(walls[a]), 3),
+            f"{b} s": round(statistics.median(walls[b]), 3),
+        },
+        "kernel CPU per spawn (all threads) us": {
+            a: round(statistics.median(cpus[a]), 1),
+            b: round(statistics.median(cpus[b]), 1),
+            "delta": round(statistics.median(cpus[b]) - statistics.median(cpus[a]), 1),
+        },
+    }
+
+
 def mp_tests(k: Kernel) -> float:
     started = time.perf_counter()
     result = cpython.run(k, ["mp:spawn"])
@@ -83,11 +125,15 @@ def mp_tests(k: Kernel) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--pairs", type=int, default=15)
     ap.add_argument("--mp", action="store_true")
     args = ap.parse_args()
     kernels = {"stock": Kernel(load_ext=False), "jupyter_cancel": Kernel(load_ext=True)}
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in kernels}
+    paired: dict[str, dict[str, float]] = {}
     try:
+        if args.pairs:
+            paired = paired_loops(kernels, args.pairs)
         for _ in range(args.rounds):
             for name, k in kernels.items():
                 runs[name].append(measure(k))
@@ -99,7 +145,7 @@ def main() -> None:
         for k in kernels.values():
             k.close()
     table: dict[str, dict[str, float]] = {}
-    for label in runs["stock"][0]:
+    for label in runs["stock"][0] if runs["stock"] else ():
         stock = statistics.median(r[label] for r in runs["stock"] if label in r)
         ours = statistics.median(r[label] for r in runs["jupyter_cancel"] if label in r)
         row = {"stock": round(stock, 3), "jupyter_cancel": round(ours, 3)}
@@ -108,7 +154,7 @@ def main() -> None:
                 ours - stock if "p50" in label else ours / stock, 3
             )
         table[label] = row
-    print(json.dumps({"rounds": args.rounds, "figures": table}, indent=1))
+    print(json.dumps({"rounds": args.rounds, "figures": table, "paired": paired}, indent=1))
 
 
 if __name__ == "__main__":

@@ -178,7 +178,9 @@ class Capture:
     @contextlib.contextmanager
     def _spawning(self, argv: Any) -> Iterator[str]:
         """A new operation id for one spawn, announced before and withdrawn if it fails."""
-        op_id = new_id(detached=self.detached is not None and self.detached())
+        # (Asked once per spawn: the Popen route reads the answer back from ``_local``.)
+        _local.detached = detached = self.detached is not None and self.detached()
+        op_id = new_id(detached=detached)
         if self.on_prepare is not None:
             try:
                 self.on_prepare(op_id, argv)
@@ -207,7 +209,7 @@ class Capture:
                     original(popen, args, *more, **kwargs)
                 return
             with capture._spawning(args) as op_id:
-                if capture.detached is not None and capture.detached() and len(more) < 12:
+                if _local.detached and len(more) < 12:
                     kwargs.setdefault("start_new_session", True)
                 if inherits:
                     with _cookie_in_environ(op_id):
@@ -298,7 +300,7 @@ class OwnedCapture(Capture):
             self._captured,
             self._prepare,
             self._failed,
-            detached=lambda: policy() is Policy.DETACH,
+            detached=self._detached,
             machinery=machinery,
         )
         self.registry = registry
@@ -307,9 +309,15 @@ class OwnedCapture(Capture):
         self._expected: dict[str, Operation] = {}
         self._lock = threading.Lock()
 
+    def _detached(self) -> bool:
+        """Asked first for each spawn: the policy is kept for this spawn's ``_prepare``."""
+        _local.policy = policy = self.policy()
+        return policy is Policy.DETACH
+
     def _prepare(self, op_id: str, argv: Any) -> None:
         name = argv if isinstance(argv, str) else shlex.join(str(a) for a in argv) if argv else "process"
-        policy, owner = self.policy(), self.owner()
+        policy = _local.__dict__.pop("policy", None) or self.policy()
+        owner = self.owner()
         if policy is Policy.CANCEL and getattr(_local, "caller", "").startswith(HELPER_LIBRARIES):
             policy = Policy.KERNEL  # a library's session helper: the kernel's, not this cell's
             owner = {k: v for k, v in owner.items() if k not in _CELL_TAGS}

@@ -80,7 +80,7 @@ _RUNNING = object()
 class _Deferred:
     """A captured child pinned by its pidfd, not yet watched."""
 
-    __slots__ = ("_popen", "cgroup", "fd", "op", "pid")
+    __slots__ = ("_popen", "_status", "cgroup", "fd", "op", "pid")
 
     def __init__(self, op: Operation, pid: int, fd: int | None, popen: Any, cgroup: bool) -> None:
         self.op = op
@@ -89,6 +89,8 @@ class _Deferred:
         self.fd = fd
         self._popen = weakref.ref(popen) if popen is not None else None
         self.cgroup = cgroup
+        #: Its exit status once read (it cannot change after).
+        self._status: Any = _RUNNING
 
     def popen(self) -> Any:
         return self._popen() if self._popen is not None else None
@@ -99,15 +101,20 @@ class _Deferred:
     def status(self, running: Any = None) -> Any:
         """Its exit status without reaping it (None if its caller reaped it and kept none;
         ``running`` while it runs) — one ``waitid`` on its pidfd."""
+        if self._status is not _RUNNING:
+            return self._status
         try:
             if self.fd is not None:
                 info = os.waitid(os.P_PIDFD, self.fd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             else:
                 info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
-            popen = self.popen()
+            popen = self.popen()  # (its returncode may be a moment behind its reaping: not kept)
             return popen.returncode if popen is not None else None
-        return running if info is None else exit_status(info)
+        if info is None:
+            return running
+        self._status = exit_status(info)
+        return self._status
 
     def close(self) -> None:
         if self.fd is not None:

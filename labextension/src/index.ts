@@ -1,7 +1,7 @@
 import { IJupyterWidgetRegistry } from '@jupyter-widgets/base';
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { ICommandPalette, Notification } from '@jupyterlab/apputils';
-import { CodeCell, ICodeCellModel } from '@jupyterlab/cells';
+import { Cell, CodeCell, ICodeCellModel } from '@jupyterlab/cells';
 import {
   INotebookCellExecutor,
   INotebookTracker,
@@ -288,6 +288,25 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
       const sent = cell instanceof CodeCell ? cell.outputArea.future?.msg.header.msg_id : undefined;
       return now !== undefined && sent !== undefined && sent !== now;
     };
+    // Stop one cell from the toolbar, the context menu or the panel: running, its Python and
+    // its work; queued behind another (Run All), its request is skipped when the kernel reaches it.
+    const stopCellWidget = async (kernel: Kernel.IKernelConnection, cell: Cell): Promise<void> => {
+      const msgId =
+        cell instanceof CodeCell ? cell.outputArea.future?.msg.header.msg_id : undefined;
+      const reply = await stopCell(kernel, cell.model.id, 'user', msgId);
+      if (reply?.skipped) {
+        // Queued and stopped: dimmed until the kernel has passed it by.
+        cell.addClass(SKIPPED_CLASS);
+        const model = cell.model as ICodeCellModel;
+        const passed = () => {
+          if (model.executionState !== 'running') {
+            cell.removeClass(SKIPPED_CLASS);
+            model.stateChanged.disconnect(passed);
+          }
+        };
+        model.stateChanged.connect(passed);
+      }
+    };
     const runningCells = (): IRunningCell[] => {
       for (const id of [...stuckCells]) {
         const found = tracker.find(p => p.content.widgets.some(c => c.model.id === id));
@@ -307,7 +326,8 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
               label: `cell ${index + 1} · ${panel.title.label}`, // the cell first: a narrow panel cuts the end
               stuck: stuckCells.has(model.id),
               queued: queued(kernel, cell),
-              stop: () => stopCell(kernel, model.id, 'user').then(() => undefined),
+              skipped: cell.hasClass(SKIPPED_CLASS),
+              stop: () => stopCellWidget(kernel, cell),
               interrupt: () => kernel.interrupt(),
               reveal: () => {
                 app.shell.activateById(panel.id);
@@ -413,22 +433,7 @@ const mainPlugin: JupyterFrontEndPlugin<void> = {
         const kernel = tracker.currentWidget?.sessionContext.session?.kernel;
         const cell = tracker.activeCell;
         if (kernel && cell) {
-          // A cell Run All queued behind another: its request is skipped when the kernel reaches it.
-          const msgId =
-            cell instanceof CodeCell ? cell.outputArea.future?.msg.header.msg_id : undefined;
-          const reply = await stopCell(kernel, cell.model.id, 'user', msgId);
-          if (reply?.skipped) {
-            // Queued and stopped: dimmed until the kernel has passed it by.
-            cell.addClass(SKIPPED_CLASS);
-            const model = cell.model as ICodeCellModel;
-            const passed = () => {
-              if (model.executionState !== 'running') {
-                cell.removeClass(SKIPPED_CLASS);
-                model.stateChanged.disconnect(passed);
-              }
-            };
-            model.stateChanged.connect(passed);
-          }
+          await stopCellWidget(kernel, cell);
         }
       }
     });

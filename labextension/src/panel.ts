@@ -12,6 +12,8 @@ export interface IRunningCell {
   stuck: boolean;
   /** Sent to the kernel, waiting behind the cell that runs now. */
   queued?: boolean;
+  /** Queued and stopped: the kernel will skip it. */
+  skipped?: boolean;
   stop: () => Promise<void>;
   interrupt: () => Promise<void>;
   reveal: () => void;
@@ -208,30 +210,52 @@ export class OperationsPanel extends Widget {
     }
     const live = this.store.live().length;
     this._count.textContent = `${live} running`;
+    this.showEmpty();
+  }
+
+  /** The "nothing has run" line, while neither a cell nor an operation is listed. */
+  private showEmpty(): void {
     this._empty.style.display =
       this.store.operations().length || this._cells.childElementCount ? 'none' : '';
   }
 
   private renderCells(): void {
     const cells = this.runningCells();
-    const key = JSON.stringify(cells.map(cell => [cell.id, cell.label, cell.stuck, cell.queued]));
+    const key = JSON.stringify(
+      cells.map(cell => [cell.id, cell.label, cell.stuck, cell.queued, cell.skipped])
+    );
     if (key === this._cellsKey) {
       return;
     }
     this._cellsKey = key;
     this._cells.textContent = '';
+    this.renderCellRows(cells);
+    this.showEmpty();
+  }
+
+  private renderCellRows(cells: IRunningCell[]): void {
     for (const cell of cells) {
       const row = document.createElement('li');
-      row.className = `jc-row jc-cell-row ${cell.queued ? 'jc-cell-queued' : 'jc-state-running'}`;
+      const state = cell.skipped
+        ? 'jc-cell-skipped-row'
+        : cell.queued
+          ? 'jc-cell-queued'
+          : 'jc-state-running';
+      row.className = `jc-row jc-cell-row ${state}`;
       row.dataset.cell = cell.id;
       row.title = `${cell.label}: ${cell.queued ? 'queued' : 'running'}\nclick to show the cell`;
       const head = document.createElement('div');
       head.className = 'jc-row-head';
       const name = document.createElement('span');
       name.className = 'jc-row-name';
-      name.textContent = cell.queued ? `⏸ ${cell.label} (queued)` : `▶ ${cell.label}`;
-      if (cell.queued) {
-        // Waiting behind the running cell: nothing of it runs yet, nothing to stop.
+      // (Plain text for the queued states: not every system font has the media glyphs.)
+      name.textContent = cell.skipped
+        ? `${cell.label} (will be skipped)`
+        : cell.queued
+          ? `${cell.label} (queued)`
+          : `▶ ${cell.label}`;
+      if (cell.skipped) {
+        // Stopped while queued: the kernel passes it by, nothing left to stop.
         head.appendChild(name);
         row.appendChild(head);
         row.onclick = () => cell.reveal();
@@ -240,8 +264,10 @@ export class OperationsPanel extends Widget {
       }
       const stop = document.createElement('button');
       stop.className = 'jc-row-stop jc-cell-stop jp-mod-styled jp-mod-warn';
-      stop.textContent = '■ Stop cell';
-      stop.title = `Stop ${cell.label} (its Python and its work)`;
+      stop.textContent = '■ Stop';
+      stop.title = cell.queued
+        ? `Stop ${cell.label} before it starts: the kernel skips it, the cells around it run`
+        : `Stop ${cell.label} (its Python and its work)`;
       stop.setAttribute('aria-label', stop.title);
       stop.onclick = event => {
         event.stopPropagation();

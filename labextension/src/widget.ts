@@ -96,7 +96,7 @@ export class OperationView extends DOMWidgetView {
         : '100%';
     const rate = m.get('rate') as string;
     this._count.textContent = determinate
-      ? `${n} / ${total}${rate ? ' · ' + rate : ''}`
+      ? `${n} / ${total} (${Math.floor(Math.min(100, (100 * n) / total!))}%)${rate ? ' · ' + rate : ''}`
       : n
         ? `${n}${rate ? ' · ' + rate : ''}`
         : rate;

@@ -328,7 +328,9 @@ def test_progress_shows_progress_and_stops_on_click(lab, page, shots):
         "() => { const c = document.querySelector('.jc-op-count'); return c && parseFloat(c.textContent) >= 5; }"
     )
     nb.screenshot(shots / "progress-running.png", nb.cell(0))
-    assert "it/s" in widget.locator(".jc-op-count").inner_text()  # elapsed<ETA, rate (as tqdm)
+    count = widget.locator(".jc-op-count").inner_text()
+    assert "it/s" in count  # elapsed<ETA, rate (as tqdm)
+    assert re.search(r"\d+ / 2000 \(\d+%\)", count), count  # the share done, as a percentage
     widget.locator(".jc-op-stop").click()
     page.wait_for_selector(".jc-op[data-state=cancelled]", timeout=15000)
     nb.wait_idle()
@@ -572,14 +574,16 @@ def test_rerun_of_a_busy_python_loop_starts_the_new_run_other_work_lives(lab, pa
     assert wait_gone(bg, timeout=10) == []
 
 
-def test_panel_tells_the_running_cell_from_the_queued_ones(lab, page):
+def test_panel_tells_the_running_cell_from_the_queued_ones_and_stops_a_queued_one(lab, page, shots):
     """Lab marks every cell it sent as running ([*]); the panel says which one the kernel runs
-    (its iopub busy/idle) and lists the others as queued, without a Stop of their own."""
-    ready = lab.root / "queued-ready"
+    (its iopub busy/idle), lists the others as queued, each with a Stop: a queued cell stopped
+    there is skipped when the kernel reaches it, the one behind it runs."""
+    ready, release = lab.root / "queued-ready", lab.root / "queued-release"
+    os.mkfifo(release)  # the first cell blocks reading it until the test writes
     name = lab.notebook(
         "queued.ipynb",
         [
-            f"import pathlib, threading\npathlib.Path({str(ready)!r}).write_text('1')\nthreading.Event().wait()",
+            f"import pathlib\npathlib.Path({str(ready)!r}).write_text('1')\nopen({str(release)!r}).read()",
             "print('one')",
             "print('two')",
         ],
@@ -594,10 +598,17 @@ def test_panel_tells_the_running_cell_from_the_queued_ones(lab, page):
     queued = page.locator(".jc-cell-row.jc-cell-queued")
     queued.nth(1).wait_for()
     assert running.count() == 1 and "cell 1 · queued.ipynb" in running.inner_text()
-    assert queued.count() == 2 and queued.locator(".jc-cell-stop").count() == 0
+    assert queued.count() == 2 and queued.locator(".jc-cell-stop").count() == 2
     assert "cell 2 · queued.ipynb (queued)" in queued.nth(0).inner_text()
-    running.locator(".jc-cell-stop").click()
+    assert "before it starts" in (queued.nth(0).locator(".jc-cell-stop").get_attribute("aria-label") or "")
+    queued.nth(0).locator(".jc-cell-stop").click()
+    page.locator(".jc-cell-row", has_text="cell 2 · queued.ipynb (will be skipped)").wait_for()
+    nb.screenshot(shots / "panel-queued-stop.png", page.locator(".jc-panel"))
+    release.write_text("go")
+    nb.cell(1).locator(".jp-OutputArea-output", has_text="Stopped before it ran").wait_for()
+    nb.cell(2).locator(".jp-OutputArea-output", has_text="two").wait_for()
     nb.wait_idle()
+    assert "one" not in nb.cell(1).locator(".jp-OutputArea").inner_text()
     page.locator(".jc-cell-row").first.wait_for(state="detached")
 
 
