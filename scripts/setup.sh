@@ -7,6 +7,12 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
+# The tests' R kernel spec (IRkernel from Debian comes without its system-wide one, see
+# test.sh), copied at every run: test.sh may have installed R since the last set-up.
+tk=.venv/test-kernels/share/jupyter/kernels
+if [ -d /usr/lib/R/site-library/IRkernel/kernelspec ] && [ ! -f "$tk/ir/kernel.json" ]; then
+  mkdir -p "$tk" && cp -r /usr/lib/R/site-library/IRkernel/kernelspec "$tk/ir"
+fi
 stamp=.venv/.jupyter-cancel-setup
 sources=$(cat pyproject.toml pth/* labextension/package.json labextension/yarn.lock 2>/dev/null; find labextension/src labextension/style labextension/schema -type f -exec cat {} + 2>/dev/null)
 want=$(printf '%s' "$sources" | sha256sum | cut -d' ' -f1)
@@ -20,8 +26,7 @@ fi
 PATH="$PWD/.venv/bin:$PATH" .venv/bin/python -m pip install --quiet -e ".[test,lab]"
 # Kernels in other languages are for the foreign-kernel tests only: their specs live in a
 # folder of their own that the tests add to JUPYTER_PATH, so the main job's Launcher shows
-# only the kernels a user installed (IRkernel comes from Debian, see test.sh).
-tk=.venv/test-kernels/share/jupyter/kernels
+# only the kernels a user installed.
 mkdir -p "$tk"
 .venv/bin/python -m bash_kernel.install --prefix .venv/test-kernels >/dev/null
 rm -rf .venv/share/jupyter/kernels/bash

@@ -8,12 +8,15 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-[ -f /usr/share/jupyter/kernels/ir/kernel.json ] || missing+=(r-cran-irkernel)
+[ -d /usr/lib/R/site-library/IRkernel/kernelspec ] || missing+=(r-cran-irkernel)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     apt-get update -qq
     for pkg in "${missing[@]}"; do  # chromium with its recommends (fonts), as before
       flags=(); [ "$pkg" = chromium ] || flags=(--no-install-recommends)
+      # IRkernel without its system-wide kernel spec: installed for the tests, it must not
+      # show in the main job's Launcher (setup.sh gives the tests their own copy).
+      [ "$pkg" != r-cran-irkernel ] || flags+=(-o "DPkg::Options::=--path-exclude=/usr/share/jupyter/kernels/ir/*")
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${flags[@]}" "$pkg" >/dev/null
     done
   else

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -59,3 +60,30 @@ def test_wheel_ships_the_built_labextension_and_the_server_config(dist):
     assert any("etc/jupyter/jupyter_server_config.d/jupyter_cancel.json" in n for n in names)
     assert "jupyter_cancel/_version.py" in names and "jupyter_cancel/py.typed" in names
     assert not [n for n in names if n.startswith("tests/") or any(f in n for f in FORBIDDEN)]
+
+
+def test_the_main_jobs_launcher_shows_no_test_only_kernel(tmp_path):
+    """The test-only kernels (bash, xeus-python, R) live in ``.venv/test-kernels``, out of what
+    Jupyter finds without the tests' ``JUPYTER_PATH``: a new notebook of the main job opens in
+    Python, and its Launcher shows only the kernels a user installed."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER", "IPYTHON"))}
+    env.update(
+        JUPYTER_CONFIG_DIR=str(tmp_path / "config"),
+        JUPYTER_DATA_DIR=str(tmp_path / "data"),
+        JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+        IPYTHONDIR=str(tmp_path / "ipython"),
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "jupyter", "kernelspec", "list", "--json"],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    ).stdout
+    specs = json.loads(out)["kernelspecs"]
+    assert "python3" in specs
+    assert not {"bash", "xpython", "xpython-raw"} & set(specs), sorted(specs)
+    test_kernels = Path(sys.prefix) / "test-kernels"
+    assert not [
+        name for name, spec in specs.items() if Path(spec["resource_dir"]).is_relative_to(test_kernels)
+    ]
