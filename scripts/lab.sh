@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-args=(--notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port_retries=0)
+# (Port 8888, or the next free one: the URL printed below is the one to open.)
+args=(--notebook-dir=notebooks --ServerApp.ip=127.0.0.1)
 [ "$(id -u)" = 0 ] && args+=(--allow-root)
 [ -z "${DISPLAY:-}" ] && args+=(--no-browser)  # headless: open the printed URL yourself
 echo "Open the URL below; start with notebooks/00-walkthrough.ipynb. Ctrl+C twice stops the server."
