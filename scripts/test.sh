@@ -35,4 +35,4 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
   [ -d node_modules ] || jlpm install
   jlpm lint:check
 )
-exec .venv/bin/python -m pytest -ra -p no:logging "$@"
+exec .venv/bin/python -m pytest -ra -p no:logging --durations=25 "$@"
