@@ -126,10 +126,11 @@ def test_code_that_blocks_signals_is_reported_stuck_then_stopped(kernel, tmp_pat
     # SIGINT blocked in the main thread stands for C code that does not return to Python.
     marker = tmp_path / "in"
     release = tmp_path / "release"
+    os.mkfifo(release)  # a read that returns only when the test writes: no polling loop
     code = (
         "import signal, os, time\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
         + _ready(marker)
-        + f"while not os.path.exists({str(release)!r}):\n    time.sleep(0.05)\n"
+        + f"open({str(release)!r}).read()  # blocks until the test writes\n"
         "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})\nprint('after')\n"
     )
     msg = _running(kernel, marker, code, "native")

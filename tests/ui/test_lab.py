@@ -668,10 +668,11 @@ def test_rerun_of_a_cell_reading_an_openai_stream_disconnects_it(lab, page):
 def test_a_cell_stuck_after_stop_is_reported_with_the_interrupt_offered(lab, page):
     # SIGINT blocked in the main thread stands for C code that never returns to Python.
     marker, release = lab.root / "stuck-in", lab.root / "stuck-release"
+    os.mkfifo(release)  # a read that returns only when the test writes: no polling loop
     code = (
         "import signal, os, time\nsignal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})\n"
         f"open({str(marker)!r}, 'w').write('in')\n"
-        f"while not os.path.exists({str(release)!r}):\n    time.sleep(0.05)\n"
+        f"open({str(release)!r}).read()  # blocks until the test writes\n"
         "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})\nprint('after')\n"
     )
     nb = NotebookPage(lab, page, lab.notebook("stuck.ipynb", [code]))
