@@ -123,3 +123,13 @@ def test_reasons_read_the_same_in_the_kernel_and_in_the_browser():
     table = table[: table.index("};")]
     words = dict(re.findall(r"(\w+): '([^']*)'", table))
     assert words == REASON_WORDS
+
+
+def test_the_wire_is_one_module_both_sides_import():
+    """Kernel and server speak through ``protocol.py``: no server module imports the kernel's
+    control handler for a message name."""
+    server = _modules(PACKAGE / "server")
+    for name, tree in server.items():
+        assert "jupyter_cancel.kernel.control" not in _import_time_edges(name, tree), name
+    control = _modules(PACKAGE / "kernel")["jupyter_cancel.kernel.control"]
+    assert "jupyter_cancel.protocol" in _import_time_edges("jupyter_cancel.kernel.control", control)

@@ -4,13 +4,11 @@ Imports nothing from Jupyter (IPython, jupyter_server, ipywidgets): a test pins 
 """
 
 from .api import Host as Host
-from .api import Progress as Progress
 from .api import adopt as adopt
 from .api import cancel as cancel
 from .api import cancel_all as cancel_all
 from .api import operations as operations
 from .api import policy as policy
-from .api import progress as progress
 from .api import registry as default_registry
 from .api import run as run
 from .api import scope as scope
@@ -23,6 +21,8 @@ from .model import Policy as Policy
 from .model import Reason as Reason
 from .model import State as State
 from .operation import Operation as Operation
+from .progress import Progress as Progress
+from .progress import progress as progress
 from .registry import Registry as Registry
 from .scope import CancelScope as CancelScope
 

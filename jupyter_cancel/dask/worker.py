@@ -27,6 +27,7 @@ from ..core import api
 from ..core.capture import OWN_MACHINERY, OwnedCapture
 from ..core.model import Reason
 from ..core.operation import Operation
+from ..core.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +86,8 @@ class WorkerHost(api.Host):
     def show(self, op: Operation) -> None:
         pass
 
-    def show_progress(self, bar: api.Progress) -> None:
-        pass
+    def show_progress(self, bar: Progress) -> None:
+        bar.renderer = None  # a task's loop is stopped through it, drawn nowhere
 
 
 class _Installed:

@@ -25,12 +25,12 @@ from typing import Any
 
 from _jupyter_cancel_autoload import ARGUMENT, OFF_MARKER, SWITCH_ENV, kernel_switched_off
 
+from ..protocol import SETTINGS_ENV  # the settings, as JSON (``configure``'s keyword arguments)
+
 log = logging.getLogger(__name__)
 
 #: The kernel's extra command-line arguments (jupyter_client reuses them for every restart).
 ARGUMENTS = [ARGUMENT]
-#: The settings, as JSON (``configure``'s keyword arguments).
-SETTINGS_ENV = "JUPYTER_CANCEL_KERNEL_SETTINGS"
 __all__ = ["ARGUMENTS", "SETTINGS_ENV", "SWITCH_ENV", "command"]
 
 

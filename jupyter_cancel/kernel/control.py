@@ -1,17 +1,6 @@
-"""The ``jupyter_cancel_request`` control-channel message: answered while a cell is busy.
-
-Content: ``{"action": "cancel" | "stop_cell" | "list" | "health" | "reassign", "operation_ids"?,
-"cell_id"?, "client_session"?, "all"?, "reason"?, "wait"?, "to"?, "msg_id"?}``. ``reassign`` moves the live
-work of ``client_session`` to the client session ``to`` (a reloaded page took it over);
-``output`` returns the newest ``OUTPUT_TAIL`` characters of one operation's output;
-``resources`` samples what each running process tree costs now (``{"resources": {id: …}}``,
-the running-work panel asks while it is open). ``stop_cell`` needs ``cell_id``: the cell's
-operations are cancelled as ``cancel`` does, and if it is the cell running now its Python gets
-``Cancelled`` (``"running": true`` in the reply); if it is not, and ``msg_id`` names its
-execute request still queued (Run All), that request runs no code when the kernel reaches it
-(``"skipped": true``). Reply ``jupyter_cancel_reply``:
-``{"status": "ok", "cancelled", "operations"}`` or ``{"status": "error", "ename", "evalue"}``.
-Nothing a client sends can raise out of the handler.
+"""The kernel's side of the ``jupyter_cancel_request`` control-channel message (the wire:
+``protocol.py``): answered while a cell is busy. Nothing a client sends can raise out of the
+handler.
 """
 
 from __future__ import annotations
@@ -23,18 +12,12 @@ from typing import Any
 from ..core.model import Reason, short, to_reason, to_text
 from ..core.registry import Registry
 from ..core.selector import FIELDS, Selector
+from ..protocol import ACTIONS, OUTPUT_TAIL
 
 log = logging.getLogger(__name__)
 
-REQUEST = "jupyter_cancel_request"
-REPLY = "jupyter_cancel_reply"
-#: iopub message carrying one operation change: {"event", "operation"}.
-EVENT = "jupyter_cancel_event"
 _MAX_ERROR = 300
 _KEYS = {"action", "reason", "wait", "to", "msg_id", *FIELDS}
-_ACTIONS = ("cancel", "stop_cell", "list", "health", "reassign", "output", "resources")
-#: Characters of an operation's output an ``output`` request returns (the newest).
-OUTPUT_TAIL = 16 * 1024
 #: ``stop_cell(cell_id, reason)`` → whether that cell was running (and was stopped).
 StopCell = Callable[[str, str], bool]
 #: ``skip(msg_id, reason)``: the execute request ``msg_id``, still queued, runs no code.
@@ -63,8 +46,8 @@ def _handle(
     if unknown:
         raise ValueError(f"unknown keys: {short(sorted(unknown))}")
     action = content.get("action")
-    if action not in _ACTIONS:
-        raise ValueError(f"action must be one of {', '.join(_ACTIONS)}, not {short(action)}")
+    if action not in ACTIONS:
+        raise ValueError(f"action must be one of {', '.join(ACTIONS)}, not {short(action)}")
     if action == "health":
         return {"status": "ok", **registry.health()}
     cancelled: list[str] = []

@@ -19,6 +19,7 @@ import sys
 import threading
 from typing import Any
 
+from .. import protocol
 from ..core import api
 from ..core.capture import OwnedCapture
 from ..core.errors import Cancelled
@@ -111,7 +112,7 @@ class KernelIntegration:
             self.hidden.uninstall()
             self._saved.pop("unsubscribe")()
             self.adapter.unregister_comm_target("jupyter_cancel", self._frontend_announced)
-            self.adapter.remove_control_handler(control.REQUEST)
+            self.adapter.remove_control_handler(protocol.REQUEST)
             self.adapter.restore()
         api.set_host(None)
 
@@ -149,7 +150,7 @@ class KernelIntegration:
         threading.Thread.start = start  # type: ignore[method-assign]
 
     def _install_kernel_hooks(self, adapter: KernelAdapter) -> None:
-        adapter.add_control_handler(control.REQUEST, self.control_request)
+        adapter.add_control_handler(protocol.REQUEST, self.control_request)
         adapter.wrap_interrupt_request(self.interrupt_request)
         adapter.handle_sigint(busy=self._busy_sigint, idle=self._idle_sigint)
         adapter.before_shutdown(
@@ -204,7 +205,7 @@ class KernelIntegration:
         """A stopped cell still runs after the bound (C code, or it caught ``Cancelled``)."""
         if self.adapter is not None:
             self.adapter.publish(
-                control.EVENT, {"events": [], "cell_stuck": {"kernel_id": self.host.kernel_id, **info}}
+                protocol.EVENT, {"events": [], "cell_stuck": {"kernel_id": self.host.kernel_id, **info}}
             )
 
     def _interrupt(self) -> None:
@@ -247,7 +248,7 @@ class KernelIntegration:
             self.registry, parent.get("content"), stop_cell=self.stopper.stop, skip=self.skip_queued
         )
         assert self.adapter is not None
-        self.adapter.reply(stream, control.REPLY, content, parent, ident)
+        self.adapter.reply(stream, protocol.REPLY, content, parent, ident)
 
     def skip_queued(self, msg_id: str, reason: str) -> None:
         """A queued execute request (Run All) stopped before it started: when the kernel
@@ -283,7 +284,7 @@ class KernelIntegration:
         events = [{"event": event, "operation": data} for event, data in batch]
         try:
             assert self.adapter is not None
-            self.adapter.publish(control.EVENT, {"events": events})
+            self.adapter.publish(protocol.EVENT, {"events": events})
         except Exception:
             log.debug("could not publish %d events", len(events), exc_info=True)
 

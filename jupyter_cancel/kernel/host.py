@@ -15,6 +15,7 @@ from typing import Any
 from ..core import api
 from ..core.errors import Cancelled
 from ..core.operation import Operation
+from ..core.progress import Progress, progress_line, progress_timing
 
 #: The cell a piece of code belongs to. Set before each cell runs; asyncio tasks copy it,
 #: and threads carry it on the Thread object (see ``install_thread_owner``).
@@ -227,7 +228,7 @@ class KernelHost(api.Host):
         # In a notebook an interrupt of jc.run reads as one line, not a traceback.
         raise Cancelled(op, op.reason or "kernel_interrupt") from None
 
-    def show_progress(self, bar: api.Progress) -> None:
+    def show_progress(self, bar: Progress) -> None:
         self._mark_shown(bar.operation)
         feeder = self._widget(bar.operation)
         if feeder is not None:
@@ -246,17 +247,17 @@ class _HtmlBar:
     """A plain HTML progress bar updated in place: works in every frontend. Its text form is
     tqdm's line (what a notebook run by nbconvert or papermill keeps as ``text/plain``)."""
 
-    def __init__(self, bar: api.Progress, display: Any) -> None:
+    def __init__(self, bar: Progress, display: Any) -> None:
         self.bar = bar
         self.handle = display(self._shown(), display_id=True)
 
     def _shown(self) -> _Html:
-        return _Html(self._html(), api.progress_line(self.bar))
+        return _Html(self._html(), progress_line(self.bar))
 
     def _html(self) -> str:
         bar, op = self.bar, self.bar.operation
         value = f'value="{bar.n:g}" max="{bar.total:g}"' if bar.total else ""
-        count = (f"{bar.n:g}/{bar.total:g}" if bar.total else f"{bar.n:g}") + f" [{api.progress_timing(bar)}]"
+        count = (f"{bar.n:g}/{bar.total:g}" if bar.total else f"{bar.n:g}") + f" [{progress_timing(bar)}]"
         state = op.state.value + (f" — {op.reason}" if op.reason else "")
         return (
             f"<div><b>{html.escape(bar.desc)}</b> <progress {value}></progress> {count} "

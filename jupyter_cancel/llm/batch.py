@@ -9,6 +9,7 @@ from typing import Generic, TypeVar
 
 from ..core import api
 from ..core.errors import Cancelled
+from ..core.progress import progress
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -42,7 +43,7 @@ def batch(
     Never raises ``Cancelled``: the results computed before the stop are returned.
     """
     takes_scope = "scope" in inspect.signature(fn).parameters
-    bar = api.progress(items, total=total, desc=desc)
+    bar = progress(items, total=total, desc=desc)
     result: BatchResult[R] = BatchResult(total=int(bar.total) if bar.total else None)
     scope = bar.scope
     before: set[str] = set()

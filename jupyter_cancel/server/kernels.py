@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..kernel.control import EVENT, REPLY, REQUEST
+from ..protocol import EVENT, REPLY, REQUEST
 from . import adapter
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from ..core.cgroup import Cgroup
 from ..core.model import CancelReason, Policy, Reason, applies, short, to_grace
 from ..core.proctree import KERNEL_COOKIE, Tree, running, terminate
 from ..core.selector import Selector
-from ..kernel.control import EVENT, REPLY, REQUEST
+from ..protocol import EVENT, REPLY, REQUEST
 from . import adapter, metrics
 from .foreign import ForeignKernels
 from .kernels import KernelLink

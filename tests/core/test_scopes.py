@@ -140,7 +140,7 @@ def test_ctrl_c_in_plain_python_run_cancels_the_tree(tmp_path):
 
 
 def test_progress_reads_like_tqdm_on_a_clock_the_test_drives():
-    from jupyter_cancel.core.api import progress_line, progress_timing
+    from jupyter_cancel.core.progress import progress_line, progress_timing
 
     bar = jc.progress(total=100, desc="embedding")
     bar.update(23)
