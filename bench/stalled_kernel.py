@@ -3,7 +3,7 @@ work is gone, with the extension and with it disabled, through a `jupyter server
 
     .venv/bin/python bench/stalled_kernel.py [--n 5]
 
-The bound documented in the README: control_timeout (1 s) + the work's grace + the kill.
+The bound documented in docs/REFERENCE.md: control_timeout (1 s) + the work's grace + the kill.
 """
 
 from __future__ import annotations

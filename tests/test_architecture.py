@@ -133,3 +133,19 @@ def test_the_wire_is_one_module_both_sides_import():
         assert "jupyter_cancel.kernel.control" not in _import_time_edges(name, tree), name
     control = _modules(PACKAGE / "kernel")["jupyter_cancel.kernel.control"]
     assert "jupyter_cancel.protocol" in _import_time_edges("jupyter_cancel.kernel.control", control)
+
+
+def test_the_architecture_map_names_only_what_exists():
+    """docs/DEVELOPMENT.md's map: every module and folder it names exists, and every module of
+    the package is named in it (a new one is placed on the map, a removed one leaves it)."""
+    import re
+
+    text = (PACKAGE.parent / "docs" / "DEVELOPMENT.md").read_text()
+    block = text.split("## Architecture map", 1)[1].split("```")[1]
+    folders = re.findall(r"^(\S+/)\s", block, re.M)
+    assert folders and all((PACKAGE.parent / f).is_dir() for f in folders), folders
+    named = set(re.findall(r"\b([a-z_]+\.py)\b", block))
+    for f in [f for f in named if not (PACKAGE.parent / f).exists()]:
+        assert list(PACKAGE.parent.glob(f"jupyter_cancel/**/{f}")) or list(PACKAGE.parent.glob(f"*/{f}")), f
+    core = {p.name for p in (PACKAGE / "core").glob("*.py")} - {"__init__.py"}
+    assert not core - named, f"core modules missing from the map: {sorted(core - named)}"

@@ -21,7 +21,7 @@ from tests.helpers.wait import until_file_async
 
 CGROUP = Cgroup.available()
 #: The env-clearing daemon leaves the tree's session, its parent and its environment: only a
-#: cgroup holds it (README: "what still escapes").
+#: cgroup holds it (docs/HOW-IT-WORKS.md: "what still escapes").
 SHAPE_NAMES = [s for s in SHAPES if CGROUP or s != "env_clearing_daemon"]
 TRIGGERS = [
     "rerun",

@@ -10,7 +10,7 @@ import pytest
 from tests.helpers.lab import CHROME_ARGS, CHROMIUM, LabServer
 
 #: Where screenshots go: a temporary folder, unless JUPYTER_CANCEL_SCREENSHOTS names one
-#: (``JUPYTER_CANCEL_SCREENSHOTS=docs/screenshots bash scripts/test.sh tests/ui`` renews the README's).
+#: (``JUPYTER_CANCEL_SCREENSHOTS=docs/screenshots bash scripts/test.sh tests/ui`` renews the docs' (README and docs/USAGE.md)).
 SHOTS = os.environ.get("JUPYTER_CANCEL_SCREENSHOTS")
 
 
