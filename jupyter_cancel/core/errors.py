@@ -14,10 +14,15 @@ class JupyterCancelError(Exception):
     """Base of every error jupyter_cancel raises on purpose."""
 
 
-class Cancelled(JupyterCancelError):
-    """Raised into the code that waited on an operation that was cancelled.
+class Cancelled(BaseException):
+    """Raised into the code that waited on an operation that was cancelled, and into a cell
+    that was stopped.
 
-    Carries ``.reason`` and ``.operation``. In IPython it renders as one line.
+    Carries ``.reason`` and ``.operation``. In IPython it renders as one line. A
+    ``BaseException``, as ``KeyboardInterrupt``, ``asyncio.CancelledError`` (since Python 3.8)
+    and trio's ``Cancelled`` are: a stop is not an error of the code it stops, and an
+    ``except Exception:`` written for errors (a retry loop, a "log and go on") must not swallow
+    it. Catch it by name (``except jc.Cancelled``) to clean up or keep partial results.
     """
 
     def __init__(self, operation: Operation | None, reason: str, *, name: str | None = None) -> None:

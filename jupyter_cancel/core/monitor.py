@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from .errors import Cancelled
 from .fds import dup_high, pidfd_open, pipe
 from .proctree import HAVE_PIDFD, running
 
@@ -49,7 +50,7 @@ class _Group:
     def fire(self) -> None:
         try:
             self.callback()
-        except Exception:  # one broken operation must not stop the monitor
+        except (Exception, Cancelled):  # one broken operation must not stop the monitor
             log.exception("exit callback %r failed", self.callback)
 
 
@@ -147,7 +148,7 @@ class Monitor:
                         self._read(w)
                     else:
                         self._exited(w)
-                except Exception:  # one broken operation must not stop the monitor
+                except (Exception, Cancelled):  # one broken operation must not stop the monitor
                     log.exception("monitor failed on operation %s", w.op.id)
 
     def _drain_wake(self) -> None:

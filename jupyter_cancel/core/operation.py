@@ -235,7 +235,7 @@ class Operation:
         for listener in list(self._listeners):
             try:
                 listener(self, text)
-            except Exception:  # a broken display must not break the work
+            except (Exception, Cancelled):  # a broken display must not break the work
                 self._listeners.remove(listener)
 
     def to_json(self, *, pids: bool = True) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from .cgroup import Cgroup
+from .errors import Cancelled
 from .fds import pidfd_open
 from .model import (
     DEFAULT_GRACE,
@@ -913,12 +914,12 @@ class Registry:
                 for one in batch:
                     try:
                         subscriber(*one)
-                    except Exception:
+                    except (Exception, Cancelled):
                         log.exception("subscriber %r failed", subscriber)
             for batch_subscriber in list(self._batch_subscribers):
                 try:
                     batch_subscriber(batch)
-                except Exception:
+                except (Exception, Cancelled):
                     log.exception("subscriber %r failed", batch_subscriber)
 
     # -- helpers ---------------------------------------------------------------------
@@ -1053,5 +1054,5 @@ class _Timer:
                 _, _, fn = heapq.heappop(self._heap)
             try:
                 fn()
-            except Exception:
+            except (Exception, Cancelled):
                 log.exception("timer callback failed")

@@ -116,5 +116,5 @@ class CancelScope:
 def _call(callback: Callable[[], Any]) -> None:
     try:
         callback()
-    except Exception:
+    except (Exception, Cancelled):
         log.exception("on_cancel callback %r failed", callback)

@@ -17,7 +17,8 @@ A stop names a cell. If that cell is the one running, three things happen, in th
 
 Code in C that never returns to Python cannot be stopped this way: after ``bound`` seconds
 the stop is reported (a ``cell_stuck`` iopub event), and the stop is repeated while the cell
-runs (code that swallowed the first ``Cancelled`` in an ``except Exception`` gets another).
+runs (code that swallowed the first ``Cancelled`` in an ``except BaseException`` or a bare
+``except`` gets another; ``except Exception`` does not catch it).
 """
 
 from __future__ import annotations
