@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import psutil
 
 from .cgroup import Cgroup
+from .identity import identity_of
 from .model import State
 from .proctree import Tree, child_running
 
@@ -69,7 +70,7 @@ class TreeRunner:
     def identity(self) -> dict[str, Any]:
         root = self.tree.root
         try:
-            ident = [root.pid, root.create_time()] if root is not None else None
+            ident = identity_of(root) if root is not None else None
         except psutil.Error:
             ident = None
         return {"root": ident, "cgroup": self.cgroup.path if self.cgroup is not None else None}

@@ -38,6 +38,7 @@ import psutil
 
 from .cgroup import Cgroup
 from .fds import pidfd_open
+from .identity import process_of
 from .model import DEFAULT_GRACE
 from .operation import death_prefix
 from .proctree import COOKIE, HAVE_PROC, Snapshot, Tree, terminate
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
     from .runners import TreeRunner
 
 log = logging.getLogger(__name__)
-_CTIME_TOLERANCE = 0.005
 #: Where a server's shared watchdog listens (set in the environment of the kernels it starts).
 SOCKET_ENV = "JUPYTER_CANCEL_WATCHDOG_SOCKET"
 #: The key of the owner's cookie prefix among its registrations (no operation id has a space).
@@ -324,15 +324,7 @@ def _peer_pid(sock: socket.socket) -> int:
 
 
 def _root(pid: int | None, ctime: float | None) -> psutil.Process | None:
-    if pid is None or ctime is None:
-        return None
-    try:
-        proc = psutil.Process(pid)
-        if abs(proc.create_time() - ctime) > _CTIME_TOLERANCE:
-            return None  # the pid was reused: never signal a stranger
-        return proc
-    except psutil.NoSuchProcess:
-        return None
+    return None if pid is None or ctime is None else process_of([pid, ctime])
 
 
 def _owner_pidfd(owner: int | None) -> int | None:

@@ -13,9 +13,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-import psutil
-
 from ..core.cgroup import Cgroup
+from ..core.identity import process_of
 from ..core.model import CancelReason, Policy, Reason, applies, short, to_grace
 from ..core.proctree import KERNEL_COOKIE, Tree, running, terminate
 from ..core.selector import Selector
@@ -26,7 +25,6 @@ from .kernels import KernelLink
 
 EVENT_SCHEMA = "https://github.com/jupyter-cancel/jupyter_cancel/events/operation/v1"
 Listener = Callable[[dict[str, Any]], None]
-_CTIME_TOLERANCE = 0.005
 
 
 class Tracker:
@@ -271,15 +269,7 @@ class Tracker:
         return [op["id"] for op in chosen]
 
     def _tree(self, op: dict[str, Any]) -> Tree:
-        root = None
-        ident = op.get("root")
-        if isinstance(ident, list) and len(ident) == 2:
-            try:
-                proc = psutil.Process(int(ident[0]))
-                if abs(proc.create_time() - float(ident[1])) <= _CTIME_TOLERANCE:
-                    root = proc  # same process as the kernel reported: safe to signal
-            except (psutil.Error, ValueError, TypeError):
-                root = None
+        root = process_of(op.get("root"))  # the process the kernel reported, or None
         cgroup = Cgroup(op["cgroup"]) if isinstance(op.get("cgroup"), str) else None
         try:
             grace = to_grace(op.get("grace"))  # the operation's own grace, as the kernel would
