@@ -943,7 +943,7 @@ class Registry:
         """The death watchdog's client, started on first use."""
         with self._lock:
             if self._watchdog is None:
-                from .watchdog import WatchdogClient
+                from .watchdog_client import WatchdogClient
 
                 self._watchdog = WatchdogClient.open(on_lost=self._watchdog_lost)
             return self._watchdog
@@ -958,7 +958,7 @@ class Registry:
 
     def _watchdog_lost(self, lost: Any) -> None:
         """The watchdog died before its owner: start another and register the live trees again."""
-        from .watchdog import WatchdogClient
+        from .watchdog_client import WatchdogClient
 
         with self._lock:
             if self.closed or self._watchdog is not lost:

@@ -182,7 +182,7 @@ class JupyterCancel(ExtensionApp):
         import os
         import tempfile
 
-        from ..core.watchdog import SOCKET_ENV, start_shared
+        from ..core.watchdog_client import SOCKET_ENV, start_shared
 
         self._watchdog: Any = None
         self._watchdog_env = os.environ.get(SOCKET_ENV)

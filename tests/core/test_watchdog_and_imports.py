@@ -164,7 +164,7 @@ def test_shared_watchdog_ends_each_owners_trees_when_that_owner_dies(tmp_path, m
     not another owner's; told to stop, it leaves once no owner is connected."""
     import psutil
 
-    from jupyter_cancel.core.watchdog import SOCKET_ENV, start_shared
+    from jupyter_cancel.core.watchdog_client import SOCKET_ENV, start_shared
 
     path = str(tmp_path / "w.sock")
     shared = start_shared(path)
