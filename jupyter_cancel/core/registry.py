@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -49,6 +49,7 @@ from .proctree import (
 )
 from .runners import CapturedRunner, ProcessRunner, Runner, TaskRunner, TreeRunner, exit_status, root_identity
 from .scope import CancelScope
+from .selector import Selector
 from .sidetable import side
 
 log = logging.getLogger(__name__)
@@ -191,7 +192,7 @@ class Registry:
         for (bounded: grace + 1 s), so two copies never run at once.
         """
         if op.key is not None:
-            old = [o for o in self.select(key=op.key) if o is not op]
+            old = [o for o in self.select(Selector(key=op.key)) if o is not op]
             if old:
                 self.cancel_ops(old, supersede_reason, wait=True)
         with self._lock:
@@ -553,28 +554,10 @@ class Registry:
                 ops = list(self._history) + ops
         return ops
 
-    def select(
-        self,
-        *,
-        ids: Iterable[str] | None = None,
-        cell_id: str | Iterable[str] | None = None,
-        client_session: str | None = None,
-        kernel_id: str | None = None,
-        key: str | None = None,
-    ) -> list[Operation]:
-        """Live operations matching every given filter (no filter: all live ones)."""
-        cells = {cell_id} if isinstance(cell_id, str) else (set(cell_id) if cell_id is not None else None)
-        wanted = set(ids) if ids is not None else None
+    def select(self, selector: Selector) -> list[Operation]:
+        """Live operations ``selector`` admits (an empty one: none; ``all=True``: every one)."""
         with self._lock:
-            return [
-                op
-                for op in self._live.values()
-                if (wanted is None or op.id in wanted)
-                and (cells is None or op.cell_id in cells)
-                and (client_session is None or op.client_session == client_session)
-                and (kernel_id is None or op.kernel_id == kernel_id)
-                and (key is None or op.key == key)
-            ]
+            return [op for op in self._live.values() if selector.admits(op)]
 
     def reassign(self, client_session: str, to: str) -> list[Operation]:
         """The live work of ``client_session`` now belongs to ``to`` (a reloaded page took over
@@ -614,13 +597,13 @@ class Registry:
         return self.cancel_ops([op], why, wait=wait, force=True)
 
     def cancel_where(
-        self, reason: str | CancelReason = Reason.USER, *, wait: bool = True, **filters: Any
+        self, selector: Selector, reason: str | CancelReason = Reason.USER, *, wait: bool = True
     ) -> list[Operation]:
-        """Cancel the live operations matching ``filters`` (see ``select``) that ``reason`` applies to."""
-        return self.cancel_ops(self.select(**filters), CancelReason.of(reason), wait=wait)
+        """Cancel the live operations ``selector`` admits that ``reason`` applies to."""
+        return self.cancel_ops(self.select(selector), CancelReason.of(reason), wait=wait)
 
     def cancel_all(self, reason: str | CancelReason = Reason.USER, *, wait: bool = True) -> list[Operation]:
-        return self.cancel_where(reason, wait=wait)
+        return self.cancel_where(Selector(all=True), reason, wait=wait)
 
     def cancel_ops(
         self,

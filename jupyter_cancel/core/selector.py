@@ -1,17 +1,23 @@
-"""The one value naming what to cancel: used by the registry, the control message and the
-server's REST bodies alike, so all of them validate and match the same way."""
+"""The one value naming what to cancel: used by the registry (``Registry.select``), the
+control message and the server's REST bodies alike, so all of them validate and match the
+same way. Empty means nothing; everything is said explicitly (``all=True``)."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .model import short, to_text
+
+if TYPE_CHECKING:
+    from .operation import Operation
 
 #: Most ids one selector may name (a request naming more is refused, not truncated).
 MAX_IDS = 1000
 FIELDS = ("operation_ids", "cell_id", "client_session", "kernel_id", "all")
+#: The fields that narrow a selection (``all`` widens it).
+_MATCHED = ("operation_ids", "cell_id", "client_session", "kernel_id", "key")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,44 +25,47 @@ class Selector:
     """Live operations matching every given field; ``all=True`` with no field: every one.
 
     An empty selector (no field, ``all`` False) matches nothing, so a malformed request can
-    never turn into "cancel everything".
+    never turn into "cancel everything". ``cell_id`` may name several cells (a tuple: the
+    cells a notebook deleted); ``key`` (``jc.start(key=…)``) is the registry's own, never sent.
     """
 
     operation_ids: tuple[str, ...] | None = None
-    cell_id: str | None = None
+    cell_id: str | tuple[str, ...] | None = None
     client_session: str | None = None
     kernel_id: str | None = None
+    key: str | None = None
     all: bool = False
 
     @property
     def empty(self) -> bool:
-        return not self.all and all(
-            getattr(self, name) is None
-            for name in ("operation_ids", "cell_id", "client_session", "kernel_id")
-        )
+        return not self.all and all(getattr(self, name) is None for name in _MATCHED)
 
-    def filters(self) -> dict[str, Any]:
-        """Keyword filters for ``Registry.select``."""
-        out: dict[str, Any] = {}
-        if self.operation_ids is not None:
-            out["ids"] = self.operation_ids
-        for name in ("cell_id", "client_session", "kernel_id"):
-            if getattr(self, name) is not None:
-                out[name] = getattr(self, name)
-        return out
+    def admits(self, op: Operation) -> bool:
+        """Whether a live operation of this process matches."""
+        return self._fields_match(lambda name: op.id if name == "id" else getattr(op, name, None))
 
     def matches(self, op: Mapping[str, Any]) -> bool:
         """Whether an operation's JSON matches (the server's view of a kernel's work)."""
+        return self._fields_match(op.get)
+
+    def _fields_match(self, get: Any) -> bool:
         if self.empty:
             return False
-        if self.operation_ids is not None and op.get("id") not in self.operation_ids:
+        if self.operation_ids is not None and get("id") not in self.operation_ids:
+            return False
+        if isinstance(self.cell_id, tuple):
+            if get("cell_id") not in self.cell_id:
+                return False
+        elif self.cell_id is not None and get("cell_id") != self.cell_id:
             return False
         return all(
-            getattr(self, name) is None or op.get(name) == getattr(self, name)
-            for name in ("cell_id", "client_session", "kernel_id")
+            getattr(self, name) is None or get(name) == getattr(self, name)
+            for name in ("client_session", "kernel_id", "key")
         )
 
     def to_json(self) -> dict[str, Any]:
+        if isinstance(self.cell_id, tuple) or self.key is not None:
+            raise ValueError("a selector of several cells or of a key is not sent")
         out: dict[str, Any] = {
             name: getattr(self, name) for name in FIELDS[:-1] if getattr(self, name) is not None
         }

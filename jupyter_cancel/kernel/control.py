@@ -68,7 +68,7 @@ def _handle(
         return {"status": "ok", "moved": moved}
     if action == "stop_cell":
         selector = Selector.from_json(content)
-        if selector.cell_id is None or selector.all or set(selector.filters()) != {"cell_id"}:
+        if not isinstance(selector.cell_id, str) or selector != Selector(cell_id=selector.cell_id):
             raise ValueError("stop_cell needs cell_id (and no other selector)")
         reason = to_reason(content.get("reason", Reason.USER))
         # The Python first: the operations' ends must not race the raise into the cell.
@@ -76,7 +76,7 @@ def _handle(
         if msg_id is not None:
             msg_id = to_text(msg_id, "msg_id")
         running = stop_cell(selector.cell_id, reason) if stop_cell is not None else False
-        cancelled = [op.id for op in registry.cancel_where(reason, wait=False, cell_id=selector.cell_id)]
+        cancelled = [op.id for op in registry.cancel_where(selector, reason, wait=False)]
         # Not the cell running now, and its request is known: a queued run of it (Run All).
         skipped = not running and msg_id is not None and skip is not None
         if skipped:
@@ -94,7 +94,7 @@ def _handle(
                 # An id we do not know yet may be registering right now: remember it.
                 cancelled += [op.id for op in registry.cancel(op_id, reason, wait=wait, remember=True)]
         else:
-            cancelled = [op.id for op in registry.cancel_where(reason, wait=wait, **selector.filters())]
+            cancelled = [op.id for op in registry.cancel_where(selector, reason, wait=wait)]
     operations = [op.to_json() for op in registry.operations(include_done=True)]
     reply = {"status": "ok", "cancelled": cancelled, "operations": operations}
     if action == "stop_cell":

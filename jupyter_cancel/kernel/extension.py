@@ -26,6 +26,7 @@ from ..core.errors import Cancelled
 from ..core.model import Reason, describe
 from ..core.operation import Operation
 from ..core.registry import Registry
+from ..core.selector import Selector
 from . import control, spark
 from .adapter import KernelAdapter
 from .cellstop import CellStopper
@@ -176,10 +177,10 @@ class KernelIntegration:
         deleted = metadata.get("deletedCells")
         if isinstance(deleted, list) and deleted:
             cells = [c for c in deleted if isinstance(c, str)]
-            self.registry.cancel_where(Reason.CELL_DELETED, cell_id=cells)
+            self.registry.cancel_where(Selector(cell_id=tuple(cells)), Reason.CELL_DELETED)
         if cell_id and self.cancel_on_rerun:
             # The new run starts only once the old run's work is gone (bounded wait).
-            self.registry.cancel_where(Reason.CELL_RERUN, cell_id=cell_id)
+            self.registry.cancel_where(Selector(cell_id=cell_id), Reason.CELL_RERUN)
         if "pyspark" in sys.modules:  # (nothing of Spark is imported here unless the user did)
             self.hidden.also(spark.library_errors())
             self.spark_op = spark.begin_run(self.registry, owner, api.current_policy())

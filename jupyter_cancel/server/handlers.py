@@ -140,6 +140,8 @@ class CancelKernelHandler(_Base):
         if kernel_id not in self.kernel_manager:
             raise _not_found("kernel", kernel_id)
         selector = Selector(cell_id=body.get("cell_id"), client_session=body.get("client_session"))
+        if selector.empty:
+            selector = Selector(all=True)  # a body naming no cell and no client: the kernel's work
         cancelled = await self.tracker.cancel(kernel_id, body["reason"], selector)
         self.finish(json.dumps({"cancelled": cancelled}))
 

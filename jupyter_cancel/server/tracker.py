@@ -182,17 +182,16 @@ class Tracker:
         self,
         kernel_id: str,
         reason: str,
-        selector: Selector | None = None,
+        selector: Selector,
         *,
         timeout: float | None = None,
     ) -> list[str]:
-        """Ask the kernel to cancel what ``selector`` names (None: all its work the reason
-        applies to); if it does not answer in time, terminate what we know ourselves."""
+        """Ask the kernel to cancel what ``selector`` names (``all=True``: all its work the
+        reason applies to; empty: nothing); if it does not answer in time, terminate what we
+        know ourselves."""
         link = self.link(kernel_id)
-        if link is None:
+        if link is None or selector.empty:
             return []
-        if selector is None or selector.empty:
-            selector = Selector(all=True)
         launch = self.foreign.launches.get(kernel_id)
         if launch is not None:
             return await self.foreign.cancel(link, launch, reason, selector)
@@ -454,7 +453,7 @@ class Tracker:
                 await adapter.settled(manager)  # not mid-start or mid auto-restart
             if getattr(self.app, flag) and kernel_id in self.km:
                 try:
-                    await self.cancel(kernel_id, reason)
+                    await self.cancel(kernel_id, reason, Selector(all=True))
                 except Exception:
                     self.log.exception("cancelling before %s of %s failed", name, kernel_id)
             link = self.links.get(kernel_id)
@@ -483,7 +482,9 @@ class Tracker:
             countdown.cancel()
         self._countdowns.clear()
         links = self.all_links()
-        await asyncio.gather(*(self.cancel(link.kernel_id, Reason.SERVER_SHUTDOWN) for link in links))
+        await asyncio.gather(
+            *(self.cancel(link.kernel_id, Reason.SERVER_SHUTDOWN, Selector(all=True)) for link in links)
+        )
         self.foreign.stop()
         for link in links:
             self.drop(link.kernel_id)

@@ -33,7 +33,11 @@ def test_selector_validates_and_an_empty_one_matches_nothing():
     assert Selector().empty and not Selector().matches({"id": "x"})
     sel = Selector.from_json({"cell_id": "c", "operation_ids": ["a", "b"]})
     assert sel.matches({"id": "a", "cell_id": "c"}) and not sel.matches({"id": "z", "cell_id": "c"})
-    assert sel.filters() == {"ids": ("a", "b"), "cell_id": "c"}
+    assert Selector(all=True).matches({"id": "q"}) and not Selector(all=True).empty
+    several = Selector(cell_id=("c", "d"))
+    assert several.matches({"id": "a", "cell_id": "d"}) and not several.matches({"id": "a", "cell_id": "e"})
+    with pytest.raises(ValueError):
+        several.to_json()  # the registry's own: never sent
     assert Selector.from_json(sel.to_json()) == sel
     for bad in (
         {"cell_id": "\ud800"},

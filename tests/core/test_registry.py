@@ -8,6 +8,7 @@ import pytest
 
 import jupyter_cancel as jc
 from jupyter_cancel.core import CancelScope, Registry, api
+from jupyter_cancel.core.selector import Selector
 from tests.helpers.procs import alive, tree_cmd, wait_ready
 from tests.helpers.wait import until
 
@@ -29,12 +30,15 @@ def test_select_by_cell_session_kernel_and_cancel_is_idempotent():
         )
         s.__enter__()
         scopes.append(s)
-    assert {o.name for o in reg.select(cell_id="a")} == {"a"}
-    assert len(reg.select(client_session="s1")) == 2
-    assert len(reg.select(kernel_id="k")) == 3
-    first = reg.cancel_where("cell_rerun", cell_id="a", wait=False)
+    assert {o.name for o in reg.select(Selector(cell_id="a"))} == {"a"}
+    assert len(reg.select(Selector(client_session="s1"))) == 2
+    assert len(reg.select(Selector(kernel_id="k"))) == 3
+    assert reg.select(Selector()) == []  # empty names nothing
+    assert len(reg.select(Selector(all=True))) == 3  # everything is said
+    assert {o.name for o in reg.select(Selector(cell_id=("a", "b")))} == {"a", "b"}
+    first = reg.cancel_where(Selector(cell_id="a"), "cell_rerun", wait=False)
     assert len(first) == 2 and all(s.cancelled for s in scopes[:2]) and not scopes[2].cancelled
-    assert reg.cancel_where("cell_rerun", cell_id="a", wait=False) == []  # idempotent
+    assert reg.cancel_where(Selector(cell_id="a"), "cell_rerun", wait=False) == []  # idempotent
     for s in scopes:
         s.__exit__(None, None, None)
     assert [s.operation.state.value for s in scopes] == ["cancelled", "cancelled", "completed"]
@@ -122,7 +126,7 @@ def test_supersede_is_bounded_when_old_work_cannot_stop():
 
     t = threading.Thread(target=stuck_thread)
     t.start()
-    until(lambda: reg.select(key="k"), 10, "stuck scope registered")
+    until(lambda: reg.select(Selector(key="k")), 10, "stuck scope registered")
     new = reg.new(name="new", kind="scope", key="k")
     # Bounded (grace + 1 s): registering returns although the old work never stopped.
     assert reg.register(new) is True
