@@ -8,6 +8,7 @@ processes left alive (then kill those by pid).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import tempfile
 from pathlib import Path
@@ -17,7 +18,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jupyter_cancel as jc
-from jupyter_cancel.core import proctree
+from jupyter_cancel.core import platform
 from jupyter_cancel.core.cgroup import Cgroup
 from tests.helpers.procs import alive, tree_cmd, wait_ready
 
@@ -37,26 +38,19 @@ MECHANISMS = [
 
 
 def run(mode: str, count: int, cookie: bool, cgroup: bool) -> int:
-    proctree.USE_COOKIE_SWEEP = cookie
-    original = Cgroup.create
-    if not cgroup:
-        Cgroup.create = classmethod(lambda cls, op_id: None)  # type: ignore[method-assign]
-    try:
-        with tempfile.TemporaryDirectory() as d:
-            ready = Path(d) / "r"
-            op = jc.start(tree_cmd(mode, ready), display=False, grace=0.3)
-            pids = wait_ready(ready, count)
-            op.cancel()
-            late = Path(str(ready) + ".late")
-            if late.exists():
-                pids += wait_ready(late, 1)
-            left = [p for p in pids if alive(p)]
-            for pid in left:
-                psutil.Process(pid).kill()
-            return len(left)
-    finally:
-        Cgroup.create = original  # type: ignore[method-assign]
-        proctree.USE_COOKIE_SWEEP = True
+    chosen = dataclasses.replace(platform.current(), cookie_sweep=cookie, cgroups=cgroup)
+    with platform.use(chosen), tempfile.TemporaryDirectory() as d:
+        ready = Path(d) / "r"
+        op = jc.start(tree_cmd(mode, ready), display=False, grace=0.3)
+        pids = wait_ready(ready, count)
+        op.cancel()
+        late = Path(str(ready) + ".late")
+        if late.exists():
+            pids += wait_ready(late, 1)
+        left = [p for p in pids if alive(p)]
+        for pid in left:
+            psutil.Process(pid).kill()
+        return len(left)
 
 
 def main() -> None:

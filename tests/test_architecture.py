@@ -149,3 +149,17 @@ def test_the_architecture_map_names_only_what_exists():
         assert list(PACKAGE.parent.glob(f"jupyter_cancel/**/{f}")) or list(PACKAGE.parent.glob(f"*/{f}")), f
     core = {p.name for p in (PACKAGE / "core").glob("*.py")} - {"__init__.py"}
     assert not core - named, f"core modules missing from the map: {sorted(core - named)}"
+
+
+def test_platform_mechanisms_are_asked_of_one_backend():
+    """pidfds, our /proc reads and cgroups are chosen once, in ``core/platform.py``; every other
+    module asks ``platform.current()`` — no module-level flag, no probe of its own."""
+    probes = ('hasattr(os, "pidfd_open")', 'hasattr(signal, "pidfd_send_signal")', 'os.path.isdir("/proc")')
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "platform.py":
+            continue
+        text = path.read_text()
+        for flag in ("HAVE_PIDFD", "HAVE_PROC", "USE_COOKIE_SWEEP"):
+            assert flag not in text, f"{path.name} has {flag}"
+        for probe in probes:
+            assert probe not in text, f"{path.name} probes the platform itself: {probe}"

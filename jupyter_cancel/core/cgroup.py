@@ -12,6 +12,8 @@ import time
 from collections.abc import Sequence
 from functools import lru_cache
 
+from .platform import current
+
 log = logging.getLogger(__name__)
 
 _CANDIDATES = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")
@@ -56,6 +58,8 @@ class Cgroup:
 
     @classmethod
     def create(cls, op_id: str) -> Cgroup | None:
+        if not current().cgroups:
+            return None
         base = _base()
         if base is None:
             return None

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING
 
 from .errors import Cancelled
 from .fds import dup_high, pidfd_open, pipe
-from .proctree import HAVE_PIDFD, running
+from .platform import current
+from .proctree import running
 
 if TYPE_CHECKING:
     from .operation import Operation
@@ -77,7 +78,7 @@ class Monitor:
         w = _Watch(op, runner)
         if w.pipe is not None:
             os.set_blocking(w.pipe, False)
-        if HAVE_PIDFD:
+        if current().pidfd:
             try:
                 w.pidfd = pidfd_open(runner.popen.pid)
             except OSError:
@@ -94,7 +95,7 @@ class Monitor:
         the only pid, already open (copied straight above the floor: this may be a background
         thread, and a pidfd opened here would take a low number for a moment)."""
         group = _Group(callback)
-        if HAVE_PIDFD:
+        if current().pidfd:
             if pinned is not None and len(pids) == 1:
                 group.fds.append(dup_high(pinned))
                 pids = []

@@ -31,6 +31,7 @@ import psutil
 
 from .cgroup import Cgroup, children_of
 from .fds import pidfd_open
+from .platform import current
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +41,13 @@ _COOKIE_B = COOKIE.encode() + b"="
 #: everything that kernel starts, in any language, inherits it.
 KERNEL_COOKIE = "JUPYTER_CANCEL_KERNEL"
 _KERNEL_COOKIE_B = KERNEL_COOKIE.encode() + b"="
-HAVE_PIDFD = hasattr(os, "pidfd_open") and hasattr(signal, "pidfd_send_signal")
 #: At most this many processes are walked through the kernel's children lists before the
 #: /proc pass (which finds any others).
 _WALK_MAX = 1000
-#: Linux's /proc (not macOS): asked once, not on every collection.
-HAVE_PROC = os.path.isdir("/proc")
 #: How long to wait for processes to vanish after SIGKILL before calling them unkillable.
 KILL_WAIT = 1.0
 _FORK_ROUNDS = 5
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-#: Switch off the cookie sweep (bench/escapes.py measures what each mechanism catches).
-USE_COOKIE_SWEEP = True
 
 
 def spawn(
@@ -243,19 +239,39 @@ def running(proc: psutil.Process | int | None, *, fresh: bool = False) -> bool:
 
 
 def carriers_since(op_id: str, first_pid: int) -> list[int]:
-    """Pids carrying ``op_id``'s cookie among processes started after ``first_pid`` (pids are
-    handed out in increasing order): one directory listing and a few small reads, where a full
-    sweep reads every process. Falls back to ``sweep`` when the pid space wrapped around."""
+    """Pids carrying ``op_id``'s cookie among processes started after ``first_pid``: one
+    directory listing and a few small reads, where a full sweep reads every process."""
     return carriers_of({op_id}, first_pid).get(op_id, [])
+
+
+def _last_pid() -> int | None:
+    """The pid the kernel handed out last (``/proc/loadavg``'s last field), None if unknown."""
+    try:
+        with open("/proc/loadavg", "rb") as fh:
+            return int(fh.read().split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def newer_pids(pids: Iterable[int], first_pid: int, last_pid: int | None) -> list[int]:
+    """Of ``pids``, those handed out at or after ``first_pid``. Pids are handed out in
+    increasing order up to ``pid_max``, then from the bottom again: if the last one handed out
+    (``last_pid``, read before the listing) is below ``first_pid`` the counter wrapped since,
+    and the newer pids are those above ``first_pid`` and those up to ``last_pid``. Unknown
+    ``last_pid``: all of them (a full read, never a miss)."""
+    if last_pid is None:
+        return list(pids)
+    if last_pid >= first_pid:
+        return [pid for pid in pids if pid >= first_pid]
+    return [pid for pid in pids if pid >= first_pid or pid <= last_pid]
 
 
 def carriers_of(op_ids: set[str], first_pid: int) -> dict[str, list[int]]:
     """``carriers_since`` for several operations at once (one listing, each process read once)."""
-    if not HAVE_PROC:
+    if not current().proc:
         return {op_id: [p.pid for p in procs] for op_id, procs in sweep(op_ids).items()}
+    last = _last_pid()  # before the listing: whatever it lists was handed out by then or after
     pids = [int(e) for e in os.listdir("/proc") if e.isdigit()]
-    if not pids or max(pids) < first_pid:
-        return {op_id: [p.pid for p in procs] for op_id, procs in sweep(op_ids).items()}
     wanted = {op_id.encode(): op_id for op_id in op_ids}
     found: dict[str, list[int]] = {}
     protected = _protected()
@@ -265,7 +281,7 @@ def carriers_of(op_ids: set[str], first_pid: int) -> dict[str, list[int]]:
         if cookie is not None and cookie in wanted and pid not in protected:
             found.setdefault(wanted[cookie], []).append(pid)
 
-    _read_carriers((pid for pid in pids if pid >= first_pid), carrier)
+    _read_carriers(newer_pids(pids, first_pid, last), carrier)
     return found
 
 
@@ -275,7 +291,7 @@ def sweep(op_ids: Iterable[str], cookie: str = COOKIE) -> dict[str, list[psutil.
     wanted = {op_id.encode(): op_id for op_id in op_ids}
     if not wanted:
         return {}
-    if not HAVE_PROC:
+    if not current().proc:
         return _sweep_psutil(wanted, cookie)
     found: dict[str, list[psutil.Process]] = {}
     snap = Snapshot()
@@ -380,11 +396,11 @@ class Tree:
     def _walk_and_sweep(self, snap: Snapshot | None, root: psutil.Process | None) -> list[int]:
         """The live root's descendants and every carrier of this tree's cookie."""
         pids: list[int] = []
-        if HAVE_PROC:
+        if current().proc:
             snap = snap if snap is not None else Snapshot()
             if root is not None:
                 pids.extend(snap.descendants(root.pid))
-            if USE_COOKIE_SWEEP:
+            if current().cookie_sweep:
                 carriers = snap.cookie if self.cookie == COOKIE else snap.kernel_cookie
                 pids.extend(carriers.get(self.op_id.encode(), ()))
             return pids
@@ -393,7 +409,7 @@ class Tree:
                 pids.extend(c.pid for c in root.children(recursive=True))
             except psutil.Error:
                 pass
-        if USE_COOKIE_SWEEP:
+        if current().cookie_sweep:
             pids.extend(p.pid for p in sweep([self.op_id], self.cookie).get(self.op_id, ()))
         return pids
 
@@ -431,7 +447,7 @@ class _Member:
         """A process just found by pid: pinned by a pidfd first, its identity read after (so
         it is the pinned process's), zombies left out — two reads of its stat, not three."""
         fd = None
-        if HAVE_PIDFD:
+        if current().pidfd:
             try:
                 fd = pidfd_open(pid)
             except OSError:
@@ -450,7 +466,7 @@ class _Member:
 
     def open(self) -> bool:
         """Pin the process; False when it is already gone or its pid was reused."""
-        if HAVE_PIDFD:
+        if current().pidfd:
             try:
                 self.fd = pidfd_open(self.pid)
             except OSError:
@@ -514,7 +530,7 @@ class Termination:
         # descendants of the roots we started, as the kernel lists them (a few small reads),
         # so a setsid member is not left waiting for that pass.
         walked = [t for t in self.trees if t.owns_root and not _by_cgroup(t)]
-        if walked and HAVE_PROC:
+        if walked and current().proc:
             for t in walked:
                 _enroll_descendants(t, self.live)
             self._signal_members(groups, pgids)
@@ -597,7 +613,7 @@ def terminate(trees: Sequence[Tree]) -> Outcome:
 def _enroll(trees: Sequence[Tree], live: dict[int, _Member]) -> None:
     # One /proc pass serves every tree without a complete cgroup.
     snap = None
-    if HAVE_PROC and any(not _by_cgroup(t) for t in trees):
+    if current().proc and any(not _by_cgroup(t) for t in trees):
         snap = Snapshot(since=_earliest_root(trees))
     for t in trees:
         if _by_cgroup(t):
@@ -638,7 +654,7 @@ def _enroll_descendants(tree: Tree, live: dict[int, _Member]) -> None:
 def _by_cgroup(tree: Tree) -> bool:
     """Its cgroup holds every member (it was joined before the root could fork) and pidfds
     pin them: membership is then read from the cgroup alone, no /proc read per process."""
-    return HAVE_PIDFD and tree.cgroup is not None and tree.cgroup_complete
+    return current().pidfd and tree.cgroup is not None and tree.cgroup_complete
 
 
 def _enroll_cgroup(tree: Tree, live: dict[int, _Member]) -> None:
@@ -749,7 +765,7 @@ def _signal_group(member: _Member, pgid: int | None, done: set[int], sig: int) -
 
 def _wait(live: dict[int, _Member], deadlines: Mapping[str, float], outcome: Outcome) -> None:
     """Block until members exit or their tree's deadline passes; event-driven with pidfds."""
-    if HAVE_PIDFD and all(m.fd is not None for m in live.values()):
+    if current().pidfd and all(m.fd is not None for m in live.values()):
         _wait_pidfd(live, deadlines, outcome)
     else:
         _wait_psutil(live, deadlines, outcome)

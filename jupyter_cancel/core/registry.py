@@ -36,8 +36,8 @@ from .model import (
 )
 from .monitor import Monitor
 from .operation import Operation, new_id
+from .platform import current
 from .proctree import (
-    HAVE_PIDFD,
     Termination,
     Tree,
     carriers_of,
@@ -322,7 +322,7 @@ class Registry:
             raise KeyError(pid)
         if op is None:
             op = self.expect(name=name or f"pid {pid}", policy=policy, grace=grace, owner=owner)
-        if defer and HAVE_PIDFD:
+        if defer and current().pidfd:
             try:
                 fd = pidfd_open(pid)
             except OSError:

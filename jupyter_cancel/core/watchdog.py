@@ -39,7 +39,8 @@ import psutil
 from .cgroup import Cgroup
 from .identity import process_of
 from .model import DEFAULT_GRACE
-from .proctree import HAVE_PROC, Snapshot, Tree, terminate
+from .platform import current
+from .proctree import Snapshot, Tree, terminate
 
 log = logging.getLogger(__name__)
 #: Where a server's shared watchdog listens (set in the environment of the kernels it starts).
@@ -65,7 +66,7 @@ def _root(pid: int | None, ctime: float | None) -> psutil.Process | None:
 
 def _owner_pidfd(owner: int | None) -> int | None:
     """A pidfd of the owner, if it is still our parent (else it is gone already)."""
-    if owner is None or not hasattr(os, "pidfd_open"):
+    if owner is None or not current().pidfd:
         return None
     try:
         fd = os.pidfd_open(owner)
@@ -153,7 +154,7 @@ def _terminate(registered: dict[str, dict[str, Any]]) -> None:
         )
         for op_id, m in registered.items()
     ]
-    if prefix and HAVE_PROC:
+    if prefix and current().proc:
         # The owner's work it had not registered yet: one pass over /proc for its cookies.
         unregistered = {
             key.decode(errors="replace")

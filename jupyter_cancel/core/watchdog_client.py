@@ -21,6 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from .fds import pidfd_open
 from .operation import death_prefix
+from .platform import current
 from .proctree import COOKIE
 from .watchdog import DETACH_ENV, SOCKET_ENV, SWEEP_ENV
 
@@ -62,7 +63,7 @@ def detach() -> bool:
     a child watchdog would die with its owner and leave the trees' setsid members alive. Needs
     pidfds (the owner watches a process that is not its child)."""
     wanted = os.environ.get(DETACH_ENV, "1" if "RAY_RAYLET_PID" in os.environ else "0") == "1"
-    return wanted and hasattr(os, "pidfd_open")
+    return wanted and current().pidfd
 
 
 class WatchdogClient:

@@ -29,7 +29,8 @@ import psutil
 
 from ..core.cgroup import Cgroup, remove_stale
 from ..core.model import CancelReason, Reason
-from ..core.proctree import HAVE_PIDFD, KERNEL_COOKIE, Outcome, Tree, running, terminate
+from ..core.platform import current
+from ..core.proctree import KERNEL_COOKIE, Outcome, Tree, running, terminate
 from ..core.selector import Selector
 from . import adapter
 from .kernels import KernelLink
@@ -185,7 +186,7 @@ class ForeignKernels:
             return None
         self.launches[kernel_id] = launch
         loop = asyncio.get_running_loop()
-        if HAVE_PIDFD:
+        if current().pidfd:
             try:
                 launch.fd = os.pidfd_open(pid)
                 loop.add_reader(launch.fd, self._on_exit, launch)

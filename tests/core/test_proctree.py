@@ -268,3 +268,15 @@ def test_grace_runs_from_each_trees_own_sigterm(tmp_path, monkeypatch):
         for proc in procs:
             proc.kill()
             proc.wait()
+
+
+def test_newer_pids_follow_the_counter_around_its_wrap():
+    """A leftover of a process whose pid was handed out just before the counter wrapped has a
+    low pid: it is still newer (a check of ``pid >= first`` alone missed it)."""
+    from jupyter_cancel.core.proctree import newer_pids
+
+    live = [1, 40, 300, 955, 956, 31000, 32700, 32760]
+    assert newer_pids(live, 31000, last_pid=32760) == [31000, 32700, 32760]  # no wrap
+    assert newer_pids(live, 31000, last_pid=956) == [1, 40, 300, 955, 956, 31000, 32700, 32760]
+    assert newer_pids(live, 32700, last_pid=300) == [1, 40, 300, 32700, 32760]  # 955, 956 are older
+    assert newer_pids(live, 32700, last_pid=None) == live  # unknown: everything is read

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from jupyter_cancel.core.platform import PLATFORM_ENV
 from tests.faults.test_matrix import TRIGGERS, _fire
 from tests.helpers.procs import TREE, announced, left_alive, wait_ready
 from tests.helpers.server import wait_gone
@@ -17,8 +18,17 @@ from tests.helpers.server import wait_ready as await_ready
 from tests.kernel.test_capture import HEAD, STYLES
 
 
+@pytest.fixture(params=["detected", "portable"])
+def kernel_platform(request, monkeypatch):
+    """The kernels' backend: what this machine offers, and the portable one (psutil only: no
+    pidfd, no cgroup, no /proc reads of ours — what macOS gets), chosen by their environment."""
+    if request.param == "portable":
+        monkeypatch.setenv(PLATFORM_ENV, "portable")
+    return request.param
+
+
 @pytest.mark.parametrize("trigger", TRIGGERS)
-async def test_trigger_ends_what_plain_code_started(harness, tmp_path, trigger):
+async def test_trigger_ends_what_plain_code_started(harness, tmp_path, trigger, kernel_platform):
     bystander = subprocess.Popen([sys.executable, TREE, "three", str(tmp_path / "bystander")])
     try:
         by = wait_ready(tmp_path / "bystander", 3)
@@ -31,6 +41,10 @@ async def test_trigger_ends_what_plain_code_started(harness, tmp_path, trigger):
         )
         r = await client.execute(code, cell="work")
         assert r["reply"]["status"] == "ok", r
+        if kernel_platform == "portable":
+            probe = "from jupyter_cancel.core import platform\nprint(platform.current().name)"
+            r = await client.execute(probe, cell="probe")
+            assert "portable" in r["stdout"], r
         trees = {name: await await_ready(tmp_path / name, 3, timeout=60) for name in STYLES}
         await harness.api("GET", "jupyter-cancel", "api", "operations")  # the server's view is current
         await _fire(trigger, harness, kid, client)
