@@ -771,7 +771,9 @@ def _wait(live: dict[int, _Member], deadlines: Mapping[str, float], outcome: Out
         _wait_psutil(live, deadlines, outcome)
 
 
-def _reap(member: _Member, live: dict[int, _Member], outcome: Outcome) -> None:
+def _mark_gone(member: _Member, live: dict[int, _Member], outcome: Outcome) -> None:
+    """``member`` exited (its pidfd is readable, or psutil says so): recorded as gone. (Never
+    reaped here: its parent reaps it.)"""
     live.pop(member.pid, None)
     member.close()
     outcome.gone.setdefault(member.tree.op_id, []).append(member.pid)
@@ -793,7 +795,7 @@ def _wait_pidfd(live: dict[int, _Member], deadlines: Mapping[str, float], outcom
         for fd, _ in poller.poll(max(0.0, horizon - now) * 1000):
             member = by_fd.pop(fd)
             poller.unregister(fd)
-            _reap(member, live, outcome)
+            _mark_gone(member, live, outcome)
         if not by_fd:
             return
 
@@ -809,7 +811,7 @@ def _wait_psutil(live: dict[int, _Member], deadlines: Mapping[str, float], outco
             return
         for member in list(live.values()):
             if member.gone():
-                _reap(member, live, outcome)
+                _mark_gone(member, live, outcome)
         if live:
             time.sleep(delay)
             delay = min(delay * 2, 0.05)

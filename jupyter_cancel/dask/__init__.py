@@ -16,14 +16,23 @@ too, once ``install(client)`` (or any helper) put the plugin on the workers.
 
 from __future__ import annotations
 
-from .client import DaskRunner, Tracker, compute, install, operation_of, remote_operations, submit, tracked
+from .client import (
+    ClusterLink,
+    DaskRunner,
+    compute,
+    install,
+    operation_of,
+    remote_operations,
+    submit,
+    tracked,
+)
 from .worker import TOPIC, JupyterCancelPlugin, WorkerHost
 
 __all__ = [
     "TOPIC",
     "DaskRunner",
     "JupyterCancelPlugin",
-    "Tracker",
+    "ClusterLink",
     "WorkerHost",
     "compute",
     "install",

@@ -38,7 +38,7 @@ PROGRESS_EVERY = 0.1
 REMOTE_HISTORY = 1000
 
 
-class Tracker:
+class ClusterLink:
     """One per client: the plugin on its workers, their events, its live submissions."""
 
     def __init__(self, client: Client) -> None:
@@ -163,40 +163,40 @@ class Tracker:
             pass  # the client's loop is closed: its scheduler dropped the keys already
 
 
-_trackers: weakref.WeakKeyDictionary[Client, Tracker] = weakref.WeakKeyDictionary()
+_links: weakref.WeakKeyDictionary[Client, ClusterLink] = weakref.WeakKeyDictionary()
 _install_lock = threading.Lock()
 
 
-def install(client: Client) -> Tracker:
+def install(client: Client) -> ClusterLink:
     """Install the worker plugin on ``client``'s cluster (idempotent: workers that join later
     get it too) and subscribe to its events. The submission helpers call it for you."""
     if client.asynchronous:
         raise TypeError("jupyter_cancel.dask needs a synchronous Client (Client(..., asynchronous=False))")
     with _install_lock:
-        tracker = _trackers.get(client)
-        if tracker is not None:
-            return tracker
-        tracker = Tracker(client)
+        link = _links.get(client)
+        if link is not None:
+            return link
+        link = ClusterLink(client)
         client.register_plugin(JupyterCancelPlugin(), name=PLUGIN_NAME)
-        client.subscribe_topic(TOPIC, tracker.on_event)
-        _trackers[client] = tracker
-        return tracker
+        client.subscribe_topic(TOPIC, link.on_event)
+        _links[client] = link
+        return link
 
 
 def remote_operations(client: Client) -> list[dict[str, Any]]:
     """The operations the client's workers reported (latest JSON each, with ``worker``)."""
-    tracker = _trackers.get(client)
-    if tracker is None:
+    link = _links.get(client)
+    if link is None:
         return []
-    with tracker._lock:
-        return list(tracker.remote.values())
+    with link._lock:
+        return list(link.remote.values())
 
 
 class DaskRunner:
     """A submission's futures as an operation's work (see the module's docstring)."""
 
-    def __init__(self, tracker: Tracker, op: Operation) -> None:
-        self.tracker = tracker
+    def __init__(self, link: ClusterLink, op: Operation) -> None:
+        self.link = link
         self.op = op
         self.futures: list[Future] = []
         self._lock = threading.Lock()
@@ -218,7 +218,7 @@ class DaskRunner:
         return {}
 
     def request_cancel(self, op: Operation) -> None:
-        self.tracker.cancel(self.futures, self)
+        self.link.cancel(self.futures, self)
         self._timer = threading.Timer(op.grace + REPORT_TIMEOUT, self._give_up)
         self._timer.daemon = True
         self._timer.start()
@@ -234,7 +234,7 @@ class DaskRunner:
         for future in futures:
             future.add_done_callback(self._future_done)
         if self.op.cancel_requested:
-            self.tracker.cancel(futures)
+            self.link.cancel(futures)
 
     # -- what happens ------------------------------------------------------------------------------
     def _future_done(self, _future: Future) -> None:
@@ -335,7 +335,7 @@ class DaskRunner:
         if self._timer is not None:
             self._timer.cancel()
         self.op.registry.finish(self.op, state)
-        self.tracker.drop(self)
+        self.link.drop(self)
         self.futures = []  # the cluster may release the results the user no longer holds
 
     def _progress(self, force: bool = False) -> None:
@@ -347,13 +347,13 @@ class DaskRunner:
 
 
 def _begin(client: Client, name: str, policy: str | Policy | None) -> tuple[DaskRunner, dict[str, Any]]:
-    tracker = install(client)
+    link = install(client)
     chosen = api.current_policy() if policy is None else policy
     owner = api.host().owner()
     registry = api.registry()
     op = registry.new(name=name, kind="dask", policy=chosen, owner=owner)
-    runner = DaskRunner(tracker, op)
-    tracker.add(runner)
+    runner = DaskRunner(link, op)
+    link.add(runner)
     registry.attach(op, runner)
     registry.register(op)
     note = {k: owner[k] for k in ("kernel_id", "cell_id", "client_session") if owner.get(k)}
@@ -363,13 +363,13 @@ def _begin(client: Client, name: str, policy: str | Policy | None) -> tuple[Dask
 
 def _attach(runner: DaskRunner, found: Any) -> None:
     futures = futures_of(found)
-    tracker = runner.tracker
-    with tracker._lock:
+    link = runner.link
+    with link._lock:
         for future in futures:
-            tracker.by_key.pop(future.key, None)
-            tracker.by_key[future.key] = runner.op
-        while len(tracker.by_key) > REMOTE_HISTORY:
-            del tracker.by_key[next(iter(tracker.by_key))]
+            link.by_key.pop(future.key, None)
+            link.by_key[future.key] = runner.op
+        while len(link.by_key) > REMOTE_HISTORY:
+            del link.by_key[next(iter(link.by_key))]
     if runner.op.policy is Policy.DETACH:
         fire_and_forget(futures)  # the scheduler keeps it if this client dies
     runner.add(futures)
@@ -424,8 +424,8 @@ def tracked(
 
 def operation_of(future: Future) -> Operation | None:
     """The kernel-side operation a future was submitted under (None if it was not)."""
-    tracker = _trackers.get(future.client)
-    if tracker is None:
+    link = _links.get(future.client)
+    if link is None:
         return None
-    with tracker._lock:
-        return tracker.by_key.get(future.key)
+    with link._lock:
+        return link.by_key.get(future.key)
