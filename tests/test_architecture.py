@@ -118,7 +118,7 @@ def test_reasons_read_the_same_in_the_kernel_and_in_the_browser():
 
     from jupyter_cancel.core.model import REASON_WORDS
 
-    tokens = (Path(__file__).resolve().parents[1] / "labextension" / "src" / "tokens.ts").read_text()
+    tokens = (Path(__file__).resolve().parents[1] / "labextension" / "src" / "types.ts").read_text()
     table = tokens[tokens.index("function describeReason") :]
     table = table[: table.index("};")]
     words = dict(re.findall(r"(\w+): '([^']*)'", table))
@@ -149,6 +149,8 @@ def test_the_architecture_map_names_only_what_exists():
         assert list(PACKAGE.parent.glob(f"jupyter_cancel/**/{f}")) or list(PACKAGE.parent.glob(f"*/{f}")), f
     core = {p.name for p in (PACKAGE / "core").glob("*.py")} - {"__init__.py"}
     assert not core - named, f"core modules missing from the map: {sorted(core - named)}"
+    sources = {p.name for p in (PACKAGE.parent / "labextension" / "src").glob("*.ts")}
+    assert set(re.findall(r"\b([a-z]+\.ts)\b", block)) == sources, sorted(sources)
 
 
 def test_platform_mechanisms_are_asked_of_one_backend():

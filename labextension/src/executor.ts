@@ -3,7 +3,7 @@ import { INotebookCellExecutor, runCell } from '@jupyterlab/notebook';
 
 import { announce } from './announce';
 import { hasExtension, stopCell } from './request';
-import { ISettings } from './tokens';
+import { ISettings } from './types';
 
 /** How long a re-run waits for the stopped run to end (a cell stuck in C code may not). */
 const STOP_WAIT = 10000;

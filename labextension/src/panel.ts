@@ -2,7 +2,7 @@ import { Widget } from '@lumino/widgets';
 
 import { cancelOperation, liveResources, operationOutput } from './request';
 import { OperationsStore, coalesced } from './store';
-import { IOperation, describeReason, formatElapsed } from './tokens';
+import { IOperation, describeReason, formatElapsed } from './types';
 
 /** A cell running now in an open notebook, with its own stop. */
 export interface IRunningCell {

@@ -1,6 +1,6 @@
 import { PageConfig, URLExt } from '@jupyterlab/coreutils';
 import { Kernel, KernelMessage, ServerConnection } from '@jupyterlab/services';
-import { ICancelRequest, IControlRequest, IResources } from './tokens';
+import { ICancelRequest, IControlRequest, IResources } from './types';
 
 const API = 'jupyter-cancel/api';
 

@@ -1,7 +1,7 @@
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { eventsUrl, requestAPI } from './request';
-import { IOperation, IOperationEvent, IResources } from './tokens';
+import { IOperation, IOperationEvent, IResources } from './types';
 
 /**
  * `fn` run at most once per animation frame however often it is asked for: 200 operations

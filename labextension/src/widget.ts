@@ -1,7 +1,7 @@
 import { DOMWidgetModel, DOMWidgetView, ISerializers } from '@jupyter-widgets/base';
 
 import { cancelOperation, controlRequest } from './request';
-import { describeReason, formatElapsed } from './tokens';
+import { describeReason, formatElapsed } from './types';
 
 export const MODULE_NAME = 'jupyter-cancel';
 export const MODULE_VERSION = '0.1.0';
