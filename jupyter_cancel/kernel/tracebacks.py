@@ -4,11 +4,14 @@ A SIGINT handler written in Python is a frame: the ``KeyboardInterrupt`` (or a c
 ``Cancelled``) it raises would end every interrupted cell's traceback in our code, where stock
 ipykernel's C ``default_int_handler`` adds none. IPython's custom exception hook takes those two
 exceptions, drops our trailing frames from the traceback itself (so ``%tb``, ``%debug`` and
-``sys.last_traceback`` read as stock too) and shows it as IPython would have.
+``sys.last_traceback`` read as stock too) and shows it as IPython would have. An interrupt that
+lands outside the cell's code (while IPython compiles its next statement, say) is shown by
+IPython's ``showtraceback`` without that hook: the shell's ``showtraceback`` drops them too.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from types import CodeType, TracebackType
 from typing import Any
@@ -59,12 +62,32 @@ class HiddenFrames:
         self.stopped = stopped
         self.installed = False
         self.types = self.OURS
+        self._showtraceback: Any = None
+        self._wrapper: Any = None
+        self._had_own = False
 
     def install(self) -> None:
+        self._wrap_showtraceback()
         if getattr(self.shell, "custom_exceptions", None) != ():
             return  # the user's own handler wins (IPython keeps one)
         self.shell.set_custom_exc(self.types, self._show)
         self.installed = True
+
+    def _wrap_showtraceback(self) -> None:
+        original = getattr(self.shell, "showtraceback", None)
+        if original is None or self._showtraceback is not None:
+            return
+        codes, ours = self.codes, self.OURS
+
+        def showtraceback(exc_tuple: Any = None, *args: Any, **kwargs: Any) -> Any:
+            value, tb = (exc_tuple[1], exc_tuple[2]) if exc_tuple else sys.exc_info()[1:]
+            if isinstance(value, ours):
+                drop_trailing(tb, codes)
+            return original(exc_tuple, *args, **kwargs)
+
+        self._showtraceback, self._wrapper = original, showtraceback
+        self._had_own = "showtraceback" in vars(self.shell)
+        self.shell.showtraceback = showtraceback
 
     def also(self, types: tuple[type[BaseException], ...]) -> None:
         """Take these library error types too (a stop of the work they wrap shows as one)."""
@@ -75,6 +98,12 @@ class HiddenFrames:
         self.shell.set_custom_exc(self.types, self._show)
 
     def uninstall(self) -> None:
+        if self._showtraceback is not None and vars(self.shell).get("showtraceback") is self._wrapper:
+            if self._had_own:
+                self.shell.showtraceback = self._showtraceback
+            else:
+                del self.shell.showtraceback  # the class's method again
+        self._showtraceback = self._wrapper = None
         if self.installed and self.shell.custom_exceptions == self.types:
             self.shell.set_custom_exc((), None)
         self.installed = False

@@ -50,6 +50,10 @@ def new_cookie() -> str:
     return "k" + uuid.uuid4().hex[:16]
 
 
+#: How long a foreign kernel's start waits for it to answer (and its helpers to be known).
+HELPERS_WAIT = 10.0
+
+
 class Launch:
     """One start of one foreign kernel: its cookie, its pinned process, cgroup and helpers."""
 
@@ -195,10 +199,15 @@ class ForeignKernels:
         launch.moved = loop.run_in_executor(None, contain, launch)
         if self._poller is None or self._poller.done():
             self._poller = loop.create_task(self._poll())
-        # Sent before the start (or restart) returns, so before any cell a client sends.
+        # Sent and answered before the start (or restart) returns (bounded), so before any cell
+        # a client sends: sent alone, a kernel may take a client's cell first (its clients'
+        # messages and ours come on different connections; seen with xeus-python), and that
+        # cell's children would read as the kernel's helpers.
         self._spawn(
             self._learn_helpers(launch, adapter.shell_request(manager, "kernel_info_request", {}, 60.0))
         )
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(launch.ready.wait(), HELPERS_WAIT)
         return launch
 
     def forget(self, kernel_id: str) -> None:
@@ -218,8 +227,13 @@ class ForeignKernels:
         """The kernel's own helpers (bash_kernel's bash): the children it started before it
         answered our kernel_info, which it did before running any cell. Told apart from a
         cell's child by start time (clock ticks since boot, the kernel's reply stamp on the
-        same clock), so a cell that forks right after the reply is never taken for one."""
+        same clock), so a cell that forks right after the reply is never taken for one. A kernel
+        may handle a cell before our request (its clients' messages and ours come on different
+        connections: seen with xeus-python): the cut is then when it first went busy."""
         stamp = adapter.reply_stamp(await answered)
+        link = self.tracker.links.get(launch.kernel_id)
+        if stamp is not None and link is not None and link.first_busy is not None:
+            stamp = min(stamp, link.first_busy)
         if stamp is not None:
             reply_tick = int((stamp - time.time() + time.clock_gettime(time.CLOCK_BOOTTIME)) * _CLK_TCK)
             with contextlib.suppress(psutil.Error):

@@ -38,6 +38,9 @@ class KernelLink:
         self.stalled = False
         self._answered = False
         self._iopub: Any = None
+        #: When the kernel first went busy (the stamp on its first ``status: busy``): it starts
+        #: handling requests then, so a child it started before that is its own helper.
+        self.first_busy: float | None = None
 
     def connect(self) -> None:
         """Our control and iopub streams; their messages are handled on the server's loop
@@ -139,7 +142,13 @@ class KernelLink:
 
     def _on_iopub(self, msg_list: list[Any]) -> None:
         msg = self._deserialize(msg_list)
-        if msg is None or msg["header"].get("msg_type") != EVENT:
+        if msg is None:
+            return
+        if self.first_busy is None and msg["header"].get("msg_type") == "status":
+            if (msg.get("content") or {}).get("execution_state") == "busy":
+                self.first_busy = adapter.reply_stamp(msg)
+            return
+        if msg["header"].get("msg_type") != EVENT:
             return
         content = msg.get("content") or {}
         events = content.get("events")

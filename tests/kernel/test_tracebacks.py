@@ -62,3 +62,22 @@ def test_a_stopped_cell_s_traceback_ends_in_the_user_s_code(kernel, tmp_path):
     assert "jupyter_cancel/kernel" not in _plain(r.errors[0]["traceback"])
     last = kernel.execute(LAST_FRAME, cell="inspect").stdout.split()
     assert "jupyter_cancel" not in last[0] and last[1] == "<module>", last
+
+
+def test_an_interrupt_shown_outside_the_cells_code_has_no_frame_of_ours(kernel):
+    """An interrupt that lands while IPython compiles a cell's next statement is shown by its
+    ``showtraceback`` directly (no custom exception hook there): our handler's frame is
+    dropped there too (seen in CI: a traceback ending in ``_busy_sigint`` after codeop)."""
+    code = (
+        "import os, signal\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGINT)  # our handler raises KeyboardInterrupt here\n"
+        "except KeyboardInterrupt:\n"
+        "    get_ipython().showtraceback()  # as IPython's run_ast_nodes does\n"
+        "print('shown')\n"
+    )
+    r = kernel.execute(code, cell="shown")
+    assert "shown" in r.stdout, r
+    assert [e["ename"] for e in r.errors] == ["KeyboardInterrupt"], r.errors
+    text = _plain(r.errors[0]["traceback"])
+    assert "jupyter_cancel" not in text and "os.kill" in text, text
