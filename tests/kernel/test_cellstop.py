@@ -107,16 +107,21 @@ def test_interrupt_is_still_the_kernel_wide_stop(kernel, tmp_path):
     assert wait_gone(tree, 10) == []
 
 
+def _catching_loop(marker, handler: str, tries: int, after: str = "") -> str:
+    """A cell that blocks (an event nobody sets) inside a ``try`` catching ``handler`` up to
+    ``tries`` times. The marker is written inside the try: the stop cannot land before it."""
+    return (
+        f"import threading\ncaught = 0\nwhile caught < {tries}:\n    try:\n        "
+        + _ready(marker).strip()
+        + f"\n        threading.Event().wait()\n    except {handler}:\n        caught += 1\n{after}"
+    )
+
+
 def test_except_exception_does_not_swallow_a_stop(kernel, tmp_path):
     """``jc.Cancelled`` is a ``BaseException`` (as ``KeyboardInterrupt``): a retry loop written
     for errors lets the stop through at once."""
     marker = tmp_path / "in"
-    code = (
-        "import time\ncaught = 0\nwhile caught < 3:\n    try:\n        "
-        + _ready(marker).strip()
-        + "\n        time.sleep(600)\n    except Exception:\n        caught += 1\n"
-    )
-    msg = _running(kernel, marker, code, "retry")
+    msg = _running(kernel, marker, _catching_loop(marker, "Exception", 3), "retry")
     assert _stop(kernel, "retry")["running"] is True
     _cancelled(kernel.collect(msg, timeout=30))
     assert kernel.value("caught", cell="after") == 0
@@ -124,12 +129,7 @@ def test_except_exception_does_not_swallow_a_stop(kernel, tmp_path):
 
 def test_swallowed_cancel_is_raised_again_and_reported(kernel, tmp_path):
     marker = tmp_path / "in"
-    # The marker is written inside the try: the stop cannot land before the code that swallows it.
-    code = (
-        "import time\ncaught = 0\nwhile caught < 1:\n    try:\n        "
-        + _ready(marker).strip()
-        + "\n        time.sleep(600)\n    except BaseException:\n        caught += 1\ntime.sleep(600)\n"
-    )
+    code = _catching_loop(marker, "BaseException", 1, after="threading.Event().wait()\n")
     msg = _running(kernel, marker, code, "stubborn")
     assert _stop(kernel, "stubborn")["running"] is True
     _cancelled(kernel.collect(msg, timeout=30))
