@@ -102,17 +102,24 @@ class _Deferred:
 
     def status(self, running: Any = None) -> Any:
         """Its exit status without reaping it (None if its caller reaped it and kept none;
-        ``running`` while it runs) — one ``waitid`` on its pidfd."""
+        ``running`` while it runs): its ``Popen``'s returncode once that reaped it (no system
+        call: the common case), else one ``waitid``."""
         if self._status is not _RUNNING:
+            return self._status
+        popen = self.popen()
+        if popen is not None and popen.returncode is not None:
+            self._status = popen.returncode
             return self._status
         try:
             if self.fd is not None:
                 info = os.waitid(os.P_PIDFD, self.fd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             else:
                 info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            popen = self.popen()  # (its returncode may be a moment behind its reaping: not kept)
-            return popen.returncode if popen is not None else None
+        except ChildProcessError:  # reaped: by its Popen (whose returncode may be a moment
+            if popen is not None:  # behind its reaping: not kept), or by its dropped Popen
+                return popen.returncode
+            self._status = None  # (reaped, its status gone with its Popen: that cannot change)
+            return None
         if info is None:
             return running
         self._status = exit_status(info)
@@ -312,16 +319,22 @@ class Registry:
         ended at once). ``KeyError`` if there is no such process, or if ``pid`` names this
         process or one of its ancestors (never ours to end).
 
-        ``defer`` (capture): the child is pinned now (a pidfd: one system call) and watched
-        only if it lives ``ADOPT_AFTER`` — most captured processes end within milliseconds and
-        then cost nothing more. A trigger meanwhile adopts it at once; a death of this process
-        meanwhile is covered by the watchdog's cookie sweep."""
+        ``defer`` (capture): the child is watched only if it lives ``ADOPT_AFTER`` — most
+        captured processes end within milliseconds and then cost nothing more. A ``Popen``'s
+        child is not even pinned meanwhile: this process is its parent, so its pid stays its
+        own until reaped, and only its ``Popen`` reaps it (whose returncode then says so; a
+        ``waitid`` names only our own unreaped children). A child of another route (``fork``,
+        ``posix_spawn``) is pinned now by a pidfd. A trigger meanwhile adopts it at once; a
+        death of this process meanwhile is covered by the watchdog's cookie sweep."""
         if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or is_protected(pid):
             if op is not None:
                 self.finish(op, State.FAILED)
             raise KeyError(pid)
         if op is None:
             op = self.expect(name=name or f"pid {pid}", policy=policy, grace=grace, owner=owner)
+        if defer and popen is not None and hasattr(os, "waitid"):
+            self._defer(_Deferred(op, pid, None, popen, cgroup))
+            return op
         if defer and current().pidfd:
             try:
                 fd = pidfd_open(pid)
