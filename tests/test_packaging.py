@@ -36,6 +36,14 @@ def dist(tmp_path_factory):
     return out
 
 
+#: What the top of the sdist holds (the repository's own top level, and the sdist's metadata).
+TOP_LEVEL = {
+    ".ci", ".gitignore", "CHANGELOG.md", "LICENSE", "PKG-INFO", "README.md", "bench", "docs",
+    "jupyter-config", "jupyter_cancel", "labextension", "notebooks", "pth", "pyproject.toml",
+    "scripts", "tests",
+}  # fmt: skip
+
+
 @pytest.mark.slow
 def test_sdist_is_small_and_holds_sources_only(dist):
     (sdist,) = dist.glob("*.tar.gz")
@@ -43,6 +51,9 @@ def test_sdist_is_small_and_holds_sources_only(dist):
     with tarfile.open(sdist) as tar:
         names = tar.getnames()
     assert not [n for n in names if any(f in n for f in FORBIDDEN)]
+    # nothing at the top a test left behind (CPython's tests make "@test_<pid>_tmp" files)
+    top = {n.split("/")[1] for n in names if n.count("/") >= 1}
+    assert top <= TOP_LEVEL, sorted(top - TOP_LEVEL)
     for needed in (
         "LICENSE",
         "labextension/package.json",

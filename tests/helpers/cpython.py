@@ -52,6 +52,18 @@ def _jc_load(name):
     return loader.loadTestsFromName(name)
 
 def _jc_run(names, only=None):
+    # In a folder of its own, as CPython's regrtest runs them: what a test leaves behind
+    # (its "@test_<pid>_tmp" files) never lands in the kernel's working directory (the repo).
+    import shutil, tempfile
+    home, cwd = os.getcwd(), tempfile.mkdtemp(prefix="jc-cpython-cwd-")
+    os.chdir(cwd)
+    try:
+        _jc_run_here(names, only)
+    finally:
+        os.chdir(home)
+        shutil.rmtree(cwd, ignore_errors=True)
+
+def _jc_run_here(names, only):
     out = {"failed": [], "ran": 0, "pid": os.getpid(), "why": {}}
     for name in names:
         suite = _jc_load(name)
