@@ -15,14 +15,13 @@ import os
 import queue
 import threading
 import time
-import weakref
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from .adoption import Adoptions
 from .cgroup import Cgroup
 from .errors import Cancelled
-from .fds import pidfd_open
 from .model import (
     DEFAULT_GRACE,
     CancelReason,
@@ -36,18 +35,16 @@ from .model import (
 )
 from .monitor import Monitor
 from .operation import Operation, new_id
-from .platform import current
 from .proctree import (
     Termination,
     Tree,
-    carriers_of,
     carriers_since,
     is_protected,
     running,
     spawn,
     terminate,
 )
-from .runners import CapturedRunner, ProcessRunner, Runner, TaskRunner, TreeRunner, exit_status, root_identity
+from .runners import CapturedRunner, ProcessRunner, Runner, TaskRunner, TreeRunner, root_identity
 from .scope import CancelScope
 from .selector import Selector
 from .sidetable import side
@@ -68,67 +65,6 @@ HISTORY = 200
 WAIT_SLICE = 0.05
 #: Captured processes are announced to subscribers once they lived this long (seconds).
 ANNOUNCE_AFTER = 0.5
-#: Captured processes are watched (monitor, watchdog record) once they lived this long...
-ADOPT_AFTER = 0.02
-#: How long a cancel waits for an adoption in flight (a few /proc reads: milliseconds).
-ADOPT_WAIT = 2.0
-#: ... and moved into a cgroup of their own once they lived this long.
-CGROUP_AFTER = 0.5
-
-
-_RUNNING = object()
-
-
-class _Deferred:
-    """A captured child pinned by its pidfd, not yet watched."""
-
-    __slots__ = ("_popen", "_status", "cgroup", "fd", "op", "pid")
-
-    def __init__(self, op: Operation, pid: int, fd: int | None, popen: Any, cgroup: bool) -> None:
-        self.op = op
-        self.pid = pid
-        #: Our pidfd of the child (None: not pinned); closed by ``close`` alone.
-        self.fd = fd
-        self._popen = weakref.ref(popen) if popen is not None else None
-        self.cgroup = cgroup
-        #: Its exit status once read (it cannot change after).
-        self._status: Any = _RUNNING
-
-    def popen(self) -> Any:
-        return self._popen() if self._popen is not None else None
-
-    def exited(self) -> bool:
-        return self.status(running=_RUNNING) is not _RUNNING
-
-    def status(self, running: Any = None) -> Any:
-        """Its exit status without reaping it (None if its caller reaped it and kept none;
-        ``running`` while it runs): its ``Popen``'s returncode once that reaped it (no system
-        call: the common case), else one ``waitid``."""
-        if self._status is not _RUNNING:
-            return self._status
-        popen = self.popen()
-        if popen is not None and popen.returncode is not None:
-            self._status = popen.returncode
-            return self._status
-        try:
-            if self.fd is not None:
-                info = os.waitid(os.P_PIDFD, self.fd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            else:
-                info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:  # reaped: by its Popen (whose returncode may be a moment
-            if popen is not None:  # behind its reaping: not kept), or by its dropped Popen
-                return popen.returncode
-            self._status = None  # (reaped, its status gone with its Popen: that cannot change)
-            return None
-        if info is None:
-            return running
-        self._status = exit_status(info)
-        return self._status
-
-    def close(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
 
 
 class Registry:
@@ -148,13 +84,15 @@ class Registry:
         self._announced: set[str] = set()
         #: Captured operations (quiet until ANNOUNCE_AFTER), while live.
         self._captured: set[str] = set()
-        #: Captured processes pinned but not yet watched (see ``adopt(defer=True)``), and
-        #: whether a tick to adopt them is scheduled (the lock guards both).
-        self._deferred: dict[str, _Deferred] = {}
-        self._adopt_tick = False
-        #: Operations the tick is adopting right now (out of ``_deferred``, not yet attached):
-        #: a cancel waits for that (``ADOPT_WAIT``) instead of ending an operation without a runner.
-        self._adopting: dict[str, tuple[threading.Event, int]] = {}
+        #: Captured children between their spawn and their watching (``adopt(defer=True)``).
+        self._adoptions = Adoptions(
+            self._lock,
+            later=lambda delay, fn: self._timers().call_later(delay, fn),
+            attach=self._attach,
+            ended=lambda op, status: self._finish_exit(op, status, cancelled=False),
+            release=self._release,
+            watch=self._watch_again,
+        )
         self._events: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] | None = None
         self._monitor: Monitor | None = None
         self._timer: _Timer | None = None
@@ -332,139 +270,14 @@ class Registry:
             raise KeyError(pid)
         if op is None:
             op = self.expect(name=name or f"pid {pid}", policy=policy, grace=grace, owner=owner)
-        if defer and popen is not None and hasattr(os, "waitid"):
-            self._defer(_Deferred(op, pid, None, popen, cgroup))
-            return op
-        if defer and current().pidfd:
-            try:
-                fd = pidfd_open(pid)
-            except OSError:
-                fd = None  # gone and reaped already: the check below
-            if fd is not None:
-                self._defer(_Deferred(op, pid, fd, popen, cgroup))
-                return op
-        self._adopt_now(_Deferred(op, pid, None, popen, cgroup))
+        if not (defer and self._adoptions.defer(op, pid, popen, cgroup)):
+            self._adoptions.now(op, pid, popen, cgroup)
         return op
 
-    def _defer(self, pending: _Deferred) -> None:
-        with self._lock:
-            if pending.op.done:
-                pending.close()
-                return
-            self._deferred[pending.op.id] = pending
-            tick = not self._adopt_tick
-            self._adopt_tick = True
-        if tick:  # one wake-up serves every spawn of the next ADOPT_AFTER
-            self._timers().call_later(ADOPT_AFTER, self._adopt_deferred)
-
-    def _adopt_deferred(self) -> None:
-        """The captured processes spawned since the last tick: those still running (or whose
-        tree lives on) are adopted, the others end here — one /proc listing for all of them."""
-        settled = threading.Event()
-        with self._lock:
-            batch = list(self._deferred.values())
-            self._deferred.clear()
-            self._adopt_tick = False
-            for pending in batch:
-                self._adopting[pending.op.id] = (settled, threading.get_ident())
-        try:
-            self._adopt_batch(batch)
-        finally:
-            with self._lock:
-                for pending in batch:
-                    self._adopting.pop(pending.op.id, None)
-            settled.set()
-
-    def _adopt_batch(self, batch: list[_Deferred]) -> None:
-        ended = [p for p in batch if p.exited()]
-        for pending in batch:
-            if pending not in ended:
-                self._adopt_quietly(pending)
-        if not ended:
-            return
-        left = side().call(carriers_of, {p.op.id for p in ended}, min(p.pid for p in ended))
-        for pending in ended:
-            if left.get(pending.op.id):
-                self._adopt_quietly(pending)  # its root is gone, its `cmd &` lives on
-                continue
-            status = pending.status()
-            pending.close()
-            self._finish_exit(pending.op, status, cancelled=False)
-
-    def _adopt_quietly(self, pending: _Deferred) -> None:
-        try:
-            self._adopt_now(pending)
-        except KeyError:
-            pass  # ended meanwhile: recorded
-        except Exception:  # one process must not stop the others' adoption
-            log.exception("adopting %d failed", pending.pid)
-
-    def _adopt_pending(self, ops: Sequence[Operation]) -> None:
-        """Adopt now the deferred ones among ``ops`` (a trigger is about to end them)."""
-        me = threading.get_ident()
-        with self._lock:
-            if not self._deferred and not self._adopting:
-                return
-            batch = [p for p in (self._deferred.pop(op.id, None) for op in ops) if p is not None]
-            # (Never on the tick's own thread: a timeout cancel runs there.)
-            in_flight = {entry[0] for op in ops if (entry := self._adopting.get(op.id)) and entry[1] != me}
-        for pending in batch:
-            self._adopt_quietly(pending)
-        for settled in in_flight:
-            settled.wait(ADOPT_WAIT)  # the tick is attaching their runners right now
-
-    def _adopt_now(self, pending: _Deferred) -> None:
-        op, pid = pending.op, pending.pid
-        # (/proc reads on the side thread: never a descriptor number the user may be reusing.)
-        root = side().call(root_identity, pid)
-        if root is not None and pending.exited():
-            root = None  # it exited meanwhile: the pid may name another process by now
-        if root is None and not side().call(carriers_since, op.id, pid):
-            # Gone and reaped already, and nothing carries its cookie: it was short-lived.
-            status = pending.status()
-            pending.close()
-            self._finish_exit(op, status, cancelled=False)
-            raise KeyError(pid)
-        # (A root already reaped whose `job &` lives on: the cookie holds that tree.)
-        runner = CapturedRunner(Tree(op.id, root, op.grace, None, cgroup_complete=False), pending.popen())
-        try:
-            self._attach(op, runner, pending.fd)
-        finally:
-            pending.close()
-        if pending.cgroup and root is not None:
-            if op.cancel_requested:
-                return  # being ended now: its descendants and cookie find it
-            # A cgroup only for what lives on: moving a process into one takes the kernel's
-            # fork lock for an RCU grace period (5–12 ms after idle), stalling every fork of
-            # the machine meanwhile (a pool starting its workers).
-            self._timers().call_later(CGROUP_AFTER, lambda: self._join_later(op, runner, pid))
-
-    def _join_later(self, op: Operation, runner: CapturedRunner, pid: int) -> None:
-        """A captured tree that lived ``CGROUP_AFTER`` gets its cgroup (where one can be made)."""
-        if op.done or op.cancel_requested:
-            return
-        group = Cgroup.create(op.id)
-        if group is None:
-            return
-        runner.tree.cgroup = group
-        if op.done:
-            self._release(runner)
-            return
-        # Off the caller's thread (the join may take ms). Until it has joined, and afterwards
-        # too, the tree is also found by its descendants and its cookie (a captured tree's
-        # cgroup is never taken as complete).
-        side().submit(self._join_cgroup, runner, group, pid)
+    def _watch_again(self, op: Operation, runner: TreeRunner) -> None:
+        """A captured tree's watchdog record, again once it has its cgroup."""
         if self._use_watchdog and op.policy is not Policy.DETACH:
-            self.watchdog().register(op, runner)  # again, now with its cgroup
-
-    @staticmethod
-    def _join_cgroup(runner: CapturedRunner, group: Cgroup, pid: int) -> None:
-        """(On the side thread.) Its cgroup holds its tree only if the root still ran once its
-        children were moved too (a root that exited first left them outside). A failed join
-        leaves the cgroup empty (the tree keeps it: a canceller may be reading it right now);
-        it goes when the operation ends."""
-        if group.add_tree(pid):
-            runner.joined_alive = running(runner.tree.root)
+            self.watchdog().register(op, runner)
 
     # -- starting work ----------------------------------------------------------------
     def start(
@@ -632,19 +445,7 @@ class Registry:
         Process trees are terminated together (one SIGTERM pass, one wait).
         """
         why = CancelReason.of(reason)
-        chosen: list[Operation] = []
-        # Captured processes not yet watched are adopted first (a trigger in their first ms).
-        self._adopt_pending([op for op in ops if force or applies(op.policy, why.source)])
-        now = time.monotonic()
-        with self._lock:
-            for op in ops:
-                if op.done or op.cancel_requested:
-                    continue
-                if not force and not applies(op.policy, why.source):
-                    continue
-                op.cancel_requested_at = now
-                op.reason, op.message = why.source, why.message
-                chosen.append(op)
+        chosen = self._choose(ops, why, force)
         if not chosen:
             return []
         for op in chosen:
@@ -669,6 +470,24 @@ class Registry:
             for op in others:
                 if op.runner is not None and not op.runner.wait_gone(op, op.grace):
                     log.warning("operation %s did not stop within %.1fs of its cancel", op.id, op.grace)
+        return chosen
+
+    def _choose(self, ops: Sequence[Operation], why: CancelReason, force: bool) -> list[Operation]:
+        """The operations among ``ops`` that this cancel ends (live, not being cancelled yet,
+        and — unless ``force`` — whose policy the trigger applies to), marked as requested."""
+        # Captured processes not yet watched are adopted first (a trigger in their first ms).
+        self._adoptions.now_among([op for op in ops if force or applies(op.policy, why.source)])
+        chosen: list[Operation] = []
+        now = time.monotonic()
+        with self._lock:
+            for op in ops:
+                if op.done or op.cancel_requested:
+                    continue
+                if not force and not applies(op.policy, why.source):
+                    continue
+                op.cancel_requested_at = now
+                op.reason, op.message = why.source, why.message
+                chosen.append(op)
         return chosen
 
     def _begin(self, ops: Sequence[Operation]) -> Termination:
@@ -828,9 +647,7 @@ class Registry:
         if self._subscribed:
             self._emit("ended", op)
         self._captured.discard(op.id)
-        pending = self._deferred.pop(op.id, None)
-        if pending is not None:
-            pending.close()
+        self._adoptions.drop(op.id)
         done = self._waiters.pop(op.id, None)
         if done is not None:
             done.set()

@@ -231,35 +231,40 @@ def serve(listener: socket.socket, parent: int | None) -> int:
             parent_fd = None
             stopping.set()  # the server is gone: no new kernels will come
         if listener.fileno() >= 0 and listener.fileno() in readable:
-            try:
-                sock, _ = listener.accept()
-            except OSError:
-                continue
-            try:
-                sock.sendall(f"{os.getpid()}\n".encode())
-            except OSError:
-                sock.close()
-                continue
-            owner = _Owner(sock)
-            owners[sock.fileno()] = owner
-            if owner.pidfd is not None:
-                owners[owner.pidfd] = owner
-            log.debug("owner %d connected", owner.pid)
+            _accept(listener, owners)
         for fd in readable:
             owner_ = owners.get(fd)
-            if owner_ is None:
-                continue
-            gone = fd == owner_.pidfd
-            if not gone:
-                try:
-                    chunk = owner_.sock.recv(65536)
-                except OSError:
-                    chunk = b""
-                gone = not chunk
-                if chunk:
-                    owner_.feed(chunk)
-            if gone:
+            if owner_ is not None and (fd == owner_.pidfd or not _read(owner_)):
                 _gone(owner_, owners)
+
+
+def _accept(listener: socket.socket, owners: dict[int, _Owner]) -> None:
+    """A new owner: it learns our pid, we watch its socket and (where we can) its pidfd."""
+    try:
+        sock, _ = listener.accept()
+    except OSError:
+        return
+    try:
+        sock.sendall(f"{os.getpid()}\n".encode())
+    except OSError:
+        sock.close()
+        return
+    owner = _Owner(sock)
+    owners[sock.fileno()] = owner
+    if owner.pidfd is not None:
+        owners[owner.pidfd] = owner
+    log.debug("owner %d connected", owner.pid)
+
+
+def _read(owner: _Owner) -> bool:
+    """What the owner sent, fed to it; False once its socket is closed (the owner is gone)."""
+    try:
+        chunk = owner.sock.recv(65536)
+    except OSError:
+        chunk = b""
+    if chunk:
+        owner.feed(chunk)
+    return bool(chunk)
 
 
 def _gone(owner: _Owner, owners: dict[int, _Owner]) -> None:

@@ -71,36 +71,44 @@ def stream_chat(
     body = {"model": model, "messages": list(messages), "stream": True, **params}
     scope: CancelScope = api.scope(name or f"{model} @ {url}", timeout=limit, kind="llm")
     api.host().show(scope.operation)
-    parts: list[str] = []
     with scope:
-        rate = TokenRate(scope.operation)
-        try:
-            with httpx.Client(timeout=httpx.Timeout(limit, connect=connect_timeout)) as client:
-                with client.stream("POST", endpoint, json=body, headers=headers) as response:
-                    scope.on_cancel(lambda: _shutdown(response))
-                    _check(response, endpoint)
-                    for event in _events(response):
-                        scope.raise_if_cancelled()
-                        for choice in event.get("choices") or []:
-                            text = (choice.get("delta") or {}).get("content") or ""
-                            if text:
-                                parts.append(text)
-                                rate.add(text)
-                                scope.operation.feed(text)
-        except Cancelled:
-            raise
-        except httpx.ConnectError as err:
-            scope.raise_if_cancelled()
-            raise LLMError(f"could not connect to {endpoint}: {err}. Is the server running?") from err
-        except httpx.TimeoutException as err:
-            scope.raise_if_cancelled()
-            raise LLMError(f"{endpoint} timed out: {err}") from err
-        except (httpx.HTTPError, OSError) as err:
-            scope.raise_if_cancelled()  # the socket we shut down on cancel reads as an error
-            raise LLMError(f"streaming from {endpoint} failed: {err}") from err
-        scope.raise_if_cancelled()
-        rate.report()
+        text = _stream(scope, endpoint, body, headers, httpx.Timeout(limit, connect=connect_timeout))
     api.host().finished(scope.operation)
+    return text
+
+
+def _stream(
+    scope: CancelScope, endpoint: str, body: dict[str, Any], headers: dict[str, str], timeout: httpx.Timeout
+) -> str:
+    """The streamed reply's text, fed to the scope's operation as it comes."""
+    parts: list[str] = []
+    rate = TokenRate(scope.operation)
+    try:
+        with httpx.Client(timeout=timeout) as client:
+            with client.stream("POST", endpoint, json=body, headers=headers) as response:
+                scope.on_cancel(lambda: _shutdown(response))
+                _check(response, endpoint)
+                for event in _events(response):
+                    scope.raise_if_cancelled()
+                    for choice in event.get("choices") or []:
+                        text = (choice.get("delta") or {}).get("content") or ""
+                        if text:
+                            parts.append(text)
+                            rate.add(text)
+                            scope.operation.feed(text)
+    except Cancelled:
+        raise
+    except httpx.ConnectError as err:
+        scope.raise_if_cancelled()
+        raise LLMError(f"could not connect to {endpoint}: {err}. Is the server running?") from err
+    except httpx.TimeoutException as err:
+        scope.raise_if_cancelled()
+        raise LLMError(f"{endpoint} timed out: {err}") from err
+    except (httpx.HTTPError, OSError) as err:
+        scope.raise_if_cancelled()  # the socket we shut down on cancel reads as an error
+        raise LLMError(f"streaming from {endpoint} failed: {err}") from err
+    scope.raise_if_cancelled()
+    rate.report()
     return "".join(parts)
 
 

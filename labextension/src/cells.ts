@@ -4,7 +4,7 @@ import { Cell, CodeCell, ICodeCellModel } from '@jupyterlab/cells';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { Kernel, KernelMessage } from '@jupyterlab/services';
 
-import { IRunningCell } from './panel';
+import { IRunningCell } from './cellrows';
 import { stopCell } from './request';
 import { ICellStuck } from './types';
 

@@ -281,7 +281,16 @@ function watchNotebooks(
       }
     });
   });
-  // Closing the browser tab: a beacon makes it immediate (the server's grace is the fallback).
+  watchPageClose(tracker, connections, remember, settings);
+}
+
+/** Closing the browser tab: a beacon makes it immediate (the server's grace is the fallback). */
+function watchPageClose(
+  tracker: INotebookTracker,
+  connections: Map<NotebookPanel, IConnectionInfo>,
+  remember: (panel: NotebookPanel) => void,
+  settings: CancelSettings
+): void {
   window.addEventListener('pagehide', () => {
     if (!settings.current.cancelOnClose) {
       return;

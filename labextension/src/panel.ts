@@ -1,23 +1,9 @@
 import { Widget } from '@lumino/widgets';
 
 import { cancelOperation, liveResources, operationOutput } from './request';
+import { IRunningCell, cellRow } from './cellrows';
 import { OperationsStore, coalesced } from './store';
 import { IOperation, describeReason, formatElapsed } from './types';
-
-/** A cell running now in an open notebook, with its own stop. */
-export interface IRunningCell {
-  id: string;
-  label: string;
-  /** Still running after a Stop's bound (C code, or it caught the stop). */
-  stuck: boolean;
-  /** Sent to the kernel, waiting behind the cell that runs now. */
-  queued?: boolean;
-  /** Queued and stopped: the kernel will skip it. */
-  skipped?: boolean;
-  stop: () => Promise<void>;
-  interrupt: () => Promise<void>;
-  reveal: () => void;
-}
 
 /** Live resources are sampled every this many ticks (seconds) while the panel shows. */
 const SAMPLE_TICKS = 2;
@@ -152,26 +138,7 @@ export class OperationsPanel extends Widget {
     this._where.clear(); // where each operation is: looked up once per render
     this.renderCells();
     const now = Date.now() / 1000;
-    const ops = this.store.operations().filter(op => this.shown(op));
-    const wanted = new Set(ops.map(op => op.id));
-    for (const [id, entry] of this._rows) {
-      if (!wanted.has(id)) {
-        entry.row.remove();
-        this._rows.delete(id);
-      }
-    }
-    // Grouped by notebook (the kernel's, where no open notebook shows it), newest group first.
-    const groups = new Map<string, IOperation[]>();
-    for (const op of ops) {
-      const label = this.group(op);
-      groups.set(label, [...(groups.get(label) ?? []), op]);
-    }
-    for (const [label, header] of this._headers) {
-      if (!groups.has(label)) {
-        header.remove();
-        this._headers.delete(label);
-      }
-    }
+    const groups = this.grouped(this.store.operations().filter(op => this.shown(op)));
     let previous: HTMLElement | null = null;
     const place = (element: HTMLElement) => {
       // Keep the order moving only elements that are out of place.
@@ -184,33 +151,66 @@ export class OperationsPanel extends Widget {
       previous = element;
     };
     for (const [label, members] of groups) {
-      let header = this._headers.get(label);
-      if (!header) {
-        header = document.createElement('li');
-        header.className = 'jc-group';
-        this._headers.set(label, header);
-      }
-      const running = members.filter(op => op.state === 'running' || op.state === 'pending').length;
-      setText(header, `${label} — ${running} running, ${members.length - running} ended`);
-      place(header);
+      place(this.header(label, members));
       for (const op of members) {
-        let entry = this._rows.get(op.id);
-        const sig = `${op.state}:${op.reason}:${op.name}:${op.cell_id}:${op.client_session}:${(op.tags?.workers ?? []).join(',')}`;
-        if (!entry) {
-          entry = this.makeRow(op);
-          this._rows.set(op.id, entry);
-        } else if (entry.sig !== sig) {
-          this.fillRow(entry, op);
-        }
-        entry.op = op;
-        entry.sig = sig;
-        setText(entry.meta, this.metaText(op, now));
-        place(entry.row);
+        place(this.updatedRow(op, now));
       }
     }
     const live = this.store.live().length;
     this._count.textContent = `${live} running`;
     this.showEmpty();
+  }
+
+  /** ``ops`` grouped by notebook (the kernel's, where no open notebook shows it); the rows
+   * and group headers of what is no longer listed removed. */
+  private grouped(ops: IOperation[]): Map<string, IOperation[]> {
+    const wanted = new Set(ops.map(op => op.id));
+    for (const [id, entry] of this._rows) {
+      if (!wanted.has(id)) {
+        entry.row.remove();
+        this._rows.delete(id);
+      }
+    }
+    const groups = new Map<string, IOperation[]>();
+    for (const op of ops) {
+      const label = this.group(op);
+      groups.set(label, [...(groups.get(label) ?? []), op]);
+    }
+    for (const [label, header] of this._headers) {
+      if (!groups.has(label)) {
+        header.remove();
+        this._headers.delete(label);
+      }
+    }
+    return groups;
+  }
+
+  private header(label: string, members: IOperation[]): HTMLElement {
+    let header = this._headers.get(label);
+    if (!header) {
+      header = document.createElement('li');
+      header.className = 'jc-group';
+      this._headers.set(label, header);
+    }
+    const running = members.filter(op => op.state === 'running' || op.state === 'pending').length;
+    setText(header, `${label} — ${running} running, ${members.length - running} ended`);
+    return header;
+  }
+
+  /** The operation's row, made or brought up to date (only what changed is touched). */
+  private updatedRow(op: IOperation, now: number): HTMLElement {
+    let entry = this._rows.get(op.id);
+    const sig = `${op.state}:${op.reason}:${op.name}:${op.cell_id}:${op.client_session}:${(op.tags?.workers ?? []).join(',')}`;
+    if (!entry) {
+      entry = this.makeRow(op);
+      this._rows.set(op.id, entry);
+    } else if (entry.sig !== sig) {
+      this.fillRow(entry, op);
+    }
+    entry.op = op;
+    entry.sig = sig;
+    setText(entry.meta, this.metaText(op, now));
+    return entry.row;
   }
 
   /** The "nothing has run" line, while neither a cell nor an operation is listed. */
@@ -235,65 +235,7 @@ export class OperationsPanel extends Widget {
 
   private renderCellRows(cells: IRunningCell[]): void {
     for (const cell of cells) {
-      const row = document.createElement('li');
-      const state = cell.skipped
-        ? 'jc-cell-skipped-row'
-        : cell.queued
-          ? 'jc-cell-queued'
-          : 'jc-state-running';
-      row.className = `jc-row jc-cell-row ${state}`;
-      row.dataset.cell = cell.id;
-      row.title = `${cell.label}: ${cell.queued ? 'queued' : 'running'}\nclick to show the cell`;
-      const head = document.createElement('div');
-      head.className = 'jc-row-head';
-      const name = document.createElement('span');
-      name.className = 'jc-row-name';
-      // (Plain text for the queued states: not every system font has the media glyphs.)
-      name.textContent = cell.skipped
-        ? `${cell.label} (will be skipped)`
-        : cell.queued
-          ? `${cell.label} (queued)`
-          : `▶ ${cell.label}`;
-      if (cell.skipped) {
-        // Stopped while queued: the kernel passes it by, nothing left to stop.
-        head.appendChild(name);
-        row.appendChild(head);
-        row.onclick = () => cell.reveal();
-        this._cells.appendChild(row);
-        continue;
-      }
-      const stop = document.createElement('button');
-      stop.className = 'jc-row-stop jc-cell-stop jp-mod-styled jp-mod-warn';
-      stop.textContent = '■ Stop';
-      stop.title = cell.queued
-        ? `Stop ${cell.label} before it starts: the kernel skips it, the cells around it run`
-        : `Stop ${cell.label} (its Python and its work)`;
-      stop.setAttribute('aria-label', stop.title);
-      stop.onclick = event => {
-        event.stopPropagation();
-        stop.disabled = true;
-        void cell.stop().catch(err => console.error('jupyter_cancel: cell stop failed', err));
-      };
-      head.appendChild(name);
-      head.appendChild(stop);
-      row.appendChild(head);
-      if (cell.stuck) {
-        const meta = document.createElement('div');
-        meta.className = 'jc-row-meta jc-cell-stuck';
-        meta.textContent = 'still running after Stop (native code?) ';
-        const interrupt = document.createElement('button');
-        interrupt.className = 'jc-cell-interrupt jp-mod-styled jp-mod-warn';
-        interrupt.textContent = 'Interrupt kernel';
-        interrupt.title = 'Interrupt the kernel: stops all of its work';
-        interrupt.onclick = event => {
-          event.stopPropagation();
-          void cell.interrupt();
-        };
-        meta.appendChild(interrupt);
-        row.appendChild(meta);
-      }
-      row.onclick = () => cell.reveal();
-      this._cells.appendChild(row);
+      this._cells.appendChild(cellRow(cell));
     }
   }
 
@@ -323,21 +265,7 @@ export class OperationsPanel extends Widget {
     const entry: IRow = { row, name, meta, tail, stop: null, op, sig: '' };
     expand.onclick = event => {
       event.stopPropagation();
-      const open = tail.style.display === 'none';
-      expand.textContent = open ? '▾' : '▸';
-      expand.setAttribute('aria-expanded', String(open));
-      tail.style.display = open ? '' : 'none';
-      if (open) {
-        tail.textContent = '…';
-        void operationOutput(entry.op.id)
-          .then(text => {
-            tail.textContent = text || '(no output)';
-            tail.scrollTop = tail.scrollHeight;
-          })
-          .catch(() => {
-            tail.textContent = '(its kernel did not say)';
-          });
-      }
+      toggleTail(entry, expand);
     };
     row.onclick = () => this.reveal(entry.op);
     row.onkeydown = event => {
@@ -404,6 +332,26 @@ export class OperationsPanel extends Widget {
 }
 
 /** Write a text only when it changed: an unchanged write still costs the page a layout. */
+/** A row's output tail shown (its operation's newest output, asked of its kernel) or hidden. */
+function toggleTail(entry: IRow, expand: HTMLButtonElement): void {
+  const tail = entry.tail;
+  const open = tail.style.display === 'none';
+  expand.textContent = open ? '▾' : '▸';
+  expand.setAttribute('aria-expanded', String(open));
+  tail.style.display = open ? '' : 'none';
+  if (open) {
+    tail.textContent = '…';
+    void operationOutput(entry.op.id)
+      .then(text => {
+        tail.textContent = text || '(no output)';
+        tail.scrollTop = tail.scrollHeight;
+      })
+      .catch(() => {
+        tail.textContent = '(its kernel did not say)';
+      });
+  }
+}
+
 function setText(node: HTMLElement, text: string): void {
   if (node.textContent !== text) {
     node.textContent = text;

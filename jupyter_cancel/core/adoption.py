@@ -1,0 +1,267 @@
+"""Adoption: a captured child between its spawn and its watching.
+
+Most processes a kernel starts end within milliseconds. A captured child is therefore only
+registered at its spawn; one tick ``ADOPT_AFTER`` later (one timer wake-up for every spawn of
+the window) ends those that exited — after one ``/proc`` listing for a ``cmd &`` they left —
+and hands the others to the registry's monitor; a cgroup only for what lives ``CGROUP_AFTER``.
+A trigger meanwhile adopts its operations at once (``now_among``).
+
+The registry owns the operations; this module only decides when a child is watched, and
+reports through the callbacks it was given (no reference back to the registry).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .cgroup import Cgroup
+from .fds import pidfd_open
+from .operation import Operation
+from .platform import current
+from .proctree import Tree, carriers_of, carriers_since, running
+from .runners import CapturedRunner, TreeRunner, exit_status, root_identity
+from .sidetable import side
+
+log = logging.getLogger(__name__)
+
+#: Captured processes are watched (monitor, watchdog record) once they lived this long...
+ADOPT_AFTER = 0.02
+#: How long a cancel waits for an adoption in flight (a few /proc reads: milliseconds).
+ADOPT_WAIT = 2.0
+#: ... and moved into a cgroup of their own once they lived this long.
+CGROUP_AFTER = 0.5
+
+_RUNNING = object()
+
+
+class _Deferred:
+    """A captured child not yet watched: pinned by its pidfd, or a ``Popen``'s (see ``defer``)."""
+
+    __slots__ = ("_popen", "_status", "cgroup", "fd", "op", "pid")
+
+    def __init__(self, op: Operation, pid: int, fd: int | None, popen: Any, cgroup: bool) -> None:
+        self.op = op
+        self.pid = pid
+        #: Our pidfd of the child (None: not pinned); closed by ``close`` alone.
+        self.fd = fd
+        self._popen = weakref.ref(popen) if popen is not None else None
+        self.cgroup = cgroup
+        #: Its exit status once read (it cannot change after).
+        self._status: Any = _RUNNING
+
+    def popen(self) -> Any:
+        return self._popen() if self._popen is not None else None
+
+    def exited(self) -> bool:
+        return self.status(running=_RUNNING) is not _RUNNING
+
+    def status(self, running: Any = None) -> Any:
+        """Its exit status without reaping it (None if its caller reaped it and kept none;
+        ``running`` while it runs): its ``Popen``'s returncode once that reaped it (no system
+        call: the common case), else one ``waitid``."""
+        if self._status is not _RUNNING:
+            return self._status
+        popen = self.popen()
+        if popen is not None and popen.returncode is not None:
+            self._status = popen.returncode
+            return self._status
+        try:
+            if self.fd is not None:
+                info = os.waitid(os.P_PIDFD, self.fd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            else:
+                info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped: by its Popen (whose returncode may be a moment
+            if popen is not None:  # behind its reaping: not kept), or by its dropped Popen
+                return popen.returncode
+            self._status = None  # (reaped, its status gone with its Popen: that cannot change)
+            return None
+        if info is None:
+            return running
+        self._status = exit_status(info)
+        return self._status
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class Adoptions:
+    """The captured children not yet watched, and the tick that settles them."""
+
+    def __init__(
+        self,
+        lock: threading.RLock,
+        *,
+        later: Callable[[float, Callable[[], None]], None],
+        attach: Callable[[Operation, TreeRunner, int | None], None],
+        ended: Callable[[Operation, Any], None],
+        release: Callable[[TreeRunner], None],
+        watch: Callable[[Operation, TreeRunner], None],
+    ) -> None:
+        #: The registry's lock (an operation's end drops its entry under it).
+        self._lock = lock
+        self._later = later
+        self._attach = attach
+        self._ended = ended
+        self._release = release
+        self._watch = watch
+        #: Children not yet watched, and whether a tick to settle them is scheduled.
+        self._deferred: dict[str, _Deferred] = {}
+        self._tick = False
+        #: Operations the tick is adopting right now (out of ``_deferred``, not yet attached):
+        #: a cancel waits for that (``ADOPT_WAIT``) instead of ending an operation without a runner.
+        self._adopting: dict[str, tuple[threading.Event, int]] = {}
+
+    def defer(self, op: Operation, pid: int, popen: Any, cgroup: bool) -> bool:
+        """Watch ``pid`` only if it lives ``ADOPT_AFTER``; False if it cannot wait (adopt now).
+
+        A ``Popen``'s child is not even pinned meanwhile: this process is its parent, so its
+        pid stays its own until reaped, and only its ``Popen`` reaps it (whose returncode then
+        says so; a ``waitid`` names only our own unreaped children). A child of another route
+        (``fork``, ``posix_spawn``) is pinned now by a pidfd."""
+        if popen is not None and hasattr(os, "waitid"):
+            self._add(_Deferred(op, pid, None, popen, cgroup))
+            return True
+        if not current().pidfd:
+            return False
+        try:
+            fd = pidfd_open(pid)
+        except OSError:
+            return False  # gone and reaped already: adopting it now finds that
+        self._add(_Deferred(op, pid, fd, popen, cgroup))
+        return True
+
+    def now(self, op: Operation, pid: int, popen: Any, cgroup: bool) -> None:
+        """Watch ``pid`` now (``KeyError``: it was short-lived, and its end is recorded)."""
+        self._adopt_now(_Deferred(op, pid, None, popen, cgroup))
+
+    def drop(self, op_id: str) -> None:
+        """(Under the registry's lock.) Its operation ended: nothing left to adopt."""
+        pending = self._deferred.pop(op_id, None)
+        if pending is not None:
+            pending.close()
+
+    def _add(self, pending: _Deferred) -> None:
+        with self._lock:
+            if pending.op.done:
+                pending.close()
+                return
+            self._deferred[pending.op.id] = pending
+            tick = not self._tick
+            self._tick = True
+        if tick:  # one wake-up serves every spawn of the next ADOPT_AFTER
+            self._later(ADOPT_AFTER, self._settle)
+
+    def _settle(self) -> None:
+        """The captured processes spawned since the last tick: those still running (or whose
+        tree lives on) are adopted, the others end here — one /proc listing for all of them."""
+        settled = threading.Event()
+        with self._lock:
+            batch = list(self._deferred.values())
+            self._deferred.clear()
+            self._tick = False
+            for pending in batch:
+                self._adopting[pending.op.id] = (settled, threading.get_ident())
+        try:
+            self._settle_batch(batch)
+        finally:
+            with self._lock:
+                for pending in batch:
+                    self._adopting.pop(pending.op.id, None)
+            settled.set()
+
+    def _settle_batch(self, batch: list[_Deferred]) -> None:
+        ended = [p for p in batch if p.exited()]
+        for pending in batch:
+            if pending not in ended:
+                self._adopt_quietly(pending)
+        if not ended:
+            return
+        left = side().call(carriers_of, {p.op.id for p in ended}, min(p.pid for p in ended))
+        for pending in ended:
+            if left.get(pending.op.id):
+                self._adopt_quietly(pending)  # its root is gone, its `cmd &` lives on
+                continue
+            status = pending.status()
+            pending.close()
+            self._ended(pending.op, status)
+
+    def _adopt_quietly(self, pending: _Deferred) -> None:
+        try:
+            self._adopt_now(pending)
+        except KeyError:
+            pass  # ended meanwhile: recorded
+        except Exception:  # one process must not stop the others' adoption
+            log.exception("adopting %d failed", pending.pid)
+
+    def now_among(self, ops: Sequence[Operation]) -> None:
+        """Adopt now the deferred ones among ``ops`` (a trigger is about to end them)."""
+        me = threading.get_ident()
+        with self._lock:
+            if not self._deferred and not self._adopting:
+                return
+            batch = [p for p in (self._deferred.pop(op.id, None) for op in ops) if p is not None]
+            # (Never on the tick's own thread: a timeout cancel runs there.)
+            in_flight = {entry[0] for op in ops if (entry := self._adopting.get(op.id)) and entry[1] != me}
+        for pending in batch:
+            self._adopt_quietly(pending)
+        for settled in in_flight:
+            settled.wait(ADOPT_WAIT)  # the tick is attaching their runners right now
+
+    def _adopt_now(self, pending: _Deferred) -> None:
+        op, pid = pending.op, pending.pid
+        # (/proc reads on the side thread: never a descriptor number the user may be reusing.)
+        root = side().call(root_identity, pid)
+        if root is not None and pending.exited():
+            root = None  # it exited meanwhile: the pid may name another process by now
+        if root is None and not side().call(carriers_since, op.id, pid):
+            # Gone and reaped already, and nothing carries its cookie: it was short-lived.
+            status = pending.status()
+            pending.close()
+            self._ended(op, status)
+            raise KeyError(pid)
+        # (A root already reaped whose `job &` lives on: the cookie holds that tree.)
+        runner = CapturedRunner(Tree(op.id, root, op.grace, None, cgroup_complete=False), pending.popen())
+        try:
+            self._attach(op, runner, pending.fd)
+        finally:
+            pending.close()
+        if pending.cgroup and root is not None:
+            if op.cancel_requested:
+                return  # being ended now: its descendants and cookie find it
+            # A cgroup only for what lives on: moving a process into one takes the kernel's
+            # fork lock for an RCU grace period (5–12 ms after idle), stalling every fork of
+            # the machine meanwhile (a pool starting its workers).
+            self._later(CGROUP_AFTER, lambda: self._join_later(op, runner, pid))
+
+    def _join_later(self, op: Operation, runner: CapturedRunner, pid: int) -> None:
+        """A captured tree that lived ``CGROUP_AFTER`` gets its cgroup (where one can be made)."""
+        if op.done or op.cancel_requested:
+            return
+        group = Cgroup.create(op.id)
+        if group is None:
+            return
+        runner.tree.cgroup = group
+        if op.done:
+            self._release(runner)
+            return
+        # Off the caller's thread (the join may take ms). Until it has joined, and afterwards
+        # too, the tree is also found by its descendants and its cookie (a captured tree's
+        # cgroup is never taken as complete).
+        side().submit(_join_cgroup, runner, group, pid)
+        self._watch(op, runner)  # again, now with its cgroup
+
+
+def _join_cgroup(runner: CapturedRunner, group: Cgroup, pid: int) -> None:
+    """(On the side thread.) Its cgroup holds its tree only if the root still ran once its
+    children were moved too (a root that exited first left them outside). A failed join
+    leaves the cgroup empty (the tree keeps it: a canceller may be reading it right now);
+    it goes when the operation ends."""
+    if group.add_tree(pid):
+        runner.joined_alive = running(runner.tree.root)
