@@ -218,7 +218,9 @@ class JupyterCancel(ExtensionApp):
     def _track_websockets(self) -> None:
         """Count each kernel websocket by its ``session_id`` (the client session)."""
         # self.settings is merged into the web app's settings after initialize_settings.
-        adapter.track_kernel_websockets(self.settings, self.tracker.client_opened, self.tracker.client_closed)
+        adapter.track_kernel_websockets(
+            self.settings, self.tracker.sessions.opened, self.tracker.sessions.closed
+        )
 
     def kernel_settings(self) -> dict[str, Any]:
         """The ``c.JupyterCancel.*`` settings a kernel's extension takes (``configure``)."""

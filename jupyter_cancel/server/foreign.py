@@ -303,7 +303,9 @@ class ForeignKernels:
         if selector.cell_id is not None:
             return []  # no cells of ours in it
         if why.source in _CLIENT_GONE:
-            if self.mode == "continue" or self.tracker.has_clients(link.kernel_id, selector.client_session):
+            if self.mode == "continue" or self.tracker.sessions.has_clients(
+                link.kernel_id, selector.client_session
+            ):
                 return []
         elif selector.client_session is not None:
             return []  # a session's own work: a foreign kernel's work is the kernel's

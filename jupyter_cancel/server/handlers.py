@@ -14,7 +14,7 @@ from tornado.websocket import WebSocketHandler
 
 from ..core.model import Reason, short, to_reason, to_text
 from ..core.selector import Selector
-from .tracker import public_view
+from .events import public_view
 
 AUTH_RESOURCE = "kernels"
 _OPTIONAL_STR = ("cell_id", "client_session", "kernel_id")
@@ -173,7 +173,7 @@ class ClientClosedHandler(_Base):
         kernel_id = body.get("kernel_id")
         if kernel_id is not None and kernel_id not in self.kernel_manager:
             raise _not_found("kernel", kernel_id)
-        cancelled = await self.tracker.tab_closed(client_session, kernel_id, path)
+        cancelled = await self.tracker.sessions.tab_closed(client_session, kernel_id, path)
         self.finish(json.dumps({"cancelled": cancelled}))
 
 
@@ -191,7 +191,7 @@ class ClientOpenedHandler(_Base):
             raise web.HTTPError(400, "kernel_id and path are required")
         if kernel_id not in self.kernel_manager:
             raise _not_found("kernel", kernel_id)
-        replaced = await self.tracker.client_reopened(client_session, kernel_id, path)
+        replaced = await self.tracker.sessions.reopened(client_session, kernel_id, path)
         self.finish(json.dumps({"replaced": replaced}))
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import Callable
 from typing import Any
 
 from ..core.cgroup import Cgroup
@@ -19,12 +18,11 @@ from ..core.model import CancelReason, Policy, Reason, applies, short, to_grace
 from ..core.proctree import KERNEL_COOKIE, Tree, running, terminate
 from ..core.selector import Selector
 from ..protocol import EVENT, REPLY, REQUEST
-from . import adapter, metrics
+from . import adapter, metrics, survey
+from .clients import ClientSessions
+from .events import OperationEvents, public_view
 from .foreign import ForeignKernels
 from .kernels import KernelLink
-
-EVENT_SCHEMA = "https://github.com/jupyter-cancel/jupyter_cancel/events/operation/v1"
-Listener = Callable[[dict[str, Any]], None]
 
 
 class Tracker:
@@ -33,18 +31,20 @@ class Tracker:
         self.log = app.log
         self.km = app.serverapp.kernel_manager
         self.links: dict[str, KernelLink] = {}
-        self.clients: dict[tuple[str, str], int] = {}
-        self._countdowns: dict[tuple[str, str], Any] = {}
-        #: (kernel id, notebook path) → (client session, countdown) of a page gone, maybe reloading.
-        self._reloads: dict[tuple[str, str], tuple[str, Any]] = {}
-        self.listeners: set[Listener] = set()
-        self.event_logger = getattr(app.serverapp, "event_logger", None)
+        self.events = OperationEvents(getattr(app.serverapp, "event_logger", None), self.log)
+        #: The REST event streams' listeners (every kernel's events).
+        self.listeners = self.events.listeners
+        #: The browser clients of each kernel (a closed tab's work is cancelled).
+        self.sessions = ClientSessions(
+            app,
+            self.log,
+            cancel=self.cancel,
+            reassign=self._reassign,
+            kernels=lambda: [link.kernel_id for link in self.all_links()],
+            seen=self.link,
+        )
         self._restores: list[adapter.Restore] = []
         self._hooked: weakref.WeakSet[Any] = weakref.WeakSet()
-        #: Schedules the tab-close countdowns (``loop.call_later``); a test can drive its own clock.
-        self.call_later: Callable[[float, Callable[[], Any]], Any] = lambda delay, fn: (
-            asyncio.get_event_loop().call_later(delay, fn)
-        )
         #: Kernels without the kernel extension: the server owns their processes.
         self.foreign = ForeignKernels(self)
         metrics.bind(self.running, self.unkillable)
@@ -58,7 +58,7 @@ class Tracker:
         if kernel_id not in self.km:
             return None
         manager = self.km.get_kernel(kernel_id)
-        link = KernelLink(kernel_id, manager, self._on_event)
+        link = KernelLink(kernel_id, manager, self.events.emit)
         try:
             link.connect()
         except Exception:
@@ -141,32 +141,10 @@ class Tracker:
         )
 
     async def resources(self, kernel_id: str | None = None) -> dict[str, dict[str, Any]]:
-        """What each running process tree costs now (CPU %, RSS, processes, peak, CPU seconds),
-        asked of the kernels that run process work: sampled only when someone asks (the
-        panel while it is open, ``?resources=1``). A kernel that does not answer is left out."""
-        links = [
-            link
-            for link in self.all_links()
-            if (kernel_id is None or link.kernel_id == kernel_id)
-            and link.kernel_id not in self.foreign.launches
-            and any(op.get("kind") == "process" for op in link.live.values())
-        ]
-        replies = await asyncio.gather(*(link.request({"action": "resources"}, 0.5) for link in links))
-        out: dict[str, dict[str, Any]] = {}
-        for link, reply in zip(links, replies, strict=True):
-            sampled = (reply or {}).get("resources") if (reply or {}).get("status") == "ok" else None
-            if not isinstance(sampled, dict):
-                continue
-            for op_id, used in sampled.items():
-                data = link.live.get(op_id)
-                if data is not None and isinstance(used, dict):
-                    data["resources"] = used
-                    out[op_id] = used
-        return out
-
-    def has_clients(self, kernel_id: str, besides: str | None = None) -> bool:
-        """Whether a browser client (other than session ``besides``) is connected to the kernel."""
-        return any(n > 0 and s != besides for (k, s), n in self.clients.items() if k == kernel_id)
+        """What each running process tree costs now, asked of the kernels that run process
+        work (``survey.resources``)."""
+        links = [link for link in self.all_links() if link.kernel_id not in self.foreign.launches]
+        return await survey.resources(links, kernel_id)
 
     def operations(self, kernel_id: str | None = None) -> list[dict[str, Any]]:
         links = self.all_links()
@@ -296,122 +274,18 @@ class Tracker:
     async def health(self) -> list[dict[str, Any]]:
         """Per kernel: extension answering, watchdog alive, running and stuck operations."""
         links = self.all_links()
+        return await survey.health(links, {link.kernel_id for link in links} & set(self.foreign.launches))
 
-        async def ask(link: KernelLink) -> dict[str, Any] | None:
-            if link.kernel_id in self.foreign.launches:
-                return None  # no extension in it to answer
-            return await link.request({"action": "health"}, 0.5)
-
-        replies = await asyncio.gather(*(ask(link) for link in links))
-        out = []
-        for link, reply in zip(links, replies, strict=True):
-            ok = reply is not None and reply.get("status") == "ok"
-            watchdog = (reply or {}).get("watchdog") if ok else None
-            out.append(
-                {
-                    "kernel_id": link.kernel_id,
-                    "extension": ok,
-                    "watchdog_alive": bool(watchdog and watchdog.get("alive")),
-                    "watchdog_pid": watchdog.get("pid") if watchdog else None,
-                    "running": (reply or {}).get("running", len(link.live)) if ok else len(link.live),
-                    "overdue": list((reply or {}).get("overdue") or []) if ok else [],
-                    "unkillable": list((reply or {}).get("unkillable") or []) if ok else [],
-                }
-            )
-        return out
-
-    # -- client sessions (tab closed) -------------------------------------------
-    def client_opened(self, kernel_id: str, session_id: str | None) -> None:
-        if not session_id:
-            return
-        key = (kernel_id, session_id)
-        self.clients[key] = self.clients.get(key, 0) + 1
-        countdown = self._countdowns.pop(key, None)
-        if countdown is not None:
-            countdown.cancel()  # came back within the grace (reload, network blip)
-        self.link(kernel_id)
-
-    def client_closed(self, kernel_id: str, session_id: str | None) -> None:
-        if not session_id:
-            return
-        key = (kernel_id, session_id)
-        left = self.clients.get(key, 0) - 1
-        if left > 0:
-            self.clients[key] = left
-            return
-        self.clients.pop(key, None)
-        if not self.app.cancel_on_tab_close:
-            return
-        self._countdowns[key] = self.call_later(
-            self.app.tab_close_grace,
-            lambda: asyncio.ensure_future(self._client_gone(key, Reason.CLIENT_DISCONNECTED)),
-        )
-
-    async def _client_gone(self, key: tuple[str, str], reason: str) -> None:
-        self._countdowns.pop(key, None)
-        if self.clients.get(key):
-            return
-        kernel_id, session_id = key
-        cancelled = await self.cancel(kernel_id, reason, Selector(client_session=session_id))
-        if cancelled:
-            self.log.info("client %s of kernel %s gone: cancelled %s", session_id, kernel_id, cancelled)
-
-    async def tab_closed(
-        self, client_session: str, kernel_id: str | None = None, path: str | None = None
-    ) -> list[str]:
-        """The frontend says a notebook / tab closed: no grace, the user is gone — unless the
-        whole page went away (``path`` given: its beacon), which may be a reload: then the
-        work waits ``reload_grace`` for a page reopening ``path`` on that kernel to take it
-        over (``client_reopened``), and is cancelled if none does."""
-        if path is not None and kernel_id is not None and self.app.reload_grace > 0:
-            key = (kernel_id, path)
-            pending = self._reloads.pop(key, None)
-            if pending is not None:
-                pending[1].cancel()
-            handle = self.call_later(
-                self.app.reload_grace,
-                lambda: asyncio.ensure_future(self._reload_expired(key, client_session)),
-            )
-            self._reloads[key] = (client_session, handle)
-            return []
-        kernels = [kernel_id] if kernel_id else [link.kernel_id for link in self.all_links()]
-        cancelled: list[str] = []
-        for kid in kernels:
-            cancelled += await self.cancel(kid, Reason.TAB_CLOSED, Selector(client_session=client_session))
-        return cancelled
-
-    async def _reload_expired(self, key: tuple[str, str], client_session: str) -> None:
-        pending = self._reloads.get(key)
-        if pending is None or pending[0] != client_session:
-            return  # taken over, or a newer close of the same notebook
-        del self._reloads[key]
-        cancelled = await self.tab_closed(client_session, key[0])
-        if cancelled:
-            self.log.info("page of %s gone (not reloaded): cancelled %s", key[1], cancelled)
-
-    async def client_reopened(self, client_session: str, kernel_id: str, path: str) -> str | None:
-        """A page opened notebook ``path`` on ``kernel_id``: if a page showing it went away
-        within ``reload_grace`` (a reload), this one takes over that page's work. The client
-        session it replaces, or None."""
-        pending = self._reloads.pop((kernel_id, path), None)
-        if pending is None or pending[0] == client_session:
-            return None
-        old, handle = pending
-        handle.cancel()
-        countdown = self._countdowns.pop((kernel_id, old), None)
-        if countdown is not None:
-            countdown.cancel()
+    async def _reassign(self, kernel_id: str, old: str, new: str) -> None:
+        """A reloaded page's client session takes over the work of the one it replaces."""
         link = self.link(kernel_id)
-        if link is not None and kernel_id not in self.foreign.launches:
-            reply = await link.request(
-                {"action": "reassign", "client_session": old, "to": client_session}, self.app.control_timeout
-            )
-            if reply is None or reply.get("status") != "ok":
-                self.log.warning(
-                    "kernel %s did not move the work of %s to %s", kernel_id, old, client_session
-                )
-        self.log.info("page reloaded: %s on kernel %s, work of %s kept", path, kernel_id, old)
-        return old
+        if link is None or kernel_id in self.foreign.launches:
+            return
+        reply = await link.request(
+            {"action": "reassign", "client_session": old, "to": new}, self.app.control_timeout
+        )
+        if reply is None or reply.get("status") != "ok":
+            self.log.warning("kernel %s did not move the work of %s to %s", kernel_id, old, new)
 
     # -- kernel actions ----------------------------------------------------------
     def install(self) -> None:
@@ -478,9 +352,7 @@ class Tracker:
 
     async def stop(self) -> None:
         """Server shutdown: everything but ``detach``, kernels asked first, then ourselves."""
-        for countdown in self._countdowns.values():
-            countdown.cancel()
-        self._countdowns.clear()
+        self.sessions.stop()
         links = self.all_links()
         await asyncio.gather(
             *(self.cancel(link.kernel_id, Reason.SERVER_SHUTDOWN, Selector(all=True)) for link in links)
@@ -489,56 +361,3 @@ class Tracker:
         for link in links:
             self.drop(link.kernel_id)
         self.uninstall()
-
-    # -- events --------------------------------------------------------------------
-    def _on_event(self, kernel_id: str, event: str, data: dict[str, Any]) -> None:
-        public = public_view(data)
-        if event == "cancel_requested":
-            metrics.CANCEL_REQUESTS.labels(str(data.get("reason"))).inc()
-        elif event == "ended":
-            metrics.ENDED.labels(str(data.get("state")), str(data.get("reason") or "")).inc()
-            if isinstance(data.get("cancel_latency"), (int, float)):
-                metrics.CANCEL_LATENCY.observe(data["cancel_latency"])
-            used = data.get("resources")
-            if isinstance(used, dict):
-                if isinstance(used.get("peak_rss"), (int, float)) and used["peak_rss"] > 0:
-                    metrics.PEAK_RSS.observe(used["peak_rss"])
-                if isinstance(used.get("cpu_seconds"), (int, float)) and used["cpu_seconds"] >= 0:
-                    metrics.CPU_SECONDS.inc(used["cpu_seconds"])
-        if event in ("started", "cancel_requested", "ended") and self.event_logger is not None:
-            try:
-                self.event_logger.emit(schema_id=EVENT_SCHEMA, data=_event_record(kernel_id, event, data))
-            except Exception:
-                self.log.debug("event not emitted", exc_info=True)
-        message = {"event": event, "kernel_id": kernel_id, "operation": public}
-        for listener in list(self.listeners):
-            try:
-                listener(message)
-            except Exception:
-                self.listeners.discard(listener)
-
-
-def public_view(data: dict[str, Any]) -> dict[str, Any]:
-    """Operation JSON as clients see it: no process identities, no bookkeeping keys."""
-    return {k: v for k, v in data.items() if k not in ("root", "cgroup") and not k.startswith("_")}
-
-
-def _event_record(kernel_id: str, event: str, data: dict[str, Any]) -> dict[str, Any]:
-    record: dict[str, Any] = {"action": event, "kernel_id": kernel_id, "operation_id": data.get("id")}
-    for key in (
-        "name",
-        "kind",
-        "cell_id",
-        "client_session",
-        "policy",
-        "state",
-        "reason",
-        "message",
-        "exit_code",
-    ):
-        if key in data:
-            record[key] = data[key]
-    if event == "ended":
-        record["duration"] = data.get("duration")
-        record["cancel_latency"] = data.get("cancel_latency")
-    return record

@@ -97,7 +97,7 @@ async def test_event_stream_and_jupyter_events(harness, jp_serverapp):
     async def listener(logger, schema_id, data):
         recorded.append((schema_id, data))
 
-    from jupyter_cancel.server.tracker import EVENT_SCHEMA
+    from jupyter_cancel.server.events import EVENT_SCHEMA
 
     jp_serverapp.event_logger.add_listener(schema_id=EVENT_SCHEMA, listener=listener)
     ws = await harness.ws_fetch("jupyter-cancel", "api", "events")

@@ -102,7 +102,9 @@ async def test_last_tab_closed_ends_the_work(foreign, bystander, jp_serverapp, n
     kid, client, pids = await _start(foreign, name)
     other = await foreign.connect(kid)  # a second tab: closing one keeps the work
     client.close()
-    await until_async(lambda: len(foreign.app.web_app.settings["jupyter_cancel_tracker"].clients) == 1, 10)
+    await until_async(
+        lambda: len(foreign.app.web_app.settings["jupyter_cancel_tracker"].sessions.clients) == 1, 10
+    )
     assert left_alive(pids) == pids
     other.close()
     assert await wait_gone(pids, timeout=10) == []
@@ -176,7 +178,7 @@ async def test_continue_keeps_work_when_the_last_tab_closes(foreign, jp_serverap
     kid, client, pids = await _start(foreign, name)
     tracker = jp_serverapp.web_app.settings["jupyter_cancel_tracker"]
     client.close()
-    await until_async(lambda: not tracker.clients, 10, "the client gone")
+    await until_async(lambda: not tracker.sessions.clients, 10, "the client gone")
     assert await foreign.api(
         "POST", "jupyter-cancel", "api", "clients", client.session, "closed", body={"kernel_id": kid}
     ) == {"cancelled": []}

@@ -41,7 +41,7 @@ class Countdown:
 @pytest.fixture
 def clock(harness):
     clock = Clock()
-    harness.app.web_app.settings["jupyter_cancel_tracker"].call_later = clock
+    harness.app.web_app.settings["jupyter_cancel_tracker"].sessions.call_later = clock
     return clock
 
 
@@ -157,7 +157,9 @@ async def test_cancel_on_tab_close_off_keeps_a_closed_tabs_work(harness, clock):
     pids = await harness.start_tree(client)
     tracker = harness.app.web_app.settings["jupyter_cancel_tracker"]
     client.close()
-    await until_async(lambda: (kid, client.session) not in tracker.clients, 10, "the server saw the close")
+    await until_async(
+        lambda: (kid, client.session) not in tracker.sessions.clients, 10, "the server saw the close"
+    )
     assert clock.pending == [] and left_alive(pids) == pids
     r = await harness.api("POST", "jupyter-cancel", "api", "kernels", kid, "cancel", body={})
     assert len(r["cancelled"]) == 1 and await wait_gone(pids) == []
