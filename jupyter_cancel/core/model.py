@@ -216,5 +216,36 @@ class CancelReason:
         text = to_reason(value)
         return cls(text) if text in SOURCES else cls(Reason.USER, text)
 
+    @classmethod
+    def user(cls, text: str) -> CancelReason:
+        """A person's cancel, with their words as its message: never a trigger's source,
+        whatever the words (what a REST body's ``reason`` is)."""
+        return cls(Reason.USER, None if text == Reason.USER else text)
+
+    def to_json(self) -> dict[str, str | None]:
+        """As it travels (the kernel↔server wire): typed, so no hop re-derives the source."""
+        return {"source": self.source, "message": self.message}
+
+    @classmethod
+    def from_json(cls, value: object) -> CancelReason:
+        """A reason off the wire: ``{"source", "message"}`` as ``to_json`` made it, or a bare
+        string (``of``: a source by name, any other text a user's message)."""
+        if not isinstance(value, dict):
+            return cls.of(value)
+        unknown = set(value) - {"source", "message"}
+        if unknown:
+            raise ValueError(f"reason has unknown keys: {short(sorted(unknown))}")
+        source = to_reason(value.get("source"))
+        if source not in SOURCES:
+            raise ValueError(
+                f"reason source must be one of {', '.join(sorted(SOURCES))}, not {short(source)}"
+            )
+        message = value.get("message")
+        return cls(source, None if message is None else to_reason(message))
+
+    def words(self) -> str:
+        """What a one-line note shows: the caller's message, else the source."""
+        return self.message or self.source
+
     def __str__(self) -> str:
         return self.source if self.message is None else f"{self.source}: {self.message}"

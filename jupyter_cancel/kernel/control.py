@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..core.model import Reason, short, to_reason, to_text
+from ..core.model import CancelReason, Reason, short, to_text
 from ..core.registry import Registry
 from ..core.selector import FIELDS, Selector
 from ..protocol import ACTIONS, OUTPUT_TAIL
@@ -45,8 +45,9 @@ class _Request:
         self.stop_cell = stop_cell
         self.skip = skip
 
-    def reason(self) -> str:
-        return to_reason(self.content.get("reason", Reason.USER))
+    def reason(self) -> CancelReason:
+        """The request's reason, typed (the source set by the mechanism that sent it)."""
+        return CancelReason.from_json(self.content.get("reason", Reason.USER))
 
 
 def _handle(
@@ -101,12 +102,12 @@ def _stop_cell(registry: Registry, request: _Request) -> dict[str, Any]:
     if msg_id is not None:
         msg_id = to_text(msg_id, "msg_id")
     # The Python first: the operations' ends must not race the raise into the cell.
-    running = request.stop_cell(selector.cell_id, reason) if request.stop_cell is not None else False
+    running = request.stop_cell(selector.cell_id, reason.words()) if request.stop_cell is not None else False
     cancelled = [op.id for op in registry.cancel_where(selector, reason, wait=False)]
     # Not the cell running now, and its request is known: a queued run of it (Run All).
     skipped = not running and msg_id is not None and request.skip is not None
     if skipped and request.skip is not None:
-        request.skip(msg_id, reason)
+        request.skip(msg_id, reason.words())
     return {**_listing(registry, running=running, skipped=skipped), "cancelled": cancelled}
 
 

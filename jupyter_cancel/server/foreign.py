@@ -295,7 +295,9 @@ class ForeignKernels:
             await asyncio.sleep(1.0)
 
     # -- ending work ------------------------------------------------------------------
-    async def cancel(self, link: KernelLink, launch: Launch, reason: str, selector: Selector) -> list[str]:
+    async def cancel(
+        self, link: KernelLink, launch: Launch, reason: str | CancelReason, selector: Selector
+    ) -> list[str]:
         """A trigger for a foreign kernel: what it ends follows ``foreign_kernels``."""
         why = CancelReason.of(reason)
         if selector.operation_ids is not None:

@@ -12,7 +12,7 @@ from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web
 from tornado.websocket import WebSocketHandler
 
-from ..core.model import Reason, short, to_reason, to_text
+from ..core.model import CancelReason, Reason, short, to_reason, to_text
 from ..core.selector import Selector
 from .events import public_view
 
@@ -39,7 +39,9 @@ def _body(handler: APIHandler, allowed: set[str]) -> dict[str, Any]:
     if unknown:
         raise web.HTTPError(400, f"unknown fields: {short(sorted(unknown))}")
     try:
-        body["reason"] = to_reason(body.get("reason", Reason.USER))
+        # A person's words: the cancel's message, its source always ``user`` (free text
+        # never borrows a trigger's policy rules, whatever it says).
+        body["reason"] = CancelReason.user(to_reason(body.get("reason", Reason.USER)))
         for key in _OPTIONAL_STR:
             if body.get(key) is not None:
                 body[key] = to_text(body[key], key)

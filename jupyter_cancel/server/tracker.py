@@ -159,7 +159,7 @@ class Tracker:
     async def cancel(
         self,
         kernel_id: str,
-        reason: str,
+        reason: str | CancelReason,
         selector: Selector,
         *,
         timeout: float | None = None,
@@ -173,7 +173,11 @@ class Tracker:
         launch = self.foreign.launches.get(kernel_id)
         if launch is not None:
             return await self.foreign.cancel(link, launch, reason, selector)
-        content: dict[str, Any] = {"action": "cancel", "reason": reason, **selector.to_json()}
+        content: dict[str, Any] = {
+            "action": "cancel",
+            "reason": CancelReason.of(reason).to_json(),
+            **selector.to_json(),
+        }
         wait = self.app.control_timeout if timeout is None else timeout
         started = time.monotonic()
         reply = await link.request(content, wait)
@@ -190,13 +194,13 @@ class Tracker:
             return []
         return await self.terminate_known(link, reason, selector)
 
-    async def stop_cell(self, kernel_id: str, cell_id: str, reason: str) -> dict[str, Any]:
+    async def stop_cell(self, kernel_id: str, cell_id: str, reason: str | CancelReason) -> dict[str, Any]:
         """Stop one cell (its Python too, if running); ``{"cancelled", "running"}``. A kernel
         that does not answer gets the cell's trees ended by us, as ``cancel`` does."""
         link = self.link(kernel_id)
         if link is None or kernel_id in self.foreign.launches:
             return {"cancelled": [], "running": False}
-        content = {"action": "stop_cell", "cell_id": cell_id, "reason": reason}
+        content = {"action": "stop_cell", "cell_id": cell_id, "reason": CancelReason.of(reason).to_json()}
         reply = await link.request(content, self.app.control_timeout)
         if reply is not None and reply.get("status") == "ok":
             return {"cancelled": list(reply.get("cancelled") or []), "running": bool(reply.get("running"))}
@@ -206,7 +210,9 @@ class Tracker:
         cancelled = await self.terminate_known(link, reason, Selector(cell_id=cell_id))
         return {"cancelled": cancelled, "running": False}
 
-    async def terminate_known(self, link: KernelLink, reason: str, selector: Selector) -> list[str]:
+    async def terminate_known(
+        self, link: KernelLink, reason: str | CancelReason, selector: Selector
+    ) -> list[str]:
         """End the trees of the operations in ``link``'s view that ``selector`` names, ourselves
         (the kernel did not answer, or it has no extension to ask)."""
         why = CancelReason.of(reason)

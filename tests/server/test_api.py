@@ -61,6 +61,34 @@ async def test_list_and_cancel_one_operation(harness):
     assert len(r["cancelled"]) == 1 and await wait_gone(b, timeout=0) == []
 
 
+async def test_a_rest_reason_is_a_persons_words_never_a_triggers_source(harness):
+    """A REST caller writing "tab_closed" cancels as a user (the tab-close rules would spare
+    ``continue`` work), and the words stay the cancel's message; a malformed typed reason on
+    the wire is refused by the kernel and changes nothing."""
+    kid = await harness.start_kernel()
+    c = await harness.connect(kid)
+    spared = await harness.start_tree(c, cell="a", opts=", policy='continue'")
+    r = await harness.api(
+        "POST", "jupyter-cancel", "api", "kernels", kid, "cancel", body={"reason": "tab_closed"}
+    )
+    assert len(r["cancelled"]) == 1
+    assert await wait_gone(spared, timeout=10) == []
+    (op,) = (await harness.api("GET", "jupyter-cancel", "api", "operations", params={"kernel_id": kid}))[
+        "operations"
+    ]
+    assert (op["state"], op["reason"], op["message"]) == ("cancelled", "user", "tab_closed")
+    # The wire carries the reason typed; a source that is not one is refused, nothing ends.
+    tracker = harness.app.web_app.settings["jupyter_cancel_tracker"]
+    live = await harness.start_tree(c, cell="b")
+    link = tracker.link(kid)
+    for bad in ({"source": "made_up"}, {"source": "user", "extra": 1}, {"source": "user", "message": 3}):
+        reply = await link.request({"action": "cancel", "all": True, "reason": bad}, 10)
+        assert reply is not None and reply["status"] == "error" and reply["ename"] == "ValueError", reply
+    assert left_alive(live) == live
+    await harness.api("POST", "jupyter-cancel", "api", "kernels", kid, "cancel", body={})
+    assert await wait_gone(live, timeout=10) == []
+
+
 async def test_bad_requests_change_nothing(harness, jp_fetch):
     kid = await harness.start_kernel()
     c = await harness.connect(kid)
@@ -134,9 +162,7 @@ async def test_metrics_on_the_servers_metrics_endpoint(harness, jp_fetch):
     kid = await harness.start_kernel()
     c = await harness.connect(kid)
     await harness.start_tree(c)
-    await harness.api(
-        "POST", "jupyter-cancel", "api", "kernels", kid, "cancel", body={"reason": "kernel_interrupt"}
-    )
+    await harness.api("POST", "api", "kernels", kid, "interrupt")  # the trigger, not a REST body's words
 
     async def counted() -> bool:
         return await count() == before + 1
@@ -353,8 +379,9 @@ async def test_cancel_on_restart_governs_the_servers_step_before_restart(
     pids = await harness.start_tree(c, cell="2")
     await harness.api("POST", "api", "kernels", kid, "restart")
     assert await wait_gone(pids) == []
-    sent = log.read_text().split() if log.exists() else []
-    assert ("'kernel_restart'" in sent) is enabled, sent
+    sent = log.read_text().splitlines() if log.exists() else []
+    # (the reason travels typed: its source is the trigger's)
+    assert ("{'source': 'kernel_restart', 'message': None}" in sent) is enabled, sent
 
 
 async def test_rest_stop_cell_stops_its_python_and_work_not_other_cells(harness, tmp_path):
