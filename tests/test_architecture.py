@@ -17,20 +17,12 @@ def _modules(folder: Path) -> dict[str, ast.Module]:
 
 
 def _import_time_edges(name: str, tree: ast.Module) -> set[str]:
-    """Modules of the package that ``name`` imports at run time, at the top or inside a
-    function (a lazy import is still an import). Names under ``if TYPE_CHECKING:`` are
-    annotations, never executed, and not counted."""
+    """Modules of the package that ``name`` imports, at the top, inside a function (a lazy
+    import is still an import) or under ``if TYPE_CHECKING:`` (a circle of types is a circle
+    of knowledge: the operation must not need the registry to be understood)."""
     package = name.rsplit(".", 1)[0]
-    typing_only = {
-        id(n)
-        for block in ast.walk(tree)
-        if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
-        for n in ast.walk(block)
-    }
     out: set[str] = set()
     for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
         if isinstance(node, ast.ImportFrom) and node.level:
             base = package.split(".")
             base = base[: len(base) - node.level + 1]

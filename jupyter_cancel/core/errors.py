@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .model import describe
 
-if TYPE_CHECKING:
-    from .operation import Operation
+
+class _Stopped(Protocol):
+    """What a ``Cancelled`` reads of the operation it is about (an ``Operation``)."""
+
+    name: str
+    message: str | None
 
 
 class JupyterCancelError(Exception):
@@ -25,7 +29,7 @@ class Cancelled(BaseException):
     it. Catch it by name (``except jc.Cancelled``) to clean up or keep partial results.
     """
 
-    def __init__(self, operation: Operation | None, reason: str, *, name: str | None = None) -> None:
+    def __init__(self, operation: _Stopped | None, reason: str, *, name: str | None = None) -> None:
         self.operation = operation
         self.reason = reason
         self.message: str | None = operation.message if operation is not None else None

@@ -6,15 +6,13 @@ import itertools
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import Cancelled
-from .model import CANCELLED_EXIT_CODE, Policy, State
+from .model import CANCELLED_EXIT_CODE, CancelReason, Policy, Reason, State
 
 if TYPE_CHECKING:
-    from .registry import Registry
     from .resources import Usage
-    from .runners import Runner
 
 #: Bytes of output an operation keeps (the tail); older output is dropped.
 OUTPUT_TAIL = 64 * 1024
@@ -22,6 +20,48 @@ _PREFIX = os.urandom(4).hex()
 _counter = itertools.count(1)
 
 OutputListener = Callable[["Operation", str], None]
+
+
+class Owner(Protocol):
+    """What an operation asks of the registry that owns its life (a ``Registry``): typed here,
+    so that this module never imports the registry — no import circle, not even for types."""
+
+    def wait(self, op: Operation, timeout: float | None = None) -> State: ...
+
+    def cancel(
+        self,
+        op_id: str,
+        reason: str | CancelReason = Reason.USER,
+        *,
+        wait: bool = True,
+        remember: bool = False,
+    ) -> list[Operation]: ...
+
+    def changed(self, op: Operation, event: str) -> None: ...
+
+    def finish(self, op: Operation, state: State) -> None: ...
+
+
+class Runner(Protocol):
+    """What runs an operation's work, as the registry sees it. The registry alone changes an
+    operation's state; a runner reports an end with ``op.registry.finish(op, state)``.
+
+    Process trees (``ProcessRunner``) are terminated by the registry itself, all cancelled
+    trees in one pass; every other runner stops its work through ``request_cancel``.
+    """
+
+    def pids(self) -> list[int]:
+        """Live pids of the work (empty for in-process work)."""
+
+    def identity(self) -> dict[str, Any]:
+        """What lets another process end the work safely if this one cannot (a process tree's
+        root as [pid, create_time] and its cgroup); empty for in-process work."""
+
+    def request_cancel(self, op: Operation) -> None:
+        """Ask the work to stop; return without waiting for it."""
+
+    def wait_gone(self, op: Operation, timeout: float) -> bool:
+        """Block until the work stopped (or ``timeout``); True if it did."""
 
 
 def new_id(*, detached: bool = False) -> str:
@@ -104,7 +144,7 @@ class Operation:
 
     def __init__(
         self,
-        registry: Registry,
+        registry: Owner,
         *,
         name: str,
         kind: str,
@@ -220,7 +260,7 @@ class Operation:
         self._registry.changed(self, "progress")
 
     @property
-    def registry(self) -> Registry:
+    def registry(self) -> Owner:
         """The registry that owns this operation's life."""
         return self._registry
 

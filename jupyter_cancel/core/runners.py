@@ -9,43 +9,31 @@ import os
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
 from .cgroup import Cgroup
 from .identity import identity_of
 from .model import State
+from .operation import Operation, Runner
 from .proctree import Tree, child_running
 
 if TYPE_CHECKING:
     import subprocess
 
-    from .operation import Operation
+#: (``Runner``, the protocol, lives with the ``Operation`` it runs; re-exported here.)
+__all__ = [
+    "CapturedRunner",
+    "ProcessRunner",
+    "Runner",
+    "TaskRunner",
+    "TreeRunner",
+    "exit_status",
+    "root_identity",
+]
 
 log = logging.getLogger(__name__)
-
-
-class Runner(Protocol):
-    """What runs an operation's work, as the registry sees it. The registry alone changes an
-    operation's state; a runner reports an end with ``op.registry.finish(op, state)``.
-
-    Process trees (``ProcessRunner``) are terminated by the registry itself, all cancelled
-    trees in one pass; every other runner stops its work through ``request_cancel``.
-    """
-
-    def pids(self) -> list[int]:
-        """Live pids of the work (empty for in-process work)."""
-
-    def identity(self) -> dict[str, Any]:
-        """What lets another process end the work safely if this one cannot (a process tree's
-        root as [pid, create_time] and its cgroup); empty for in-process work."""
-
-    def request_cancel(self, op: Operation) -> None:
-        """Ask the work to stop; return without waiting for it."""
-
-    def wait_gone(self, op: Operation, timeout: float) -> bool:
-        """Block until the work stopped (or ``timeout``); True if it did."""
 
 
 class TreeRunner:
