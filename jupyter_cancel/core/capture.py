@@ -176,8 +176,9 @@ class Capture:
             logging.getLogger(__name__).exception("capturing pid %d failed", pid)
 
     @contextlib.contextmanager
-    def _spawning(self, argv: Any) -> Iterator[str]:
-        """A new operation id for one spawn, announced before and withdrawn if it fails."""
+    def _spawning(self, argv: Any, started: Callable[[], bool] = lambda: False) -> Iterator[str]:
+        """A new operation id for one spawn, announced before and withdrawn if it fails
+        (unless ``started()``: its child exists, and was reported)."""
         # (Asked once per spawn: the Popen route reads the answer back from ``_local``.)
         _local.detached = detached = self.detached is not None and self.detached()
         op_id = new_id(detached=detached)
@@ -191,7 +192,7 @@ class Capture:
         try:
             yield op_id
         except BaseException:
-            if self.on_failed is not None:
+            if self.on_failed is not None and not started():
                 self.on_failed(op_id)
             raise
 
@@ -208,15 +209,22 @@ class Capture:
                 else:
                     original(popen, args, *more, **kwargs)
                 return
-            with capture._spawning(args) as op_id:
+            with capture._spawning(args, started=lambda: getattr(popen, "_child_created", False)) as op_id:
                 if _local.detached and len(more) < 12:
                     kwargs.setdefault("start_new_session", True)
-                if inherits:
-                    with _cookie_in_environ(op_id):
+                try:
+                    if inherits:
+                        with _cookie_in_environ(op_id):
+                            original(popen, args, *more, **kwargs)
+                    else:
+                        kwargs["env"] = {**kwargs["env"], COOKIE: op_id}
                         original(popen, args, *more, **kwargs)
-                else:
-                    kwargs["env"] = {**kwargs["env"], COOKIE: op_id}
-                    original(popen, args, *more, **kwargs)
+                except BaseException:
+                    # Interrupted after its child started (a stop landing inside Popen, which
+                    # then leaves the child running): still ours to own, and to end.
+                    if getattr(popen, "_child_created", False):
+                        capture._report(popen.pid, op_id, args, popen)
+                    raise
             capture._report(popen.pid, op_id, args, popen)
 
         return __init__

@@ -89,7 +89,9 @@ class Registry:
             self._lock,
             later=lambda delay, fn: self._timers().call_later(delay, fn),
             attach=self._attach,
-            ended=lambda op, status: self._finish_exit(op, status, cancelled=False),
+            # (An adoption that finds its child gone after a cancel chose it — a stop raised into
+            # the cell first, whose own cleanup killed the child — records that cancel.)
+            ended=lambda op, status: self._finish_exit(op, status, cancelled=op.cancel_requested),
             release=self._release,
             watch=self._watch_again,
         )
@@ -444,14 +446,28 @@ class Registry:
         Idempotent: operations already done or already being cancelled are skipped.
         Process trees are terminated together (one SIGTERM pass, one wait).
         """
+        return self.end_requested(self.request_cancel(ops, reason, force=force), wait=wait)
+
+    def request_cancel(
+        self, ops: Sequence[Operation], reason: str | CancelReason, *, force: bool = False
+    ) -> list[Operation]:
+        """The first half of ``cancel_ops``: mark the operations it would end as being
+        cancelled (``cancel_requested`` goes out) and end nothing yet — ``end_requested`` does.
+        Meanwhile an end of their work reads as their cancel (a cell stop raises into the cell
+        first, and the cell's own cleanup may kill its child before the registry does)."""
         why = CancelReason.of(reason)
         chosen = self._choose(ops, why, force)
-        if not chosen:
-            return []
         for op in chosen:
             log.info("cancelling %s (%s): %s", op.id, op.name, why)
             if self._subscribed:
                 self._emit("cancel_requested", op)
+        return chosen
+
+    def end_requested(self, chosen: Sequence[Operation], *, wait: bool = True) -> list[Operation]:
+        """The second half of ``cancel_ops``: end the work of operations ``request_cancel``
+        chose; with ``wait``, return when it is gone."""
+        if not chosen:
+            return []
         procs = [op for op in chosen if isinstance(op.runner, TreeRunner)]
         others = [op for op in chosen if not isinstance(op.runner, TreeRunner)]
         for op in others:
@@ -470,7 +486,7 @@ class Registry:
             for op in others:
                 if op.runner is not None and not op.runner.wait_gone(op, op.grace):
                     log.warning("operation %s did not stop within %.1fs of its cancel", op.id, op.grace)
-        return chosen
+        return list(chosen)
 
     def _choose(self, ops: Sequence[Operation], why: CancelReason, force: bool) -> list[Operation]:
         """The operations among ``ops`` that this cancel ends (live, not being cancelled yet,

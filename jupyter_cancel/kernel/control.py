@@ -101,9 +101,12 @@ def _stop_cell(registry: Registry, request: _Request) -> dict[str, Any]:
     msg_id = request.content.get("msg_id")
     if msg_id is not None:
         msg_id = to_text(msg_id, "msg_id")
-    # The Python first: the operations' ends must not race the raise into the cell.
+    # The operations are marked first (an end of their work now reads as their cancel: the
+    # cell's own cleanup may kill its child), the Python stopped next, the work ended last
+    # (ended first, a cell waiting on it would go on to its next line before the raise).
+    chosen = registry.request_cancel(registry.select(selector), reason)
     running = request.stop_cell(selector.cell_id, reason.words()) if request.stop_cell is not None else False
-    cancelled = [op.id for op in registry.cancel_where(selector, reason, wait=False)]
+    cancelled = [op.id for op in registry.end_requested(chosen, wait=False)]
     # Not the cell running now, and its request is known: a queued run of it (Run All).
     skipped = not running and msg_id is not None and request.skip is not None
     if skipped and request.skip is not None:

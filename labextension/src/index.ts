@@ -19,6 +19,7 @@ import { panelIcon, stopIcon } from './icons';
 import { OperationsPanel } from './panel';
 import { beaconClosed, cancelKernel, clientClosed, clientOpened } from './request';
 import { CancelSettings, ICancelSettings, PLUGIN_ID } from './settings';
+import { markStops } from './stops';
 import { OperationsStore } from './store';
 import { RunningStatus, StopAllButton, stopNotebookWork } from './toolbar';
 import { ICellStuck, IOperation } from './types';
@@ -264,6 +265,7 @@ function watchNotebooks(
   };
   tracker.widgetAdded.connect((_, panel) => {
     panel.toolbar.insertItem(10, 'jupyterCancelStop', new StopAllButton(panel, store, settings));
+    markStops(panel);
     const watch = () => {
       remember(panel);
       watchKernel(panel, cells);

@@ -85,6 +85,14 @@ class LabServer:
     def operations(self) -> list[dict[str, Any]]:
         return self.http.get("/jupyter-cancel/api/operations").json()["operations"]
 
+    def kernel_of(self, notebook: str) -> str:
+        """The id of the kernel notebook ``notebook`` runs on (its session's): never another
+        test's kernel that is still shutting down."""
+        (kernel_id,) = {
+            s["kernel"]["id"] for s in self.http.get("/api/sessions").json() if s.get("path") == notebook
+        }
+        return str(kernel_id)
+
     def shutdown_kernels(self) -> None:
         for k in self.http.get("/api/kernels").json():
             self.http.delete(f"/api/kernels/{k['id']}")

@@ -95,6 +95,27 @@ def test_cells_operations_are_cancelled_and_its_wait_ends_as_one_line(kernel, tm
     assert wait_gone(tree, 10) == []
 
 
+def test_a_stopped_cells_plain_subprocess_reads_as_cancelled_not_failed(kernel, tmp_path):
+    """``subprocess.run`` kills its child when the stop's ``Cancelled`` reaches it: that end
+    is the stop's, so the operation reads ``cancelled`` by the user, never ``failed`` (the
+    cell's own kill used to win the race now and then: 1 in 4 seen)."""
+    for i in range(6):
+        marker = tmp_path / f"in{i}"
+        # (the child says it runs: the stop comes while the cell waits on it)
+        child = f"echo in > {marker}; exec sleep 600"
+        msg = _running(kernel, marker, f"import subprocess\nsubprocess.run(['sh', '-c', {child!r}])\n", "p")
+        reply = _stop(kernel, "p")
+        assert reply["running"] is True and len(reply["cancelled"]) == 1, reply
+        _cancelled(kernel.collect(msg, timeout=30))
+        # its end, asked of the registry (which returns once the tree is gone)
+        ended = kernel.execute(
+            f"_op = jc.core.default_registry().get({reply['cancelled'][0]!r})\n"
+            "_op.wait(30)\nprint(_op.state.value, _op.reason)",
+            cell="q",
+        )
+        assert ended.stdout.split() == ["cancelled", "user"], ended
+
+
 def test_interrupt_is_still_the_kernel_wide_stop(kernel, tmp_path):
     tree = _background_tree(kernel, tmp_path)
     marker = tmp_path / "in"

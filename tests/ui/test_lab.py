@@ -439,7 +439,7 @@ def test_stop_button_scope_session_stops_only_this_notebooks_work(lab, page):
         nb = NotebookPage(lab, page, name)
         nb.run(0)
         p1 = wait_ready(mine, 3)
-        (kernel,) = lab.http.get("/api/kernels").json()
+        kernel = {"id": lab.kernel_of(name)}
 
         async def other_client() -> None:
             url = f"{lab.url.replace('http', 'ws')}/api/kernels/{kernel['id']}/channels?session_id={uuid.uuid4()}"
@@ -493,7 +493,7 @@ def test_cancel_on_close_off_keeps_a_closed_notebooks_work(lab, page):
         # The close handler runs as the panel is disposed: a request it made is recorded by now.
         page.evaluate("() => fetch(location.href, {method: 'HEAD'}).then(r => r.status)")
         assert sent == [] and [p for p in pids if alive(p)] == pids
-        (kernel,) = lab.http.get("/api/kernels").json()
+        kernel = {"id": lab.kernel_of(name)}
         r = lab.http.post(f"/jupyter-cancel/api/kernels/{kernel['id']}/cancel", json={})
         assert len(r.json()["cancelled"]) == 1 and wait_gone(pids, timeout=10) == []
     finally:
@@ -519,7 +519,7 @@ def test_stop_before_rerun_off_queues_the_rerun_as_stock_jupyter_does(lab, page)
         until(lambda: sum('"execute_request"' in f for f in frames) >= 2, 30, "the re-run was sent")
         assert not [f for f in frames if "jupyter_cancel_request" in f], "a stop was sent first"
         assert alive(first)
-        (kernel,) = lab.http.get("/api/kernels").json()
+        kernel = {"id": lab.kernel_of(name)}
         cancel = f"/jupyter-cancel/api/kernels/{kernel['id']}/cancel"
         lab.http.post(cancel, json={}).raise_for_status()
         assert wait_gone([first], timeout=10) == []
@@ -559,7 +559,11 @@ def test_rerun_of_a_busy_python_loop_starts_the_new_run_other_work_lives(lab, pa
     button = nb.cell(1).locator(".jp-cell-toolbar [data-command='jupyter-cancel:stop-cell']")
     nb.screenshot(shots / "cell-stop-toolbar.png")
     button.click()
-    nb.cell(1).locator(".jp-OutputArea-output", has_text="Stopped: this cell").wait_for()
+    stopped = nb.cell(1).locator(".jp-OutputArea-output", has_text="Stopped: this cell")
+    stopped.wait_for()
+    # A stop the user asked for reads as a notice, not in the error box a failure gets.
+    page.locator(".jc-stop-output", has_text="Stopped: this cell").wait_for()
+    assert _background(stopped) == "rgba(0, 0, 0, 0)", _background(stopped)
     nb.wait_idle()
     assert [p for p in bg if alive(p)] == bg
     # The running cell's row in the panel.
@@ -768,6 +772,10 @@ def test_reload_keeps_running_work_and_closing_the_tab_ends_it(lab, browser):
         lab.shutdown_kernels()  # after the page is gone (as the page fixture does)
 
 
+def _background(locator) -> str:
+    return locator.evaluate("node => getComputedStyle(node).backgroundColor")
+
+
 def test_an_interrupted_cells_traceback_ends_in_the_users_code(lab, page):
     """The toolbar's interrupt (■) during a busy loop: the traceback JupyterLab shows is the
     user's alone — its last frame is the cell's line, no frame of jupyter_cancel's."""
@@ -783,6 +791,11 @@ def test_an_interrupted_cells_traceback_ends_in_the_users_code(lab, page):
     error.wait_for()
     text = error.inner_text()
     assert "KeyboardInterrupt" in text, text
+    # A stock interrupt stays an error: its error box, not the stop's notice.
+    assert (
+        _background(error) != "rgba(0, 0, 0, 0)"
+        and not error.locator("xpath=ancestor::*[contains(@class, 'jc-stop-output')]").count()
+    )
     assert "jupyter_cancel" not in text and "extension.py" not in text, text
     frames = [line for line in text.splitlines() if line.startswith(("Cell In", "File "))]
     assert frames and frames[-1].startswith("Cell In"), text
