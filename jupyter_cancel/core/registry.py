@@ -12,7 +12,6 @@ import collections
 import heapq
 import logging
 import os
-import queue
 import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -22,6 +21,7 @@ from typing import Any, TypeVar
 from .adoption import Adoptions
 from .cgroup import Cgroup
 from .errors import Cancelled
+from .events import BatchSubscriber, EventBus, Subscriber
 from .model import (
     DEFAULT_GRACE,
     CancelReason,
@@ -52,10 +52,6 @@ from .sidetable import side
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-Subscriber = Callable[[str, dict[str, Any]], None]
-BatchSubscriber = Callable[[list[tuple[str, dict[str, Any]]]], None]
-#: Most events one batch subscriber call carries (what queued up while the last call ran).
-BATCH_MAX = 500
 #: How long a cancel for an id not (yet) registered is remembered, and how many.
 TOMBSTONE_TTL = 60.0
 TOMBSTONE_MAX = 4096
@@ -76,12 +72,7 @@ class Registry:
         self._live: dict[str, Operation] = {}
         self._history: collections.deque[Operation] = collections.deque(maxlen=HISTORY)
         self._tombstones: collections.OrderedDict[str, tuple[float, CancelReason]] = collections.OrderedDict()
-        self._subscribers: list[Subscriber] = []
-        self._batch_subscribers: list[BatchSubscriber] = []
-        self._subscribed = False
         self._waiters: dict[str, threading.Event] = {}
-        #: Operations whose ``started`` went out to subscribers (the lock guards it).
-        self._announced: set[str] = set()
         #: Captured operations (quiet until ANNOUNCE_AFTER), while live.
         self._captured: set[str] = set()
         #: Captured children between their spawn and their watching (``adopt(defer=True)``).
@@ -95,7 +86,8 @@ class Registry:
             release=self._release,
             watch=self._watch_again,
         )
-        self._events: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] | None = None
+        #: Subscribers and the thread that tells them (events are queued under our lock).
+        self._bus = EventBus(self._lock, quiet=self._quiet)
         self._monitor: Monitor | None = None
         self._timer: _Timer | None = None
         self._workers: ThreadPoolExecutor | None = None
@@ -159,8 +151,8 @@ class Registry:
             op.started = time.time()
         if op.timeout is not None:
             self._timers().add(op)
-        if announce and self._subscribed:
-            self._emit("started", op)
+        if announce and self._bus.active:
+            self._bus.emit("started", op)
         return True
 
     def attach(self, op: Operation, runner: Runner) -> None:
@@ -190,9 +182,9 @@ class Registry:
             self.watchdog().register(op, runner)
         monitor = self._get_monitor()
         if isinstance(runner, ProcessRunner):
-            if self._subscribed:
+            if self._bus.active:
                 # Announced (with its root: a server can act on it) before the monitor can see it end.
-                self._emit("started", op)
+                self._bus.emit("started", op)
             monitor.watch(op, runner)
         else:
             # Captured work is announced only once it lived ANNOUNCE_AFTER: a library's quick
@@ -220,8 +212,8 @@ class Registry:
         return op.id in self._captured and not op.cancel_requested
 
     def _announce(self, op: Operation) -> None:
-        if not op.done and self._subscribed:
-            self._emit("started", op)
+        if not op.done and self._bus.active:
+            self._bus.emit("started", op)
 
     def expect(
         self,
@@ -459,8 +451,8 @@ class Registry:
         chosen = self._choose(ops, why, force)
         for op in chosen:
             log.info("cancelling %s (%s): %s", op.id, op.name, why)
-            if self._subscribed:
-                self._emit("cancel_requested", op)
+            if self._bus.active:
+                self._bus.emit("cancel_requested", op)
         return chosen
 
     def end_requested(self, chosen: Sequence[Operation], *, wait: bool = True) -> list[Operation]:
@@ -660,8 +652,8 @@ class Registry:
             op.cancel_latency = time.monotonic() - op.cancel_requested_at
         if self._live.pop(op.id, None) is not None:
             self._history.append(op)
-        if self._subscribed:
-            self._emit("ended", op)
+        if self._bus.active:
+            self._bus.emit("ended", op)
         self._captured.discard(op.id)
         self._adoptions.drop(op.id)
         done = self._waiters.pop(op.id, None)
@@ -677,79 +669,18 @@ class Registry:
     # -- events ----------------------------------------------------------------------
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Call ``subscriber(event, operation_json)`` for every change; returns an unsubscribe."""
-        return self._add_subscriber(self._subscribers, subscriber)
+        return self._bus.subscribe(subscriber)
 
     def subscribe_batch(self, subscriber: BatchSubscriber) -> Callable[[], None]:
         """Call ``subscriber([(event, operation_json), ...])`` with every change, in order, as
-        many at a time as queued up meanwhile (≤ ``BATCH_MAX``): one message per batch keeps a
-        burst of instant operations from overflowing a bounded channel (a kernel's iopub)."""
-        return self._add_subscriber(self._batch_subscribers, subscriber)
-
-    def _add_subscriber(self, where: list[Any], subscriber: Any) -> Callable[[], None]:
-        with self._lock:
-            if self._events is None:
-                self._events = queue.SimpleQueue()
-                threading.Thread(target=self._dispatch, name="jupyter_cancel-events", daemon=True).start()
-            where.append(subscriber)
-            self._subscribed = True
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if subscriber in where:
-                    where.remove(subscriber)
-                self._subscribed = bool(self._subscribers or self._batch_subscribers)
-
-        return unsubscribe
+        many at a time as queued up meanwhile (``events.BATCH_MAX``): one message per batch
+        keeps a burst of instant operations from overflowing a bounded channel (iopub)."""
+        return self._bus.subscribe_batch(subscriber)
 
     def changed(self, op: Operation, event: str) -> None:
         """Tell subscribers that ``op`` changed (``progress``)."""
-        if self._subscribed:
-            self._emit(event, op)
-
-    def _emit(self, event: str, op: Operation) -> None:
-        """Queue one event. Every operation's sequence is ``started`` → (``cancel_requested``)
-        → ``ended``, whatever thread reports what first: the lock orders the puts."""
-        assert self._events is not None
-        with self._lock:
-            if event == "started":
-                if op.id in self._announced:
-                    return
-            elif event == "ended" and op.id not in self._announced and self._quiet(op):
-                return  # captured, short-lived, never announced: never seen
-            elif op.id not in self._announced:
-                self._events.put(("started", op.to_json(pids=False)))  # ended before it was announced
-            if event == "ended":
-                self._announced.discard(op.id)
-            else:
-                self._announced.add(op.id)
-            self._events.put((event, op.to_json(pids=False)))  # cheap: never scan /proc on a cancel path
-
-    def _dispatch(self) -> None:
-        assert self._events is not None
-        while True:
-            item = self._events.get()
-            if item is None:
-                return
-            batch = [item]
-            while len(batch) < BATCH_MAX:
-                try:
-                    more = self._events.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    return
-                batch.append(more)
-            for subscriber in list(self._subscribers):
-                for one in batch:
-                    try:
-                        subscriber(*one)
-                    except (Exception, Cancelled):
-                        log.exception("subscriber %r failed", subscriber)
-            for batch_subscriber in list(self._batch_subscribers):
-                try:
-                    batch_subscriber(batch)
-                except (Exception, Cancelled):
-                    log.exception("subscriber %r failed", batch_subscriber)
+        if self._bus.active:
+            self._bus.emit(event, op)
 
     # -- helpers ---------------------------------------------------------------------
     def _pool(self) -> ThreadPoolExecutor:
