@@ -109,7 +109,7 @@ def _stop_cell(registry: Registry, request: _Request) -> dict[str, Any]:
     cancelled = [op.id for op in registry.end_requested(chosen, wait=False)]
     # Not the cell running now, and its request is known: a queued run of it (Run All).
     skipped = not running and msg_id is not None and request.skip is not None
-    if skipped and request.skip is not None:
+    if skipped:
         request.skip(msg_id, reason.words())
     return {**_listing(registry, running=running, skipped=skipped), "cancelled": cancelled}
 
