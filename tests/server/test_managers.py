@@ -9,6 +9,8 @@ import os
 import signal
 
 import pytest
+from jupyter_client.multikernelmanager import AsyncMultiKernelManager
+from tornado.ioloop import IOLoop
 
 from tests.helpers.server import wait_gone
 
@@ -44,6 +46,17 @@ async def _running(harness) -> tuple[str, object, list[int]]:
     r = await client.execute("import sys; print('jupyter_cancel.kernel.extension' in sys.modules)")
     assert r["stdout"] == "True\n", "the kernel extension is not in the kernel"
     return kid, client, await harness.start_tree(client, cell="a")
+
+
+async def test_only_the_sync_manager_runs_its_kernels_streams_off_the_servers_loop(harness):
+    """A stock fact the harness rests on (``DirectClient``): under the synchronous manager every
+    stream of a kernel, the browser's websocket's included, delivers on jupyter_core's runner
+    thread, not on the server's loop. When this fails, upstream has fixed it: drive the sync
+    kind over the websocket again."""
+    kid = await harness.start_kernel()
+    km = harness.app.kernel_manager
+    on_server_loop = km.get_kernel(kid).loop is IOLoop.current()
+    assert on_server_loop == isinstance(km, AsyncMultiKernelManager)
 
 
 async def test_rerun_ends_the_cells_tree(harness):
