@@ -149,7 +149,9 @@ class DirectClient(Client):
         for channel in (self.kc.iopub_channel, self.kc.shell_channel):
             if channel not in self._waiting:
                 self._waiting[channel] = asyncio.ensure_future(channel.get_msg(timeout=None))
-        done, _ = await asyncio.wait(self._waiting.values(), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            self._waiting.values(), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         if not done:
             raise asyncio.TimeoutError
         channel = next(c for c, task in self._waiting.items() if task in done)
