@@ -33,21 +33,17 @@ from .model import (
     to_policy,
     to_timeout,
 )
-from .monitor import Monitor
 from .operation import Operation, new_id
 from .proctree import (
-    Termination,
     Tree,
-    carriers_since,
     is_protected,
     running,
     spawn,
-    terminate,
 )
-from .runners import CapturedRunner, ProcessRunner, Runner, TaskRunner, TreeRunner, root_identity
+from .runners import ProcessRunner, Runner, TaskRunner, root_identity
 from .scope import CancelScope
 from .selector import Selector
-from .sidetable import side
+from .supervisor import ANNOUNCE_AFTER, Supervisor
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -59,8 +55,6 @@ TOMBSTONE_MAX = 4096
 HISTORY = 200
 #: A blocked ``wait`` wakes this often (seconds), so that an asynchronous exception lands.
 WAIT_SLICE = 0.05
-#: Captured processes are announced to subscribers once they lived this long (seconds).
-ANNOUNCE_AFTER = 0.5
 
 
 class Registry:
@@ -76,6 +70,15 @@ class Registry:
         #: Captured operations (quiet until ANNOUNCE_AFTER), while live.
         self._captured: set[str] = set()
         #: Captured children between their spawn and their watching (``adopt(defer=True)``).
+        #: The plumbing of its process trees: watching, ending, sweeping, the death watchdog.
+        self._trees = Supervisor(
+            self._lock,
+            ended=self._finish_exit,
+            announce=self._announce,
+            later=lambda delay, fn: self._timers().call_later(delay, fn),
+            live=lambda: list(self._live.values()),
+            watchdog=watchdog,
+        )
         self._adoptions = Adoptions(
             self._lock,
             later=lambda delay, fn: self._timers().call_later(delay, fn),
@@ -83,16 +86,12 @@ class Registry:
             # (An adoption that finds its child gone after a cancel chose it — a stop raised into
             # the cell first, whose own cleanup killed the child — records that cancel.)
             ended=lambda op, status: self._finish_exit(op, status, cancelled=op.cancel_requested),
-            release=self._release,
-            watch=self._watch_again,
+            release=self._trees.release,
+            watch=self._trees.rewatch,
         )
         #: Subscribers and the thread that tells them (events are queued under our lock).
         self._bus = EventBus(self._lock, quiet=self._quiet)
-        self._monitor: Monitor | None = None
         self._timer: _Timer | None = None
-        self._workers: ThreadPoolExecutor | None = None
-        self._use_watchdog = watchdog
-        self._watchdog: Any = None
         self.closed = False
 
     # -- creating and registering -------------------------------------------------
@@ -164,40 +163,8 @@ class Registry:
         if op.runner is not None:
             raise RuntimeError(f"operation {op.id} already has a runner")
         op.runner = runner
-        if isinstance(runner, TreeRunner):
-            self._watch_tree(op, runner, pidfd)
-
-    def _get_monitor(self) -> Monitor:
-        monitor = self._monitor
-        if monitor is None:
-            with self._lock:
-                if self._monitor is None:
-                    self._monitor = Monitor(self._on_exit)
-                monitor = self._monitor
-        return monitor
-
-    def _watch_tree(self, op: Operation, runner: TreeRunner, pidfd: int | None = None) -> None:
-        """``pidfd``: the root's, if pinned already (copied, never opened again here)."""
-        if self._use_watchdog and op.policy is not Policy.DETACH:
-            self.watchdog().register(op, runner)
-        monitor = self._get_monitor()
-        if isinstance(runner, ProcessRunner):
-            if self._bus.active:
-                # Announced (with its root: a server can act on it) before the monitor can see it end.
-                self._bus.emit("started", op)
-            monitor.watch(op, runner)
-        else:
-            # Captured work is announced only once it lived ANNOUNCE_AFTER: a library's quick
-            # `git rev-parse` must not flood the panel and the event stream (a trigger that
-            # hits it first still ends it, and announces it then).
-            self._timers().call_later(ANNOUNCE_AFTER, lambda: self._announce(op))
-            if runner.pid is not None:
-                monitor.on_exit_of([runner.pid], lambda: self._captured_root_exited(op), pinned=pidfd)
-            else:
-                first = side().call(lambda: list(runner.tree.collect()))
-                monitor.on_exit_of(first, lambda: self._captured_root_exited(op))
-        if op.cancel_requested:
-            self._terminate([op])
+        if self._trees.takes(runner):
+            self._trees.watch(op, runner, pidfd)
 
     def register_quietly(self, op: Operation, after: float = ANNOUNCE_AFTER) -> None:
         """Register ``op``, announced only if it still runs ``after`` seconds from now (a
@@ -268,11 +235,6 @@ class Registry:
             self._adoptions.now(op, pid, popen, cgroup)
         return op
 
-    def _watch_again(self, op: Operation, runner: TreeRunner) -> None:
-        """A captured tree's watchdog record, again once it has its cgroup."""
-        if self._use_watchdog and op.policy is not Policy.DETACH:
-            self.watchdog().register(op, runner)
-
     # -- starting work ----------------------------------------------------------------
     def start(
         self,
@@ -302,7 +264,7 @@ class Registry:
         cgroup = Cgroup.create(op.id)
         # Made before the spawn, not between it and the watch (starting its thread is a wait an
         # interrupt could land in, leaving a KeyboardInterrupt where ``run`` says ``Cancelled``).
-        self._get_monitor()
+        self._trees.monitor()
         try:
             popen = spawn(argv, op_id=op.id, cwd=cwd, env=env, cgroup=cgroup)
         except OSError as err:
@@ -460,20 +422,15 @@ class Registry:
         chose; with ``wait``, return when it is gone."""
         if not chosen:
             return []
-        procs = [op for op in chosen if isinstance(op.runner, TreeRunner)]
-        others = [op for op in chosen if not isinstance(op.runner, TreeRunner)]
+        procs = [op for op in chosen if self._trees.takes(op.runner)]
+        others = [op for op in chosen if not self._trees.takes(op.runner)]
         for op in others:
             if op.runner is None:
                 self.finish(op, State.CANCELLED)  # pending: never started
             else:
                 op.runner.request_cancel(op)
         if procs:
-            # SIGTERM goes out now, in the caller; waiting and escalating may go to a worker.
-            termination = self._begin(procs)
-            if wait:
-                self._complete(procs, termination)
-            else:
-                self._pool().submit(self._complete, procs, termination)
+            self._trees.end(procs, wait=wait)
         if wait:
             for op in others:
                 if op.runner is not None and not op.runner.wait_gone(op, op.grace):
@@ -498,42 +455,6 @@ class Registry:
                 chosen.append(op)
         return chosen
 
-    def _begin(self, ops: Sequence[Operation]) -> Termination:
-        trees: list[Tree] = []
-        for op in ops:
-            runner = op.runner
-            assert isinstance(runner, TreeRunner)
-            returncode = runner.poll() if not runner.captured else None
-            if returncode is not None:
-                # It ended on its own just before the cancel: that is a completion. (A captured
-                # tree lives on after its root: its leftovers are what the cancel ends.)
-                self._finish_exit(op, returncode, cancelled=False)
-            trees.append(runner.tree)
-        return Termination(trees).signal()
-
-    def _complete(self, ops: Sequence[Operation], termination: Termination) -> None:
-        outcome = termination.finish()
-        for op in ops:
-            runner = op.runner
-            assert isinstance(runner, TreeRunner)
-            alive = outcome.alive.get(op.id, [])
-            if alive:
-                op.unkillable = alive
-                log.warning("operation %s: pids %s survived SIGKILL (uninterruptible?)", op.id, alive)
-            self._finish_exit(op, runner.returncode(0 if alive else 1.0), cancelled=True, release=False)
-        # The tree is gone and the operations ended: removing their cgroups and telling the
-        # watchdog to forget them is bookkeeping the canceller need not wait for.
-        self._pool().submit(self._after_cancel, ops)
-
-    def _after_cancel(self, ops: Sequence[Operation]) -> None:
-        for op in ops:
-            assert isinstance(op.runner, TreeRunner)
-            self._release(op.runner)
-            self._forget(op)
-
-    def _terminate(self, ops: Sequence[Operation]) -> None:
-        self._complete(ops, self._begin(ops))
-
     def _remember(self, op_id: str, reason: CancelReason) -> None:
         now = time.monotonic()
         self._tombstones[op_id] = (now + TOMBSTONE_TTL, reason)
@@ -544,59 +465,6 @@ class Registry:
             del self._tombstones[first_id]
 
     # -- ending ----------------------------------------------------------------------
-    def _on_exit(self, op: Operation, returncode: int) -> None:
-        """The monitor saw a root exit."""
-        if op.cancel_requested:
-            return  # the canceller records the end once the whole tree is gone
-        sweep = op.policy is not Policy.DETACH
-        # The watchdog keeps the tree until its leftovers are swept: an owner killed right after
-        # its tree's root (Ray kills a dying worker's children first) leaves them to it.
-        self._finish_exit(op, returncode, cancelled=False, forget=not sweep)
-        if sweep:
-            # Leftovers of a finished tree (`cmd &`, daemons) are ended like Jenkins' ProcessTreeKiller.
-            self._pool().submit(self._sweep_leftovers, op)
-
-    def _captured_root_exited(self, op: Operation) -> None:
-        """A captured tree's root exited: the operation lasts while anything of its tree
-        lives (``cmd &`` through ``os.system``, a daemon a library started)."""
-        runner = op.runner
-        assert isinstance(runner, CapturedRunner)
-        if op.done or op.cancel_requested:
-            return  # the canceller records the end
-        left = side().call(self._left_of, op.id, runner)  # (/proc and cgroup reads: side thread)
-        if left:
-            self._get_monitor().on_exit_of(left, lambda: self._captured_root_exited(op))
-            return
-        self._finish_exit(op, runner.poll(), cancelled=False)
-        self._release(runner)
-
-    @staticmethod
-    def _left_of(op_id: str, runner: CapturedRunner) -> list[int]:
-        """What still runs of a captured tree whose root exited."""
-        if runner.cgroup is not None and runner.joined_alive:
-            # Cheap on this hot path (every captured process ends here): its cgroup. A child
-            # forked before the root joined it is still found by a cancel's full collect.
-            return [pid for pid in runner.cgroup.pids() if pid != runner.pid]
-        if runner.pid is None:
-            return list(runner.tree.collect())
-        # Its descendants were reparented when it died: they carry its cookie, and they
-        # started after it (a scan of the newer pids only).
-        left = [pid for pid in carriers_since(op_id, runner.pid) if pid != runner.pid]
-        if runner.cgroup is not None:
-            left += [pid for pid in runner.cgroup.pids() if pid != runner.pid and pid not in left]
-        return left
-
-    def _sweep_leftovers(self, op: Operation) -> None:
-        runner = op.runner
-        assert isinstance(runner, ProcessRunner)
-        try:
-            outcome = terminate([runner.tree])
-            if outcome.gone.get(op.id):
-                log.info("operation %s left processes %s: terminated", op.id, outcome.gone[op.id])
-            self._release(runner)
-        finally:
-            self._forget(op)
-
     def _finish_exit(
         self,
         op: Operation,
@@ -616,12 +484,8 @@ class Registry:
                 # (None: a captured root whose caller reaped it and kept no status.)
                 state = State.COMPLETED if returncode in (0, None) else State.FAILED
             self._finish_locked(op, state, forget=forget and release)
-        if release and cancelled and isinstance(op.runner, TreeRunner):
-            self._release(op.runner)
-
-    def _release(self, runner: TreeRunner) -> None:
-        if runner.cgroup is not None:
-            runner.cgroup.remove()
+        if release and cancelled:
+            self._trees.release_of(op)
 
     def wait(self, op: Operation, timeout: float | None = None) -> State:
         """Block until ``op`` ends (or ``timeout``); its state."""
@@ -660,11 +524,7 @@ class Registry:
         if done is not None:
             done.set()
         if forget:
-            self._forget(op)
-
-    def _forget(self, op: Operation) -> None:
-        if self._watchdog is not None and isinstance(op.runner, TreeRunner):
-            self._watchdog.forget(op.id)
+            self._trees.forget(op)
 
     # -- events ----------------------------------------------------------------------
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
@@ -684,10 +544,7 @@ class Registry:
 
     # -- helpers ---------------------------------------------------------------------
     def _pool(self) -> ThreadPoolExecutor:
-        with self._lock:
-            if self._workers is None:
-                self._workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="jupyter_cancel")
-            return self._workers
+        return self._trees.pool()
 
     def _timers(self) -> _Timer:
         with self._lock:
@@ -697,55 +554,20 @@ class Registry:
 
     @property
     def uses_watchdog(self) -> bool:
-        return self._use_watchdog
+        return self._trees.uses_watchdog
 
     def watchdog(self) -> Any:
         """The death watchdog's client, started on first use."""
-        with self._lock:
-            if self._watchdog is None:
-                from .watchdog_client import WatchdogClient
-
-                self._watchdog = WatchdogClient.open(on_lost=self._watchdog_lost)
-            return self._watchdog
+        return self._trees.watchdog()
 
     def start_watchdog(self, wait: float | None = None) -> bool:
         """Start the watchdog now (not at the first process); with ``wait``, block up to that
         many seconds until it is up. True if it is (or, without ``wait``, was started)."""
-        if not self._use_watchdog:
-            return False
-        client = self.watchdog()
-        return client.wait_ready(wait) if wait is not None else True
-
-    def _watchdog_lost(self, lost: Any) -> None:
-        """The watchdog died before its owner: start another and register the live trees again."""
-        from .watchdog_client import WatchdogClient
-
-        with self._lock:
-            if self.closed or self._watchdog is not lost:
-                return
-            self._watchdog = client = WatchdogClient.start(on_lost=self._watchdog_lost)
-            ops = [
-                op
-                for op in self._live.values()
-                if isinstance(op.runner, TreeRunner) and op.policy is not Policy.DETACH
-            ]
-        for op in ops:
-            assert isinstance(op.runner, TreeRunner)
-            client.register(op, op.runner)
-        if not client.wait_ready(5.0):
-            log.warning("the new watchdog %d did not come up", client.pid)
+        return self._trees.start_watchdog(wait)
 
     def watchdog_health(self) -> dict[str, Any]:
         """Whether the death watchdog is up (``pid`` None: not started, or not used)."""
-        client = self._watchdog
-        if client is None:
-            return {"used": self._use_watchdog, "pid": None, "alive": False}
-        return {
-            "used": self._use_watchdog,
-            "pid": client.pid,
-            "alive": bool(client.alive),
-            "shared": client.proc is None,
-        }
+        return self._trees.watchdog_health()
 
     def health(self, now: float | None = None) -> dict[str, Any]:
         """The registry's own state: watchdog, running work, work past its grace + 1 s since its
@@ -771,10 +593,9 @@ class Registry:
     def close(self, reason: str | CancelReason = Reason.KERNEL_SHUTDOWN) -> list[Operation]:
         """Cancel everything ``reason`` applies to (not ``detach``) and refuse new work."""
         with self._lock:
-            self.closed = True
+            self.closed = self._trees.closed = True
         cancelled = self.cancel_all(reason, wait=True)
-        if self._watchdog is not None:
-            self._watchdog.close()
+        self._trees.close()
         return cancelled
 
 
