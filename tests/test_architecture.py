@@ -184,6 +184,47 @@ def test_the_registry_names_no_concrete_runner_when_it_decides():
     assert not checks, f"the registry decides by a concrete runner: {checks}"
 
 
+#: What an operation's end is made of: only a registry writes it (the server's own, for the
+#: trees it ends itself), never a server module into a dict.
+END_FIELDS = {"exit_code", "ended", "cancel_latency", "unkillable", "duration"}
+ENDED_STATES = {"completed", "failed", "cancelled"}
+
+
+def _writes_an_end(key: str | None, value: ast.expr) -> bool:
+    if any(isinstance(n, ast.Constant) and n.value == key for n in ast.walk(value)):
+        return False  # a copy of what a registry said (``data.get("duration")``), not a write
+    if key in END_FIELDS:
+        return True
+    return key == "state" and not (isinstance(value, ast.Constant) and value.value not in ENDED_STATES)
+
+
+def test_the_server_writes_no_operations_end_into_a_dict():
+    """The trees the server ends itself are operations of a registry of its own
+    (``server/owned.py``): their states, exit codes and latency come from the same code as a
+    kernel's. A server module may report a live operation (``state="running"``), not an end."""
+    found = []
+    for path in sorted((PACKAGE / "server").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            pairs: list[tuple[str | None, ast.expr]] = []
+            if isinstance(node, ast.Dict):
+                pairs = [
+                    (k.value if isinstance(k, ast.Constant) else None, v)
+                    for k, v in zip(node.keys, node.values)
+                ]
+            elif isinstance(node, ast.Call):
+                pairs = [(kw.arg, kw.value) for kw in node.keywords]
+            elif isinstance(node, ast.Assign):
+                pairs = [
+                    (t.slice.value, node.value)
+                    for t in node.targets
+                    if isinstance(t, ast.Subscript) and isinstance(t.slice, ast.Constant)
+                ]
+            found += [
+                f"{path.name}:{node.lineno} {key}" for key, value in pairs if _writes_an_end(key, value)
+            ]
+    assert not found, f"server modules writing an operation's end: {found}"
+
+
 def test_functions_are_short_and_classes_small():
     long_functions, large_classes = [], []
     for path in sorted(PACKAGE.rglob("*.py")):

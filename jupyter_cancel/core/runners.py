@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 #: (``Runner``, the protocol, lives with the ``Operation`` it runs; re-exported here.)
 __all__ = [
     "CapturedRunner",
+    "KnownTree",
     "ProcessRunner",
     "Runner",
     "TaskRunner",
@@ -40,6 +41,8 @@ class TreeRunner:
     """A process tree the registry terminates itself (all cancelled trees in one pass)."""
 
     captured = False
+    #: Its root's exit is watched (False: its owner, or a scan, says when it ends).
+    watched = True
 
     def __init__(self, tree: Tree) -> None:
         self.tree = tree
@@ -98,6 +101,20 @@ class ProcessRunner(TreeRunner):
             return self.popen.wait(timeout=timeout)
         except Exception:
             return None
+
+
+class KnownTree(TreeRunner):
+    """A tree another owner started and reported, which this one only ends: a server ending
+    the work of a kernel that stopped answering, or of a kernel without the extension. Not
+    watched (that owner, or a scan, says when it ends); its root's status is not ours to read."""
+
+    watched = False
+
+    def poll(self) -> int | None:
+        return None
+
+    def returncode(self, timeout: float) -> int | None:
+        return None
 
 
 class CapturedRunner(TreeRunner):

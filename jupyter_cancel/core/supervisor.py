@@ -89,12 +89,12 @@ class Supervisor:
         it now. ``pidfd``: the root's, if pinned already (copied, never opened again here)."""
         assert isinstance(runner, TreeRunner)
         self.rewatch(op, runner)
-        monitor = self.monitor()
         if isinstance(runner, ProcessRunner):
             # Announced (with its root: a server can act on it) before the monitor can see it end.
             self._announce(op)
-            monitor.watch(op, runner)
-        else:
+            self.monitor().watch(op, runner)
+        elif runner.watched:  # (not watched: another owner's tree, only ended here)
+            monitor = self.monitor()
             # Captured work is announced only once it lived ANNOUNCE_AFTER: a library's quick
             # `git rev-parse` must not flood the panel and the event stream (a trigger that
             # hits it first still ends it, and announces it then).

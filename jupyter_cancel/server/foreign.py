@@ -30,7 +30,7 @@ import psutil
 from ..core.cgroup import Cgroup, remove_stale
 from ..core.model import CancelReason, Reason
 from ..core.platform import current
-from ..core.proctree import KERNEL_COOKIE, Outcome, Tree, running, terminate
+from ..core.proctree import KERNEL_COOKIE, Tree, running, terminate
 from ..core.selector import Selector
 from . import adapter
 from .kernels import KernelLink
@@ -97,8 +97,8 @@ class Launch:
         interrupt's SIGINT to the group never reaches them."""
         return frozenset(pid for pid in self.tree(grace).collect() if _pgid(pid) != self.pgid)
 
-    def work(self, grace: float, policy: str) -> list[dict[str, Any]]:
-        """The live work as operation JSON: one operation per independent process tree."""
+    def work(self, grace: float, policy: str) -> list[tuple[dict[str, Any], Tree]]:
+        """The live work: one operation per independent process tree, its JSON and its tree."""
         members = self.tree(grace).collect()
         parents: dict[int, int] = {}
         for pid, proc in members.items():
@@ -122,23 +122,23 @@ class Launch:
                 pids.append(p)
                 stack.extend(children.get(p, ()))
             name = " ".join([os.path.basename(argv[0]), *argv[1:]])  # "python x.py", not its path
-            out.append(
-                {
-                    "id": f"{self.kernel_id[:8]}-{pid}-{int(started * 1000)}",
-                    "name": name if len(name) <= _NAME_CHARS else name[: _NAME_CHARS - 1] + "…",
-                    "kind": "process",
-                    "state": "running",
-                    "pids": pids,
-                    "started": started,
-                    "kernel_id": self.kernel_id,
-                    "cell_id": None,
-                    "client_session": None,
-                    "policy": policy,
-                    "grace": grace,
-                    "foreign": True,
-                    "root": [pid, started],
-                }
-            )
+            op_id = f"{self.kernel_id[:8]}-{pid}-{int(started * 1000)}"
+            data = {
+                "id": op_id,
+                "name": name if len(name) <= _NAME_CHARS else name[: _NAME_CHARS - 1] + "…",
+                "kind": "process",
+                "state": "running",
+                "pids": pids,
+                "started": started,
+                "kernel_id": self.kernel_id,
+                "cell_id": None,
+                "client_session": None,
+                "policy": policy,
+                "grace": grace,
+                "foreign": True,
+                "root": [pid, started],
+            }
+            out.append((data, Tree(op_id=op_id, root=proc, grace=grace, exclude=frozenset({self.proc.pid}))))
         return out
 
 
@@ -271,18 +271,17 @@ class ForeignKernels:
                 continue  # its helpers are not known yet: they would show as its work
             await self._settled(launch, helpers=False)
             work = await loop.run_in_executor(None, launch.work, self.app.grace, self._policy())
-            self._sync(link, launch, work)
+            self._sync(link, work)
 
     def _policy(self) -> str:
         return "continue" if self.mode == "continue" else "cancel"
 
-    def _sync(self, link: KernelLink, launch: Launch, work: list[dict[str, Any]]) -> None:
-        seen = {op["id"] for op in work}
-        for op in work:
-            link.observe(op, None if op["id"] in link.live else "started")
-        now = time.time()
-        for op in [op for op in link.live.values() if op.get("foreign") and op["id"] not in seen]:
-            link.observe(_ended(op, now, state="completed"), "ended")
+    def _sync(self, link: KernelLink, work: list[tuple[dict[str, Any], Tree]]) -> None:
+        seen = {data["id"] for data, _ in work}
+        for data, _ in work:
+            link.observe(data, None if data["id"] in link.live else "started")
+        for data in [d for d in link.live.values() if d.get("foreign") and d["id"] not in seen]:
+            link.mirror(self.tracker.work.completed(data).to_json(pids=False), "ended")
 
     async def _poll(self) -> None:
         """While someone watches (an events socket is open), notice work starting and ending."""
@@ -329,42 +328,24 @@ class ForeignKernels:
         only: frozenset[int] | None = None,
     ) -> list[str]:
         grace, policy = self.app.grace, self._policy()
-        started = time.monotonic()
-
-        def end() -> tuple[list[dict[str, Any]], Outcome]:
-            # One thread hop: list what runs (to report it), then signal at once.
-            work = launch.work(grace, policy)
-            return work, terminate([launch.tree(grace, helpers=helpers, only=only)])
-
-        work, outcome = await asyncio.get_running_loop().run_in_executor(None, end)
-        latency = time.monotonic() - started
-        self._sync(link, launch, work)
-        gone = set(outcome.gone.get(launch.cookie, ()))
-        alive = outcome.alive.get(launch.cookie, [])
-        now = time.time()
-        ended = []
-        for op in work:
-            if op["id"] in link.live and not any(running(p) for p in op["pids"]):
-                if not gone & set(op["pids"]):
-                    continue  # it ended by itself meanwhile: the next scan says so
-                link.observe(
-                    _ended(
-                        op,
-                        now,
-                        state="cancelled",
-                        reason=why.source,
-                        message=why.message,
-                        exit_code=130,
-                        cancel_latency=latency,
-                    ),
-                    "ended",
-                )
-                ended.append(op["id"])
-        if gone or alive:
+        loop = asyncio.get_running_loop()
+        work = await loop.run_in_executor(None, launch.work, grace, policy)
+        self._sync(link, work)
+        # Each independent tree as an operation of the server's registry (the trigger was
+        # decided above: named or not, they all go); then what is left of the kernel's
+        # processes (its helpers when it ends, what it started a moment ago) in one more pass.
+        reported = [(data, tree) for data, tree in work if only is None or data["root"][0] in only]
+        ended: list[str] = await self.tracker.work.end_mirrored(
+            link, self.tracker.work.choose(reported, why, by_id=True)
+        )
+        rest = await loop.run_in_executor(None, terminate, [launch.tree(grace, helpers=helpers, only=only)])
+        gone, alive = rest.gone.get(launch.cookie, []), rest.alive.get(launch.cookie, [])
+        if ended or gone or alive:
             log.info(
-                "kernel %s (%s): ended %d processes%s",
+                "kernel %s (%s): ended %d operations, %d more processes%s",
                 launch.kernel_id,
                 why.source,
+                len(ended),
                 len(gone),
                 f", {len(alive)} unkillable" if alive else "",
             )
@@ -450,14 +431,3 @@ def _pgid(pid: int) -> int | None:
         return os.getpgid(pid)
     except OSError:
         return None
-
-
-def _ended(op: dict[str, Any], now: float, **changes: Any) -> dict[str, Any]:
-    began = op.get("started")
-    return dict(
-        op,
-        ended=now,
-        duration=now - began if isinstance(began, (int, float)) else None,
-        pids=[],
-        **changes,
-    )

@@ -115,17 +115,14 @@ class KernelLink:
             out.append((event, self.live[op_id]))
         return out
 
-    def mark(self, op_id: str, event: str | None = None, **changes: Any) -> dict[str, Any] | None:
-        """Record what the server did itself (a fallback termination)."""
-        data = self.get(op_id)
-        if data is None:
-            return None
-        self._publish(self._update(dict(data, **changes), event))
-        return self.get(op_id)
-
     def observe(self, data: dict[str, Any], event: str | None = None) -> None:
         """Merge what the server saw itself of one operation (a foreign kernel's process)."""
         self._publish(self._update(data, event))
+
+    def mirror(self, data: dict[str, Any], event: str | None = None) -> None:
+        """What the server's own registry says of one of this kernel's operations (it ended
+        that work itself), over what the kernel or a scan reported of it."""
+        self.observe(dict(self.get(data["id"]) or {}, **data), event)
 
     def _publish(self, events: list[tuple[str, dict[str, Any]]]) -> None:
         for event, data in events:

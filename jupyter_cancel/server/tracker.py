@@ -14,8 +14,8 @@ from typing import Any
 
 from ..core.cgroup import Cgroup
 from ..core.identity import process_of
-from ..core.model import CancelReason, Policy, Reason, applies, short, to_grace
-from ..core.proctree import KERNEL_COOKIE, Tree, running, terminate
+from ..core.model import CancelReason, Reason, short, to_grace
+from ..core.proctree import KERNEL_COOKIE, Tree, running
 from ..core.selector import Selector
 from ..protocol import EVENT, REPLY, REQUEST
 from . import adapter, metrics, survey
@@ -23,6 +23,7 @@ from .clients import ClientSessions
 from .events import OperationEvents, public_view
 from .foreign import ForeignKernels
 from .kernels import KernelLink
+from .owned import ServerWork
 
 
 class Tracker:
@@ -45,6 +46,8 @@ class Tracker:
         )
         self._restores: list[adapter.Restore] = []
         self._hooked: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: The trees the server ends itself (a kernel that does not answer, or has no extension).
+        self.work = ServerWork(app.grace)
         #: Kernels without the kernel extension: the server owns their processes.
         self.foreign = ForeignKernels(self)
         metrics.bind(self.running, self.unkillable)
@@ -216,40 +219,14 @@ class Tracker:
         """End the trees of the operations in ``link``'s view that ``selector`` names, ourselves
         (the kernel did not answer, or it has no extension to ask)."""
         why = CancelReason.of(reason)
-        chosen = [
-            op
-            for op in list(link.live.values())
-            if selector.matches(op)
-            # Named by id: whatever the policy, as the kernel would. Otherwise the policy decides.
-            and (
-                selector.operation_ids is not None or applies(Policy(op.get("policy", "cancel")), why.source)
-            )
-        ]
+        reported = [(op, self._tree(op)) for op in list(link.live.values()) if selector.matches(op)]
+        if not reported:
+            return []
+        chosen = self.work.choose(reported, why, by_id=selector.operation_ids is not None)
         if not chosen:
             return []
         self.log.warning("kernel %s did not answer: terminating %d trees itself", link.kernel_id, len(chosen))
-        trees = [self._tree(op) for op in chosen]
-        started = time.monotonic()
-        for op in chosen:
-            link.mark(op["id"], "cancel_requested", reason=why.source, message=why.message)
-        outcome = await asyncio.get_running_loop().run_in_executor(None, terminate, trees)
-        latency = time.monotonic() - started
-        now = time.time()
-        for op in chosen:
-            began = op.get("started")
-            link.mark(
-                op["id"],
-                duration=now - began if isinstance(began, (int, float)) else None,
-                state="cancelled",
-                reason=why.source,
-                message=why.message,
-                exit_code=130,
-                ended=now,
-                pids=[],
-                cancel_latency=latency,
-                unkillable=outcome.alive.get(op["id"], []),
-            )
-        return [op["id"] for op in chosen]
+        return await self.work.end_mirrored(link, chosen)
 
     def _tree(self, op: dict[str, Any]) -> Tree:
         root = process_of(op.get("root"))  # the process the kernel reported, or None
