@@ -21,6 +21,7 @@ from .model import Policy as Policy
 from .model import Reason as Reason
 from .model import State as State
 from .operation import Operation as Operation
+from .operation import Runner as Runner
 from .progress import Progress as Progress
 from .progress import progress as progress
 from .registry import Registry as Registry
@@ -36,6 +37,7 @@ __all__ = [
     "Progress",
     "Reason",
     "Registry",
+    "Runner",
     "State",
     "adopt",
     "policy",

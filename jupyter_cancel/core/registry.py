@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from .adoption import Adoptions
-from .cgroup import Cgroup
 from .errors import Cancelled
 from .events import BatchSubscriber, EventBus, Subscriber
 from .model import (
@@ -35,12 +34,10 @@ from .model import (
 )
 from .operation import Operation, new_id
 from .proctree import (
-    Tree,
     is_protected,
     running,
-    spawn,
 )
-from .runners import ProcessRunner, Runner, TaskRunner, root_identity
+from .runners import Runner, TaskRunner
 from .scope import CancelScope
 from .selector import Selector
 from .supervisor import ANNOUNCE_AFTER, Supervisor
@@ -166,6 +163,28 @@ class Registry:
         if self._trees.takes(runner):
             self._trees.watch(op, runner, pidfd)
 
+    def launch(
+        self,
+        runner: Callable[[Operation], Runner],
+        *,
+        name: str,
+        kind: str,
+        policy: object = Policy.CANCEL,
+        grace: object = None,
+        owner: Mapping[str, Any] | None = None,
+        quiet_for: float | None = None,
+    ) -> Operation:
+        """Start an operation run by any ``Runner`` (the public way, for adapters: Dask,
+        Spark): ``runner(op)`` makes what runs it; the operation is live when this returns.
+        ``quiet_for``: announced only if it still runs that many seconds from now."""
+        op = self.new(name=name, kind=kind, policy=policy, grace=grace, owner=owner)
+        self.attach(op, runner(op))
+        if quiet_for is None:
+            self.register(op)
+        else:
+            self.register_quietly(op, after=quiet_for)
+        return op
+
     def register_quietly(self, op: Operation, after: float = ANNOUNCE_AFTER) -> None:
         """Register ``op``, announced only if it still runs ``after`` seconds from now (a
         trigger that hits it first announces it then): work that is mostly short — a captured
@@ -261,21 +280,13 @@ class Registry:
         if not self.register(op, announce=False) or op.cancel_requested:
             self.finish(op, State.CANCELLED)
             return op
-        cgroup = Cgroup.create(op.id)
-        # Made before the spawn, not between it and the watch (starting its thread is a wait an
-        # interrupt could land in, leaving a KeyboardInterrupt where ``run`` says ``Cancelled``).
-        self._trees.monitor()
         try:
-            popen = spawn(argv, op_id=op.id, cwd=cwd, env=env, cgroup=cgroup)
+            runner = self._trees.spawn(op, argv, cwd=cwd, env=env)
         except OSError as err:
             op.error = str(err)
             self.finish(op, State.FAILED)
-            if cgroup is not None:
-                cgroup.remove()
             raise
-        self.attach(
-            op, ProcessRunner(popen, Tree(op.id, root_identity(popen.pid), op.grace, cgroup, owns_root=True))
-        )
+        self.attach(op, runner)
         return op
 
     def scope(
@@ -308,14 +319,17 @@ class Registry:
         owner: Mapping[str, Any] | None = None,
     ) -> asyncio.Task[T]:
         """Schedule ``coro`` on ``loop`` as an operation; the Task (cancelled if a cancel came first)."""
-        op = self.new(name=name, kind="task", policy=policy, grace=grace, owner=owner)
-        new_task = loop.create_task(coro, name=f"jupyter_cancel:{op.id}")
-        runner = TaskRunner(new_task, loop)
-        self.attach(op, runner)
-        runner.watch(op)
-        if not self.register(op):
-            new_task.cancel()
-        return new_task
+
+        def run(op: Operation) -> TaskRunner:
+            runner = TaskRunner(loop.create_task(coro, name=f"jupyter_cancel:{op.id}"), loop)
+            runner.watch(op)
+            return runner
+
+        op = self.launch(run, name=name, kind="task", policy=policy, grace=grace, owner=owner)
+        assert isinstance(op.runner, TaskRunner)
+        if op.done:  # cancelled before it could start (a closed registry, a remembered cancel)
+            op.runner.task.cancel()
+        return op.runner.task
 
     # -- selecting -------------------------------------------------------------------
     def get(self, op_id: str) -> Operation:

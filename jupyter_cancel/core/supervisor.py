@@ -11,16 +11,18 @@ the registry, as with ``Adoptions`` and the ``EventBus``; it shares the registry
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
+from .cgroup import Cgroup
 from .model import Policy
 from .monitor import Monitor
 from .operation import Operation, Runner
-from .proctree import Termination, carriers_since, terminate
-from .runners import CapturedRunner, ProcessRunner, TreeRunner
+from .proctree import Termination, Tree, carriers_since, spawn, terminate
+from .runners import CapturedRunner, ProcessRunner, TreeRunner, root_identity
 from .sidetable import side
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,29 @@ class Supervisor:
         """Whether ``runner`` runs a process tree (this supervises it)."""
         return isinstance(runner, TreeRunner)
 
-    # -- watching ----------------------------------------------------------------------
+    # -- starting and watching ---------------------------------------------------------
+    def spawn(
+        self,
+        op: Operation,
+        argv: Sequence[str],
+        *,
+        cwd: str | os.PathLike[str] | None,
+        env: Mapping[str, str] | None,
+    ) -> ProcessRunner:
+        """Start ``op``'s process tree (own session, cookie, cgroup where writable); what runs it.
+        ``OSError`` if it could not start (nothing is left behind)."""
+        cgroup = Cgroup.create(op.id)
+        # Made before the spawn, not between it and the watch (starting its thread is a wait an
+        # interrupt could land in, leaving a KeyboardInterrupt where ``run`` says ``Cancelled``).
+        self.monitor()
+        try:
+            popen = spawn(argv, op_id=op.id, cwd=cwd, env=env, cgroup=cgroup)
+        except OSError:
+            if cgroup is not None:
+                cgroup.remove()
+            raise
+        return ProcessRunner(popen, Tree(op.id, root_identity(popen.pid), op.grace, cgroup, owns_root=True))
+
     def monitor(self) -> Monitor:
         monitor = self._monitor
         if monitor is None:

@@ -350,12 +350,15 @@ def _begin(client: Client, name: str, policy: str | Policy | None) -> tuple[Dask
     link = install(client)
     chosen = api.current_policy() if policy is None else policy
     owner = api.host().owner()
-    registry = api.registry()
-    op = registry.new(name=name, kind="dask", policy=chosen, owner=owner)
-    runner = DaskRunner(link, op)
-    link.add(runner)
-    registry.attach(op, runner)
-    registry.register(op)
+
+    def runner_of(op: Operation) -> DaskRunner:
+        made = DaskRunner(link, op)
+        link.add(made)
+        return made
+
+    op = api.registry().launch(runner_of, name=name, kind="dask", policy=chosen, owner=owner)
+    runner = op.runner
+    assert isinstance(runner, DaskRunner)
     note = {k: owner[k] for k in ("kernel_id", "cell_id", "client_session") if owner.get(k)}
     note.update(submission=op.id, policy=op.policy.value)
     return runner, note

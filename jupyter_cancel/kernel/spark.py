@@ -156,11 +156,16 @@ def begin_run(registry: Any, owner: dict[str, Any], policy: Any) -> Operation | 
     targets = entry_points()
     if not targets:
         return None
-    op = registry.new(name="Spark jobs of this cell", kind="spark", policy=policy, owner=owner)
-    runner = SparkJobs(targets, f"{TAG_PREFIX}{op.id}")
-    registry.attach(op, runner)
-    registry.register_quietly(op, after=1.0)
-    runner.begin()
+    op = registry.launch(
+        lambda op: SparkJobs(targets, f"{TAG_PREFIX}{op.id}"),
+        name="Spark jobs of this cell",
+        kind="spark",
+        policy=policy,
+        owner=owner,
+        quiet_for=1.0,
+    )
+    assert isinstance(op.runner, SparkJobs)
+    op.runner.begin()
     return op
 
 
