@@ -320,16 +320,18 @@ class Registry:
     ) -> asyncio.Task[T]:
         """Schedule ``coro`` on ``loop`` as an operation; the Task (cancelled if a cancel came first)."""
 
+        made: list[asyncio.Task[T]] = []
+
         def run(op: Operation) -> TaskRunner:
-            runner = TaskRunner(loop.create_task(coro, name=f"jupyter_cancel:{op.id}"), loop)
+            made.append(loop.create_task(coro, name=f"jupyter_cancel:{op.id}"))
+            runner = TaskRunner(made[0], loop)
             runner.watch(op)
             return runner
 
         op = self.launch(run, name=name, kind="task", policy=policy, grace=grace, owner=owner)
-        assert isinstance(op.runner, TaskRunner)
         if op.done:  # cancelled before it could start (a closed registry, a remembered cancel)
-            op.runner.task.cancel()
-        return op.runner.task
+            made[0].cancel()
+        return made[0]
 
     # -- selecting -------------------------------------------------------------------
     def get(self, op_id: str) -> Operation:
