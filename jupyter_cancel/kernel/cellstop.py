@@ -31,10 +31,29 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from ..core.platform import current
 from .host import current_owner
 
 #: Seconds a stopped cell may keep running before it is reported stuck.
 STUCK_AFTER = 2.0
+#: How often a stop whose signal still waits for its thread to run is looked at again.
+RECHECK = 0.25
+
+
+def _waits_to_run(tid: int | None, signum: int) -> bool:
+    """Whether ``signum`` is still pending for thread ``tid`` and not blocked there: the thread
+    has not run since it was sent (the machine is busy), so whether its code is C that never
+    returns to Python cannot be told yet. A thread in C code has had the signal (its C handler
+    ran) or blocks it. False where that cannot be read (no ``/proc``)."""
+    if tid is None or not current().proc:
+        return False
+    try:
+        with open(f"/proc/self/task/{tid}/status", "rb") as fh:
+            fields = dict(line.split(b":", 1) for line in fh.read().splitlines() if b":" in line)
+        bit = 1 << (signum - 1)
+        return bool(int(fields[b"SigPnd"], 16) & bit) and not int(fields[b"SigBlk"], 16) & bit
+    except (OSError, KeyError, ValueError):
+        return False
 
 
 class SocketTracker:
@@ -101,6 +120,7 @@ class CellStopper:
         self._pending: tuple[int, str] | None = None  # (run, reason) not yet raised
         self._signalled = False  # a SIGINT of ours not handled yet (SIGINTs coalesce)
         self._main = threading.main_thread().ident
+        self._main_tid = threading.main_thread().native_id
 
     def next_run(self) -> int:
         return next(self._runs)
@@ -150,12 +170,18 @@ class CellStopper:
         timer.daemon = True
         timer.start()
 
-    def _check(self, run: int, reason: str, rounds: int) -> None:
+    def _check(self, run: int, reason: str, rounds: int, waited: float = 0.0) -> None:
         with self._lock:
             running = self._running
             if running is None or running["run"] != run:
                 return  # it stopped
-            native = self._pending is not None  # the signal was never handled: in C code
+            native = self._pending is not None  # the signal was never handled: in C code...
+            if native and waited < self.stuck_after and _waits_to_run(self._main_tid, signal.SIGINT):
+                # ... unless the thread has not run since (a busy machine): look again soon.
+                timer = threading.Timer(RECHECK, self._check, (run, reason, rounds, waited + RECHECK))
+                timer.daemon = True
+                timer.start()
+                return
             self._pending = (run, reason)
         if rounds == 1:
             self.on_stuck(

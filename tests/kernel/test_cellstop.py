@@ -248,3 +248,63 @@ def test_a_queued_cell_stopped_before_it_runs_is_skipped_and_its_neighbours_run(
 def test_a_skip_request_names_its_request_as_text(kernel):
     reply = kernel.control({"action": "stop_cell", "cell_id": "x", "msg_id": ["not", "text"]})
     assert reply["status"] == "error" and reply["ename"] == "ValueError"
+
+
+def test_a_stop_whose_signal_has_not_reached_its_thread_yet_is_not_called_native(monkeypatch):
+    """A stopped cell still running after the bound is reported stuck, "in native code" when
+    its stop's signal was never handled. On a busy machine the signal may still wait for the
+    thread to run at all (pending, not blocked): that is looked at again, not called native
+    (seen in CI under load: a swallowed stop reported as native code)."""
+    import queue
+    import threading
+
+    from jupyter_cancel.kernel import cellstop
+
+    looked = threading.Event()
+    starved = threading.Event()
+    starved.set()
+
+    def waits_to_run(tid, signum):
+        looked.set()
+        return starved.is_set()
+
+    monkeypatch.setattr(cellstop, "_waits_to_run", waits_to_run)
+    monkeypatch.setattr(cellstop, "RECHECK", 0.01)
+    reports: queue.Queue = queue.Queue()
+    stopper = cellstop.CellStopper(on_stuck=reports.put, stuck_after=0.05)
+    stopper._main = None  # (no real SIGINT into the test's own process)
+    # The signal's thread runs late, then handles the stop and swallows it: not native.
+    stopper.started(stopper.next_run(), "c")
+    assert stopper.stop("c", "user")
+    assert looked.wait(10)
+    assert reports.empty()
+    assert stopper.claim() == "user"  # what the SIGINT handler does when the thread runs
+    starved.clear()
+    assert reports.get(timeout=10)["in_native_code"] is False
+    stopper.ended()
+    # A thread that never runs (uninterruptible): reported after a second bound all the same.
+    starved.set()
+    stopper.started(stopper.next_run(), "d")
+    assert stopper.stop("d", "user")
+    assert reports.get(timeout=10)["in_native_code"] is True
+    stopper.ended()
+
+
+def test_a_signal_the_thread_blocks_reads_as_native_not_as_waiting():
+    """``_waits_to_run`` reads the thread's pending and blocked signals: a SIGINT the thread
+    blocks (C code that masks it) is native code, not a thread waiting to run."""
+    import signal
+    import threading
+
+    from jupyter_cancel.kernel.cellstop import _waits_to_run
+
+    tid = threading.get_native_id()
+    assert _waits_to_run(tid, signal.SIGUSR2) is False
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR2})
+    try:
+        signal.pthread_kill(threading.get_ident(), signal.SIGUSR2)
+        assert _waits_to_run(tid, signal.SIGUSR2) is False  # pending, but blocked
+        assert signal.SIGUSR2 in signal.sigpending()
+        assert signal.sigwait({signal.SIGUSR2}) == signal.SIGUSR2  # consumed, never delivered
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
