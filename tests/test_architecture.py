@@ -209,7 +209,7 @@ def test_the_server_writes_no_operations_end_into_a_dict():
             if isinstance(node, ast.Dict):
                 pairs = [
                     (k.value if isinstance(k, ast.Constant) else None, v)
-                    for k, v in zip(node.keys, node.values)
+                    for k, v in zip(node.keys, node.values, strict=True)
                 ]
             elif isinstance(node, ast.Call):
                 pairs = [(kw.arg, kw.value) for kw in node.keywords]
