@@ -225,6 +225,27 @@ def test_the_server_writes_no_operations_end_into_a_dict():
     assert not found, f"server modules writing an operation's end: {found}"
 
 
+def test_dask_internals_are_touched_only_by_its_adapter():
+    """``client._cancel``, its ``_stream_handlers``, a worker's ``state.tasks`` and
+    ``state.stimulus_log``: what a distributed release may change, read in one module."""
+    internals = {"_cancel", "_stream_handlers", "stimulus_log"}
+    found = []
+    for path in sorted((PACKAGE / "dask").glob("*.py")):
+        if path.name == "adapter.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and (
+                node.attr in internals
+                or (
+                    node.attr == "tasks"
+                    and isinstance(node.value, ast.Attribute)
+                    and node.value.attr == "state"
+                )
+            ):
+                found.append(f"{path.name}:{node.lineno} {ast.unparse(node)}")
+    assert not found, f"distributed internals outside dask/adapter.py: {found}"
+
+
 def test_functions_are_short_and_classes_small():
     long_functions, large_classes = [], []
     for path in sorted(PACKAGE.rglob("*.py")):

@@ -25,6 +25,7 @@ from distributed import Client, Future, fire_and_forget, futures_of
 from ..core import api
 from ..core.model import Policy, Reason, State
 from ..core.operation import Operation
+from . import adapter
 from .worker import ANNOTATION, PLUGIN_NAME, RUNNING, TOPIC, JupyterCancelPlugin
 
 log = logging.getLogger(__name__)
@@ -59,25 +60,14 @@ class ClusterLink:
         whatever future the client holds for the key *then*, so a key re-submitted before the
         report arrived would be cancelled too (a Dask race). Wraps this client's ``_cancel``
         (what ``future.cancel()`` and ``client.cancel`` call) and its report handler."""
-        client = self.client
-        original_cancel = client._cancel
-        original_report = client._stream_handlers["cancelled-keys"]
         inflight = self._inflight
 
-        async def _cancel(futures: Any, reason: Any = None, msg: Any = None, force: bool = False) -> Any:
-            for future in futures_of(futures):
-                inflight.setdefault(future.key, threading.Event())
-            return await original_cancel(futures, reason=reason, msg=msg, force=force)
+        def confirmed(key: Any) -> None:
+            done = inflight.pop(key, None)
+            if done is not None:
+                done.set()
 
-        def cancelled_keys(keys: Any, reason: Any = None, msg: Any = None) -> None:
-            original_report(keys, reason=reason, msg=msg)
-            for key in keys:
-                confirmed = inflight.pop(key, None)
-                if confirmed is not None:
-                    confirmed.set()
-
-        client._cancel = _cancel
-        client._stream_handlers["cancelled-keys"] = cancelled_keys
+        adapter.watch_cancels(self.client, lambda key: inflight.setdefault(key, threading.Event()), confirmed)
 
     def settled(self, key: Any, timeout: float = 2.0) -> None:
         """Wait until a cancel of ``key`` sent earlier was confirmed (bounded)."""
@@ -155,7 +145,7 @@ class ClusterLink:
             # Not those done already: cancelled by Dask's own API, their key may be in use again.
             left = [f for f in futures if not f.done()]
             if left:
-                await client._cancel(left, None, None, True)
+                await adapter.force_cancel(client, left)
 
         try:
             client.loop.add_callback(cancel)

@@ -28,6 +28,7 @@ from ..core.capture import OWN_MACHINERY, OwnedCapture
 from ..core.model import Reason
 from ..core.operation import Operation
 from ..core.progress import Progress
+from . import adapter
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,7 @@ class WorkerHost(api.Host):
         tags: dict[str, Any] = {"worker": worker.address}
         if key is None:
             return {"tags": tags}
-        ts = worker.state.tasks.get(key)
-        found = annotation(ts)
+        found = annotation(adapter.task_state(worker, key))
         owner: dict[str, Any] = {k: found[k] for k in _OWNER_FIELDS if isinstance(found.get(k), str)}
         tags["dask_key"] = str(key)
         if isinstance(found.get("submission"), str):
@@ -148,9 +148,8 @@ class JupyterCancelPlugin(WorkerPlugin):  # type: ignore[misc]
     def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
         if start not in RUNNING and finish not in RUNNING and finish not in ("released", "forgotten"):
             return  # the hot path: most transitions of most tasks
-        ts = self.worker.state.tasks.get(key)
-        found = annotation(ts)
-        stimulus = self._stimulus()
+        found = annotation(adapter.task_state(self.worker, key))
+        stimulus = adapter.last_stimulus(self.worker)
         cancelled: list[str] = []
         why = None
         released = finish in ("released", "forgotten")
@@ -172,10 +171,6 @@ class JupyterCancelPlugin(WorkerPlugin):  # type: ignore[misc]
                 },
                 urgent=bool(cancelled) or why in (Reason.USER, Reason.CLIENT_DISCONNECTED),
             )
-
-    def _stimulus(self) -> str | None:
-        stimuli = self.worker.state.stimulus_log
-        return getattr(stimuli[-1], "stimulus_id", None) if stimuli else None
 
     def _ops_of(self, key: str) -> list[Operation]:
         return [
@@ -212,7 +207,7 @@ class JupyterCancelPlugin(WorkerPlugin):  # type: ignore[misc]
 
     def _taken_away(self, key: str) -> bool:
         """Whether the scheduler took ``key`` away (its work was started after its release)."""
-        for ts in list(self.worker.state.tasks.values()):
+        for ts in adapter.task_states(self.worker):
             if str(ts.key) == key:
                 return ts.state in ("cancelled", "released")
         return True
