@@ -130,4 +130,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.helpers.home import private_jupyter_home
+
+    private_jupyter_home("jupyter-cancel-bench-", remove_at_exit=True)  # never the user's home
     main()

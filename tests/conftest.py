@@ -5,31 +5,19 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.foreign import use_test_kernels
+from tests.helpers.home import private_jupyter_home
 from tests.helpers.procs import SESSION_MARK, cookie_carriers, descendants, kill_pids
 from tests.helpers.wait import wait_gone
 
-#: Jupyter's and IPython's per-user folders, for every test and everything a test starts
-#: (kernels, servers, JupyterLab and its settings and workspaces): a temporary folder, never
-#: the user's home. Set at import, before any Jupyter module reads a path.
-_HOME_DIRS = {
-    "JUPYTER_CONFIG_DIR": "config",
-    "JUPYTER_DATA_DIR": "data",
-    "JUPYTER_RUNTIME_DIR": "runtime",
-    "JUPYTERLAB_SETTINGS_DIR": "lab-settings",
-    "JUPYTERLAB_WORKSPACES_DIR": "lab-workspaces",
-    "IPYTHONDIR": "ipython",
-}
-_JUPYTER_HOME = tempfile.mkdtemp(prefix="jupyter-cancel-tests-")
-for _var, _sub in _HOME_DIRS.items():
-    os.environ[_var] = os.path.join(_JUPYTER_HOME, _sub)
-    os.makedirs(os.environ[_var], exist_ok=True)
+#: Jupyter's and IPython's per-user folders, for every test and everything a test starts: a
+#: temporary folder, never the user's home. Set at import, before any Jupyter module reads a path.
+_JUPYTER_HOME = private_jupyter_home("jupyter-cancel-tests-")
 use_test_kernels(Path(_JUPYTER_HOME) / "test-kernels")  # bash, xeus-python: not in the main job's Launcher
 #: The user's own Jupyter folders: a run must leave them byte for byte as they were.
 USER_DIRS = [Path.home() / ".jupyter", Path.home() / ".local" / "share" / "jupyter", Path.home() / ".ipython"]
