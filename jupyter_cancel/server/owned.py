@@ -62,10 +62,12 @@ class ServerWork:
         self, reported: Sequence[tuple[dict[str, Any], Tree]], why: CancelReason, *, by_id: bool
     ) -> list[Operation]:
         """The operations of ``reported`` (an operation's JSON and its tree) that ``why`` ends,
-        marked as being cancelled (nothing is signalled yet: ``end`` does). ``by_id``: named by
-        id, ended whatever their policy (as a kernel would); otherwise the policy decides."""
+        marked as being cancelled (nothing is signalled yet: ``end`` does); those an earlier call
+        is still ending are skipped, as a kernel's registry skips them. ``by_id``: named by id,
+        ended whatever their policy (as a kernel would); otherwise the policy decides."""
+        ending = {op.id for op in self.registry.operations()}  # ended by an earlier call still
         ops = {}
-        for data, tree in reported:
+        for data, tree in [(data, tree) for data, tree in reported if data["id"] not in ending]:
             op = self._operation(data, tree.grace)
             self.registry.attach(op, KnownTree(tree))
             ops[op.id] = (op, data)
