@@ -39,7 +39,7 @@ def _jc_load(name):
         # can import by name (they get this sys.path).
         method = name[3:]
         import importlib, tempfile
-        folder = tempfile.mkdtemp(prefix="jc-cpython-")
+        folder = tempfile.mkdtemp(prefix="jc-cpython-", dir=os.getcwd())  # (removed with the cwd)
         module = f"jc_cpython_mp_{method}"
         with open(os.path.join(folder, module + ".py"), "w") as fh:
             fh.write("from test import _test_multiprocessing\n"
