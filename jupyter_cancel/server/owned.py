@@ -38,7 +38,7 @@ class ServerWork:
         except ValueError:
             policy = Policy.CANCEL
         tags = data.get("tags")
-        op = self.registry.new(
+        return self.registry.new(
             name=str(data.get("name") or data["id"])[:200],
             kind=str(data.get("kind") or "process"),
             policy=policy,
@@ -51,7 +51,6 @@ class ServerWork:
             },
             op_id=data["id"],
         )
-        return op
 
     @staticmethod
     def _began(op: Operation, data: dict[str, Any]) -> None:
@@ -67,7 +66,9 @@ class ServerWork:
         ended whatever their policy (as a kernel would); otherwise the policy decides."""
         ending = {op.id for op in self.registry.operations()}  # ended by an earlier call still
         ops = {}
-        for data, tree in [(data, tree) for data, tree in reported if data["id"] not in ending]:
+        for data, tree in reported:
+            if data["id"] in ending:
+                continue
             op = self._operation(data, tree.grace)
             self.registry.attach(op, KnownTree(tree))
             ops[op.id] = (op, data)

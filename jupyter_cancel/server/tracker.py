@@ -220,8 +220,6 @@ class Tracker:
         (the kernel did not answer, or it has no extension to ask)."""
         why = CancelReason.of(reason)
         reported = [(op, self._tree(op)) for op in list(link.live.values()) if selector.matches(op)]
-        if not reported:
-            return []
         chosen = self.work.choose(reported, why, by_id=selector.operation_ids is not None)
         if not chosen:
             return []
