@@ -14,8 +14,12 @@ from tests.helpers.wait import until_file
 # The ready file is made by system calls alone: with open() the signal could land in the
 # codecs code that makes the file's text encoder, after the file exists (seen: a traceback
 # ending in <frozen codecs>, which is right, but not the user's loop this test looks for).
+# The cell is one statement: IPython compiles each top-level statement just before it runs it,
+# so with the loop a statement of its own the signal could land in that compile, after the file
+# exists (seen in CI on a loaded machine: a traceback ending in codeop's compile).
 BUSY = (
-    "import os\nos.close(os.open({ready!r}, os.O_CREAT | os.O_WRONLY))\nwhile True:\n    sum(range(1000))\n"
+    "if True:\n    import os\n    os.close(os.open({ready!r}, os.O_CREAT | os.O_WRONLY))\n"
+    "    while True:\n        sum(range(1000))\n"
 )
 LAST_FRAME = (
     "import sys\n_tb = sys.last_traceback\nwhile _tb.tb_next is not None:\n    _tb = _tb.tb_next\n"
