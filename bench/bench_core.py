@@ -149,9 +149,9 @@ def bench_watchdog(n: int) -> None:
                 f"""
                 import jupyter_cancel as jc, signal
                 jc.start({tree_cmd("three", ready)!r}, display=False)
-                wd = jc.core.default_registry()._watchdog
-                wd.wait_ready()  # a kernel starts its watchdog when the extension loads
-                print(wd.proc.pid, flush=True)
+                registry = jc.core.default_registry()
+                registry.start_watchdog(wait=30)  # a kernel starts its watchdog when the extension loads
+                print(registry.watchdog_health()["pid"], flush=True)
                 signal.pause()
                 """
             )

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jupyter_cancel as jc
 from bench.bench_core import bench_launch, bench_throughput, pct
 from jupyter_cancel.core import Registry
-from jupyter_cancel.core.registry import HISTORY
+from jupyter_cancel.core.ledger import HISTORY
 from tests.helpers.procs import alive, tree_cmd, wait_ready
 
 

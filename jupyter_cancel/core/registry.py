@@ -8,7 +8,6 @@ a subscriber: events go through a queue to a dispatcher thread.
 from __future__ import annotations
 
 import asyncio
-import collections
 import heapq
 import logging
 import os
@@ -21,6 +20,7 @@ from typing import Any, TypeVar
 from .adoption import Adoptions
 from .errors import Cancelled
 from .events import BatchSubscriber, EventBus, Subscriber
+from .ledger import Ledger
 from .model import (
     DEFAULT_GRACE,
     CancelReason,
@@ -33,10 +33,7 @@ from .model import (
     to_timeout,
 )
 from .operation import Operation, new_id
-from .proctree import (
-    is_protected,
-    running,
-)
+from .proctree import is_protected
 from .runners import Runner, TaskRunner
 from .scope import CancelScope
 from .selector import Selector
@@ -45,14 +42,6 @@ from .supervisor import ANNOUNCE_AFTER, Supervisor
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: How long a cancel for an id not (yet) registered is remembered, and how many.
-TOMBSTONE_TTL = 60.0
-TOMBSTONE_MAX = 4096
-#: Finished operations kept for listing (most recent).
-HISTORY = 200
-#: A blocked ``wait`` wakes this often (seconds), so that an asynchronous exception lands.
-WAIT_SLICE = 0.05
-
 
 class Registry:
     """All operations of one owner (a kernel, or a plain Python process)."""
@@ -60,22 +49,20 @@ class Registry:
     def __init__(self, *, grace: float = DEFAULT_GRACE, watchdog: bool = True) -> None:
         self.grace = to_grace(grace)
         self._lock = threading.RLock()
-        self._live: dict[str, Operation] = {}
-        self._history: collections.deque[Operation] = collections.deque(maxlen=HISTORY)
-        self._tombstones: collections.OrderedDict[str, tuple[float, CancelReason]] = collections.OrderedDict()
-        self._waiters: dict[str, threading.Event] = {}
+        #: What it knows of its operations: live, recent, remembered cancels, waiters.
+        self._book = Ledger(self._lock, ended=self._ended)
         #: Captured operations (quiet until ANNOUNCE_AFTER), while live.
         self._captured: set[str] = set()
-        #: Captured children between their spawn and their watching (``adopt(defer=True)``).
         #: The plumbing of its process trees: watching, ending, sweeping, the death watchdog.
         self._trees = Supervisor(
             self._lock,
             ended=self._finish_exit,
             announce=self._announce,
             later=lambda delay, fn: self._timers().call_later(delay, fn),
-            live=lambda: list(self._live.values()),
+            live=self._book.operations,
             watchdog=watchdog,
         )
+        #: Captured children between their spawn and their watching (``adopt(defer=True)``).
         self._adoptions = Adoptions(
             self._lock,
             later=lambda delay, fn: self._timers().call_later(delay, fn),
@@ -135,12 +122,10 @@ class Registry:
                 op.reason = Reason.KERNEL_SHUTDOWN
                 self._finish_locked(op, State.CANCELLED)
                 return False
-            self._live[op.id] = op
-            tomb = self._tombstones.pop(op.id, None)
-            if tomb is not None and tomb[0] > time.monotonic():
+            remembered = self._book.add(op)
+            if remembered is not None:  # a cancel of this id came before it
                 op.cancel_requested_at = time.monotonic()
-                op.reason, op.message = tomb[1].source, tomb[1].message
-                del self._live[op.id]
+                op.reason, op.message = remembered.source, remembered.message
                 self._finish_locked(op, State.CANCELLED)
                 return False
             op.state = State.RUNNING
@@ -336,32 +321,20 @@ class Registry:
     # -- selecting -------------------------------------------------------------------
     def get(self, op_id: str) -> Operation:
         """The operation with this id, live or recent; ``KeyError`` naming the id if unknown."""
-        with self._lock:
-            op = self._live.get(op_id)
-            if op is not None:
-                return op
-            for old in self._history:
-                if old.id == op_id:
-                    return old
-        raise KeyError(op_id)
+        return self._book.get(op_id)
 
     def operations(self, *, include_done: bool = False) -> list[Operation]:
-        with self._lock:
-            ops = list(self._live.values())
-            if include_done:
-                ops = list(self._history) + ops
-        return ops
+        return self._book.operations(include_done=include_done)
 
     def select(self, selector: Selector) -> list[Operation]:
         """Live operations ``selector`` admits (an empty one: none; ``all=True``: every one)."""
-        with self._lock:
-            return [op for op in self._live.values() if selector.admits(op)]
+        return self._book.select(selector)
 
     def reassign(self, client_session: str, to: str) -> list[Operation]:
         """The live work of ``client_session`` now belongs to ``to`` (a reloaded page took over
         the work of the page it replaces); subscribers are told."""
         with self._lock:
-            moved = [op for op in self._live.values() if op.client_session == client_session]
+            moved = [op for op in self._book.operations() if op.client_session == client_session]
             for op in moved:
                 op.client_session = to
         for op in moved:
@@ -384,11 +357,11 @@ class Registry:
         An explicit cancel by id applies whatever the policy.
         """
         why = CancelReason.of(reason)
-        with self._lock:
-            op = self._live.get(op_id)
+        with self._lock:  # (an id registered between the look and the remembering: missed)
+            op = self._book.live(op_id)
             if op is None:
                 if remember:
-                    self._remember(op_id, why)
+                    self._book.remember(op_id, why)
                     return []
                 self.get(op_id)  # KeyError for an id never seen
                 return []  # known but already done: idempotent
@@ -426,7 +399,9 @@ class Registry:
         Meanwhile an end of their work reads as their cancel (a cell stop raises into the cell
         first, and the cell's own cleanup may kill its child before the registry does)."""
         why = CancelReason.of(reason)
-        chosen = self._choose(ops, why, force)
+        # Captured processes not yet watched are adopted first (a trigger in their first ms).
+        self._adoptions.now_among([op for op in ops if force or applies(op.policy, why.source)])
+        chosen = self._book.choose(ops, why, force)
         for op in chosen:
             log.info("cancelling %s (%s): %s", op.id, op.name, why)
             if self._bus.active:
@@ -453,33 +428,6 @@ class Registry:
                     log.warning("operation %s did not stop within %.1fs of its cancel", op.id, op.grace)
         return list(chosen)
 
-    def _choose(self, ops: Sequence[Operation], why: CancelReason, force: bool) -> list[Operation]:
-        """The operations among ``ops`` that this cancel ends (live, not being cancelled yet,
-        and — unless ``force`` — whose policy the trigger applies to), marked as requested."""
-        # Captured processes not yet watched are adopted first (a trigger in their first ms).
-        self._adoptions.now_among([op for op in ops if force or applies(op.policy, why.source)])
-        chosen: list[Operation] = []
-        now = time.monotonic()
-        with self._lock:
-            for op in ops:
-                if op.done or op.cancel_requested:
-                    continue
-                if not force and not applies(op.policy, why.source):
-                    continue
-                op.cancel_requested_at = now
-                op.reason, op.message = why.source, why.message
-                chosen.append(op)
-        return chosen
-
-    def _remember(self, op_id: str, reason: CancelReason) -> None:
-        now = time.monotonic()
-        self._tombstones[op_id] = (now + TOMBSTONE_TTL, reason)
-        while self._tombstones:
-            first_id, (expires, _) = next(iter(self._tombstones.items()))
-            if expires > now and len(self._tombstones) <= TOMBSTONE_MAX:
-                break
-            del self._tombstones[first_id]
-
     # -- ending ----------------------------------------------------------------------
     def _finish_exit(
         self,
@@ -505,19 +453,7 @@ class Registry:
 
     def wait(self, op: Operation, timeout: float | None = None) -> State:
         """Block until ``op`` ends (or ``timeout``); its state."""
-        with self._lock:
-            if op.done:
-                return op.state
-            done = self._waiters.get(op.id)
-            if done is None:
-                done = self._waiters[op.id] = threading.Event()  # made on first wait: most never wait
-        # In slices: an asynchronous exception (``_thread.interrupt_main``, which Ray's cancel
-        # uses; ``PyThreadState_SetAsyncExc``) lands only when the thread runs Python again.
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not done.wait(WAIT_SLICE if deadline is None else min(WAIT_SLICE, deadline - time.monotonic())):
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-        return op.state
+        return self._book.wait(op, timeout)
 
     def finish(self, op: Operation, state: State) -> None:
         """Record the end of ``op`` (runners call this); a second end is ignored."""
@@ -526,21 +462,16 @@ class Registry:
                 self._finish_locked(op, state)
 
     def _finish_locked(self, op: Operation, state: State, *, forget: bool = True) -> None:
-        op.state = state
-        op.ended = time.time()
-        if op.cancel_requested_at is not None:
-            op.cancel_latency = time.monotonic() - op.cancel_requested_at
-        if self._live.pop(op.id, None) is not None:
-            self._history.append(op)
+        self._book.end(op, state)
+        if forget:
+            self._trees.forget(op)
+
+    def _ended(self, op: Operation) -> None:
+        """What an end means beyond its record (told by the ledger, under the lock)."""
         if self._bus.active:
             self._bus.emit("ended", op)
         self._captured.discard(op.id)
         self._adoptions.drop(op.id)
-        done = self._waiters.pop(op.id, None)
-        if done is not None:
-            done.set()
-        if forget:
-            self._trees.forget(op)
 
     # -- events ----------------------------------------------------------------------
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
@@ -568,14 +499,6 @@ class Registry:
                 self._timer = _Timer(self)
             return self._timer
 
-    @property
-    def uses_watchdog(self) -> bool:
-        return self._trees.uses_watchdog
-
-    def watchdog(self) -> Any:
-        """The death watchdog's client, started on first use."""
-        return self._trees.watchdog()
-
     def start_watchdog(self, wait: float | None = None) -> bool:
         """Start the watchdog now (not at the first process); with ``wait``, block up to that
         many seconds until it is up. True if it is (or, without ``wait``, was started)."""
@@ -589,22 +512,8 @@ class Registry:
         """The registry's own state: watchdog, running work, work past its grace + 1 s since its
         cancel (``overdue``), work with processes that survived SIGKILL (``unkillable``).
         ``now`` (monotonic seconds) lets a caller drive the clock."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            live = list(self._live.values())
-            recent = list(self._history)
-        overdue = [
-            op.id
-            for op in live
-            if op.cancel_requested_at is not None and now - op.cancel_requested_at > op.grace + 1.0
-        ]
-        unkillable = [op.id for op in live + recent if any(running(pid) for pid in op.unkillable)]
-        return {
-            "watchdog": self.watchdog_health(),
-            "running": len(live),
-            "overdue": overdue,
-            "unkillable": unkillable,
-        }
+        ledger = self._book.health(time.monotonic() if now is None else now)
+        return {"watchdog": self.watchdog_health(), "running": len(self.operations()), **ledger}
 
     def close(self, reason: str | CancelReason = Reason.KERNEL_SHUTDOWN) -> list[Operation]:
         """Cancel everything ``reason`` applies to (not ``detach``) and refuse new work."""

@@ -67,14 +67,14 @@ def test_cancel_before_register_is_remembered_and_applied():
 
 
 def test_tombstones_are_bounded(monkeypatch):
-    from jupyter_cancel.core import registry as registry_mod
+    from jupyter_cancel.core import ledger
 
-    monkeypatch.setattr(registry_mod, "TOMBSTONE_MAX", 50)
+    monkeypatch.setattr(ledger, "TOMBSTONE_MAX", 50)
     reg = Registry(watchdog=False)
     for i in range(500):
         reg.cancel(f"x-{i}", remember=True)
-    assert len(reg._tombstones) <= 50
-    monkeypatch.setattr(registry_mod, "TOMBSTONE_TTL", -1.0)
+    assert len(reg._book._tombstones) <= 50
+    monkeypatch.setattr(ledger, "TOMBSTONE_TTL", -1.0)
     reg.cancel("expired", remember=True)
     op = reg.new(name="n", kind="scope", op_id="expired")
     assert reg.register(op) is True  # an expired tombstone does not apply
