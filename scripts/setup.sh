@@ -4,6 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
+# Jupyter's and IPython's per-user folders point into a temporary one while setting up: the
+# build's `jupyter` commands would write jupyter_core's `migrated` marker into ~/.jupyter, and
+# bash_kernel's installer makes ~/.ipython (both seen on a fresh machine). Setting up must not
+# touch the user's home.
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+export JUPYTER_CONFIG_DIR="$scratch/config" JUPYTER_DATA_DIR="$scratch/data" \
+  JUPYTER_RUNTIME_DIR="$scratch/runtime" IPYTHONDIR="$scratch/ipython"
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
@@ -36,10 +44,5 @@ for spec in xpython xpython-raw; do
     mv ".venv/share/jupyter/kernels/$spec" "$tk/$spec"
   fi
 done
-# (Checked with Jupyter's per-user folders in a temporary one: jupyter_core would otherwise
-# write its `migrated` marker into ~/.jupyter; setting up must not touch the user's home.)
-scratch=$(mktemp -d)
-JUPYTER_CONFIG_DIR="$scratch" JUPYTER_DATA_DIR="$scratch/data" IPYTHONDIR="$scratch/ipython" \
-  .venv/bin/jupyter labextension list 2>&1 | grep -q "jupyter-cancel.*OK" || { rm -rf "$scratch"; echo "labextension not installed"; exit 1; }
-rm -rf "$scratch"
+.venv/bin/jupyter labextension list 2>&1 | grep -q "jupyter-cancel.*OK" || { echo "labextension not installed"; exit 1; }
 echo "$want" > "$stamp"

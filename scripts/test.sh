@@ -2,6 +2,13 @@
 # Set up from scratch (if needed) and run the whole test suite. Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The user's own Jupyter and IPython folders: the whole command, setting up included, leaves
+# them byte for byte as they were (pytest checks its own part too, in tests/conftest.py).
+home_print() {
+  { find ~/.jupyter ~/.local/share/jupyter ~/.ipython -print -type f -exec sha256sum {} + 2>/dev/null || true; } \
+    | sha256sum
+}
+home_before=$(home_print)
 # The browser tests need Debian's Chromium (Playwright never downloads a browser here); the
 # foreign-kernel tests an R kernel (Debian's IRkernel; CRAN is not needed); the Spark tests a
 # Java runtime (Debian's 17).
@@ -35,4 +42,10 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
   [ -d node_modules ] || jlpm install
   jlpm lint:check
 )
-exec .venv/bin/python -m pytest -ra -p no:logging --durations=25 "$@"
+rc=0
+.venv/bin/python -m pytest -ra -p no:logging --durations=25 "$@" || rc=$?
+if [ "$(home_print)" != "$home_before" ]; then
+  echo "FAILED: the test command changed the user's Jupyter folders (~/.jupyter, ~/.local/share/jupyter, ~/.ipython)" >&2
+  rc=1
+fi
+exit "$rc"
