@@ -223,8 +223,12 @@ class Supervisor:
                 log.warning("operation %s: pids %s survived SIGKILL (uninterruptible?)", op.id, alive)
             self._ended(op, runner.returncode(0 if alive else 1.0), cancelled=True, release=False)
         # The tree is gone and the operations ended: removing their cgroups and telling the
-        # watchdog to forget them is bookkeeping the canceller need not wait for.
-        self.pool().submit(self._after_cancel, ops)
+        # watchdog to forget them is bookkeeping the canceller need not wait for — unless the
+        # registry is closing (at interpreter exit no worker may start any more).
+        if self.closed:
+            self._after_cancel(ops)
+        else:
+            self.pool().submit(self._after_cancel, ops)
 
     def _after_cancel(self, ops: Sequence[Operation]) -> None:
         for op in ops:

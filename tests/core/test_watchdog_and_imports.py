@@ -208,3 +208,36 @@ def test_shared_watchdog_ends_each_owners_trees_when_that_owner_dies(tmp_path, m
         if shared.poll() is None:
             shared.kill()
         shared.wait()
+
+
+def test_an_owner_that_exits_normally_ends_its_trees_quietly(tmp_path):
+    """A plain Python process that started work and returns: its registry closes at exit (after
+    the interpreter stopped new worker threads) — the trees end, their cgroups go, and nothing
+    is printed (it printed a ``RuntimeError: cannot schedule new futures`` traceback)."""
+    import psutil
+
+    ready = tmp_path / "ready"
+    owner_code = textwrap.dedent(
+        f"""
+        import jupyter_cancel as jc, sys
+        op = jc.start({tree_cmd("setsid", ready)!r}, display=False)
+        registry = jc.core.default_registry()
+        registry.start_watchdog(wait=30)
+        print(registry.watchdog_health()["pid"], flush=True)
+        sys.stdin.readline()
+        """
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", owner_code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    watchdog_pid = int(owner.stdout.readline())
+    pids = wait_ready(ready, 3)
+    _, err = owner.communicate("\n", timeout=60)
+    assert owner.returncode == 0, err
+    assert "Traceback" not in err, err
+    psutil.Process(watchdog_pid).wait(10) if alive(watchdog_pid) else None  # done: it exits
+    assert [p for p in pids if alive(p)] == []
