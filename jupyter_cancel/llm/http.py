@@ -104,8 +104,10 @@ def _stream(
     except httpx.TimeoutException as err:
         scope.raise_if_cancelled()
         raise LLMError(f"{endpoint} timed out: {err}") from err
-    except (httpx.HTTPError, OSError) as err:
-        scope.raise_if_cancelled()  # the socket we shut down on cancel reads as an error
+    except (httpx.HTTPError, httpx.StreamError, OSError) as err:
+        # The socket we shut down on cancel reads as an error, and a cancel that lands
+        # between the headers and the first read finds the stream closed.
+        scope.raise_if_cancelled()
         raise LLMError(f"streaming from {endpoint} failed: {err}") from err
     scope.raise_if_cancelled()
     rate.report()

@@ -8,11 +8,13 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 import jupyter_cancel as jc
 from jupyter_cancel.llm import LLMError, batch, stream_chat, stream_cli
 from jupyter_cancel.llm.devserver import DevServer
+from jupyter_cancel.llm.http import _stream
 from tests.helpers.wait import until
 
 SLOW = str(Path(__file__).resolve().parents[1] / "helpers" / "slow_tokens.py")
@@ -81,6 +83,20 @@ def test_http_stream_cancel_while_blocked_closes_the_connection():
     finally:
         slow.shutdown()
         slow.server_close()
+
+
+def test_a_cancel_between_the_headers_and_the_first_read_is_a_cancel(server):
+    # The cancel lands once the response is open and before a byte of it is read: the
+    # shutdown it runs closes the stream, and that reads as the cancel, not an error.
+    scope = jc.scope("late stop", kind="llm")
+    with pytest.raises(jc.Cancelled), scope:
+        jc.cancel(scope.operation)
+        _stream(
+            scope, server.url + "/chat/completions", {"model": "demo", "stream": True}, {}, httpx.Timeout(10)
+        )
+    assert scope.operation.state is jc.State.CANCELLED
+    (seen,) = until(lambda: server.stats()["disconnects"], 10, "the server saw the disconnect")
+    assert server.stats()["completed"] == []
 
 
 def test_http_stream_completes_and_counts_tokens(server):
