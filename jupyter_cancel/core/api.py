@@ -25,6 +25,7 @@ from .model import Policy, Reason, to_policy
 from .operation import Operation
 from .registry import Registry
 from .scope import CancelScope
+from .starts import adopt_process, new_scope, new_task, start_process
 
 T = TypeVar("T")
 
@@ -135,7 +136,8 @@ def adopt(
     args = getattr(target, "args", None)
     if name is None:
         name = args if isinstance(args, str) else shlex.join(map(str, args)) if args else f"pid {pid}"
-    return registry().adopt(
+    return adopt_process(
+        registry(),
         pid,
         name=name,
         popen=target if args is not None else None,
@@ -188,7 +190,8 @@ def start(
         if display:
             _host.show(op)
 
-    return registry().start(
+    return start_process(
+        registry(),
         argv,
         name=label,
         policy=_policy(policy),
@@ -229,8 +232,14 @@ def scope(
     kind: str = "scope",
 ) -> CancelScope:
     """A cancel scope for in-process work: ``with jc.scope() as s: ... s.raise_if_cancelled()``."""
-    return registry().scope(
-        name or kind, kind=kind, policy=_policy(policy), grace=grace, timeout=timeout, owner=_host.owner()
+    return new_scope(
+        registry(),
+        name or kind,
+        kind=kind,
+        policy=_policy(policy),
+        grace=grace,
+        timeout=timeout,
+        owner=_host.owner(),
     )
 
 
@@ -250,7 +259,9 @@ def task(
         coro.close()
         raise RuntimeError("jc.task needs a running event loop (call it from async code)") from None
     label = name or str(getattr(coro, "__qualname__", "task"))
-    return registry().task(coro, loop, name=label, policy=_policy(policy), grace=grace, owner=_host.owner())
+    return new_task(
+        registry(), coro, loop, name=label, policy=_policy(policy), grace=grace, owner=_host.owner()
+    )
 
 
 def operations(*, include_done: bool = False) -> list[Operation]:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from .model import Policy, State
 from .operation import new_id
 from .proctree import COOKIE
+from .starts import adopt_process, expect_process
 
 if TYPE_CHECKING:
     from .operation import Operation
@@ -329,7 +330,7 @@ class OwnedCapture(Capture):
         if policy is Policy.CANCEL and getattr(_local, "caller", "").startswith(HELPER_LIBRARIES):
             policy = Policy.KERNEL  # a library's session helper: the kernel's, not this cell's
             owner = {k: v for k, v in owner.items() if k not in _CELL_TAGS}
-        op = self.registry.expect(name=name, op_id=op_id, policy=policy, owner=owner)
+        op = expect_process(self.registry, name=name, op_id=op_id, policy=policy, owner=owner)
         with self._lock:
             self._expected[op_id] = op
 
@@ -344,8 +345,8 @@ class OwnedCapture(Capture):
             op = self._expected.pop(op_id, None)
         try:
             if op is not None:
-                self.registry.adopt(pid, op=op, popen=popen, defer=True)
+                adopt_process(self.registry, pid, op=op, popen=popen, defer=True)
             else:  # (its preparation failed: named and owned now)
-                self.registry.adopt(pid, popen=popen, name=str(argv), owner=self.owner(), defer=True)
+                adopt_process(self.registry, pid, popen=popen, name=str(argv), owner=self.owner(), defer=True)
         except KeyError:
             pass  # it exited before we looked: nothing to own

@@ -25,11 +25,12 @@ BATCH_MAX = 500
 class EventBus:
     """Subscribers, the queue, and the thread that empties it (started with the first one)."""
 
-    def __init__(self, lock: threading.RLock, *, quiet: Callable[[Operation], bool]) -> None:
+    def __init__(self, lock: threading.RLock) -> None:
         #: The registry's lock: events are queued in the order it orders the changes.
         self._lock = lock
-        #: Whether an operation is still quiet (captured, short-lived): its end is never told.
-        self._quiet = quiet
+        #: Quiet operations (captured, mostly short-lived): announced only by ``announce``, and
+        #: an end never told if nothing announced them first and no cancel chose them.
+        self._hushed: set[str] = set()
         self._subscribers: list[Subscriber] = []
         self._batch_subscribers: list[BatchSubscriber] = []
         #: Whether anyone listens (checked before building an event: most owners have none).
@@ -60,6 +61,25 @@ class EventBus:
 
         return unsubscribe
 
+    def hush(self, op: Operation) -> None:
+        """Keep ``op`` quiet until ``announce`` (or a cancel) tells of it."""
+        with self._lock:
+            self._hushed.add(op.id)
+
+    def announce(self, op: Operation) -> None:
+        """Tell of ``op`` now, if it still runs."""
+        if not op.done and self.active:
+            self.emit("started", op)
+
+    def ended(self, op: Operation) -> None:
+        """``op`` ended (called under the lock): told unless it stayed quiet; then forgotten."""
+        if self.active:
+            self.emit("ended", op)
+        self._hushed.discard(op.id)
+
+    def _hushed_still(self, op: Operation) -> bool:
+        return op.id in self._hushed and not op.cancel_requested
+
     def emit(self, event: str, op: Operation) -> None:
         """Queue one event (call it only while ``active``)."""
         assert self._events is not None
@@ -67,7 +87,7 @@ class EventBus:
             if event == "started":
                 if op.id in self._announced:
                     return
-            elif event == "ended" and op.id not in self._announced and self._quiet(op):
+            elif event == "ended" and op.id not in self._announced and self._hushed_still(op):
                 return  # captured, short-lived, never announced: never seen
             elif op.id not in self._announced:
                 self._events.put(("started", op.to_json(pids=False)))  # ended before it was announced

@@ -7,15 +7,13 @@ a subscriber: events go through a queue to a dispatcher thread.
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import logging
-import os
 import threading
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 from .adoption import Adoptions
 from .errors import Cancelled
@@ -33,14 +31,11 @@ from .model import (
     to_timeout,
 )
 from .operation import Operation, new_id
-from .proctree import is_protected
-from .runners import Runner, TaskRunner
-from .scope import CancelScope
+from .runners import Runner
 from .selector import Selector
 from .supervisor import ANNOUNCE_AFTER, Supervisor
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class Registry:
@@ -51,30 +46,29 @@ class Registry:
         self._lock = threading.RLock()
         #: What it knows of its operations: live, recent, remembered cancels, waiters.
         self._book = Ledger(self._lock, ended=self._ended)
-        #: Captured operations (quiet until ANNOUNCE_AFTER), while live.
-        self._captured: set[str] = set()
-        #: The plumbing of its process trees: watching, ending, sweeping, the death watchdog.
-        self._trees = Supervisor(
+        #: Subscribers and the thread that tells them (events are queued under our lock).
+        self._bus = EventBus(self._lock)
+        #: The plumbing of its process trees: spawning, watching, ending, sweeping, the death
+        #: watchdog (``starts`` spawns through it).
+        self.trees = Supervisor(
             self._lock,
             ended=self._finish_exit,
-            announce=self._announce,
+            announce=self._bus.announce,
             later=lambda delay, fn: self._timers().call_later(delay, fn),
             live=self._book.operations,
             watchdog=watchdog,
         )
-        #: Captured children between their spawn and their watching (``adopt(defer=True)``).
-        self._adoptions = Adoptions(
+        #: Captured children between their spawn and their watching (``starts.adopt``).
+        self.adoptions = Adoptions(
             self._lock,
             later=lambda delay, fn: self._timers().call_later(delay, fn),
             attach=self._attach,
             # (An adoption that finds its child gone after a cancel chose it — a stop raised into
             # the cell first, whose own cleanup killed the child — records that cancel.)
             ended=lambda op, status: self._finish_exit(op, status, cancelled=op.cancel_requested),
-            release=self._trees.release,
-            watch=self._trees.rewatch,
+            release=self.trees.release,
+            watch=self.trees.rewatch,
         )
-        #: Subscribers and the thread that tells them (events are queued under our lock).
-        self._bus = EventBus(self._lock, quiet=self._quiet)
         self._timer: _Timer | None = None
         self.closed = False
 
@@ -106,17 +100,25 @@ class Registry:
         )
 
     def register(
-        self, op: Operation, *, supersede_reason: str = Reason.SUPERSEDED, announce: bool = True
+        self,
+        op: Operation,
+        *,
+        supersede_reason: str = Reason.SUPERSEDED,
+        announce: bool = True,
+        quiet: bool = False,
     ) -> bool:
         """Make ``op`` live. False if it was cancelled before it could start.
 
         With ``op.key`` set, live work under the same key is cancelled first and waited
-        for (bounded: grace + 1 s), so two copies never run at once.
+        for (bounded: grace + 1 s), so two copies never run at once. ``quiet`` (captured
+        work): never told of unless announced later or chosen by a cancel.
         """
         if op.key is not None:
             old = [o for o in self.select(Selector(key=op.key)) if o is not op]
             if old:
                 self.cancel_ops(old, supersede_reason, wait=True)
+        if quiet:
+            self._bus.hush(op)
         with self._lock:
             if self.closed:
                 op.reason = Reason.KERNEL_SHUTDOWN
@@ -145,8 +147,8 @@ class Registry:
         if op.runner is not None:
             raise RuntimeError(f"operation {op.id} already has a runner")
         op.runner = runner
-        if self._trees.takes(runner):
-            self._trees.watch(op, runner, pidfd)
+        if self.trees.takes(runner):
+            self.trees.watch(op, runner, pidfd)
 
     def launch(
         self,
@@ -174,149 +176,8 @@ class Registry:
         """Register ``op``, announced only if it still runs ``after`` seconds from now (a
         trigger that hits it first announces it then): work that is mostly short — a captured
         process, a cell run's Spark jobs — must not flood the panel and the event stream."""
-        with self._lock:
-            self._captured.add(op.id)
-        self.register(op, announce=False)
-        self._timers().call_later(after, lambda: self._announce(op))
-
-    def _quiet(self, op: Operation) -> bool:
-        return op.id in self._captured and not op.cancel_requested
-
-    def _announce(self, op: Operation) -> None:
-        if not op.done and self._bus.active:
-            self._bus.emit("started", op)
-
-    def expect(
-        self,
-        *,
-        name: str,
-        op_id: str | None = None,
-        policy: object = Policy.CANCEL,
-        grace: object = None,
-        owner: Mapping[str, Any] | None = None,
-    ) -> Operation:
-        """Register the operation of a process about to be started by some other route (its
-        ``adopt`` follows): a trigger between the spawn and the adoption still reaches it."""
-        op = self.new(name=name[:200], kind="process", policy=policy, grace=grace, owner=owner, op_id=op_id)
-        with self._lock:
-            self._captured.add(op.id)
-        self.register(op, announce=False)
-        return op
-
-    def adopt(
-        self,
-        pid: int,
-        *,
-        name: str = "",
-        op: Operation | None = None,
-        popen: Any = None,
-        policy: object = Policy.CANCEL,
-        grace: object = None,
-        owner: Mapping[str, Any] | None = None,
-        cgroup: bool = True,
-        defer: bool = False,
-    ) -> Operation:
-        """Take a running child process (and its tree) under the registry, started by any
-        route: the same triggers and termination as ``start``, but its root is never reaped
-        here. ``op`` is its ``expect``ed operation, if any (cancelled meanwhile: the tree is
-        ended at once). ``KeyError`` if there is no such process, or if ``pid`` names this
-        process or one of its ancestors (never ours to end).
-
-        ``defer`` (capture): the child is watched only if it lives ``ADOPT_AFTER`` — most
-        captured processes end within milliseconds and then cost nothing more. A ``Popen``'s
-        child is not even pinned meanwhile: this process is its parent, so its pid stays its
-        own until reaped, and only its ``Popen`` reaps it (whose returncode then says so; a
-        ``waitid`` names only our own unreaped children). A child of another route (``fork``,
-        ``posix_spawn``) is pinned now by a pidfd. A trigger meanwhile adopts it at once; a
-        death of this process meanwhile is covered by the watchdog's cookie sweep."""
-        if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or is_protected(pid):
-            if op is not None:
-                self.finish(op, State.FAILED)
-            raise KeyError(pid)
-        if op is None:
-            op = self.expect(name=name or f"pid {pid}", policy=policy, grace=grace, owner=owner)
-        if not (defer and self._adoptions.defer(op, pid, popen, cgroup)):
-            self._adoptions.now(op, pid, popen, cgroup)
-        return op
-
-    # -- starting work ----------------------------------------------------------------
-    def start(
-        self,
-        argv: Sequence[str],
-        *,
-        name: str,
-        policy: object = Policy.CANCEL,
-        grace: object = None,
-        timeout: object = None,
-        key: str | None = None,
-        owner: Mapping[str, Any] | None = None,
-        cwd: str | os.PathLike[str] | None = None,
-        env: Mapping[str, str] | None = None,
-        prepare: Callable[[Operation], None] | None = None,
-    ) -> Operation:
-        """Start ``argv`` as a process tree (own session, cookie, cgroup where writable) and
-        return its running operation. ``prepare(op)`` runs before the process starts (attach
-        output listeners there). A spawn failure ends the operation ``failed`` and raises."""
-        op = self.new(
-            name=name[:200], kind="process", policy=policy, grace=grace, timeout=timeout, key=key, owner=owner
-        )
-        if prepare is not None:
-            prepare(op)
-        if not self.register(op, announce=False) or op.cancel_requested:
-            self.finish(op, State.CANCELLED)
-            return op
-        try:
-            runner = self._trees.spawn(op, argv, cwd=cwd, env=env)
-        except OSError as err:
-            op.error = str(err)
-            self.finish(op, State.FAILED)
-            raise
-        self.attach(op, runner)
-        return op
-
-    def scope(
-        self,
-        name: str,
-        *,
-        kind: str = "scope",
-        policy: object = Policy.CANCEL,
-        grace: object = None,
-        timeout: object = None,
-        owner: Mapping[str, Any] | None = None,
-    ) -> CancelScope:
-        """A ``CancelScope`` whose operation registers when the block is entered."""
-        op = self.new(name=name, kind=kind, policy=policy, grace=grace, timeout=timeout, owner=owner)
-
-        def enter(scope: CancelScope) -> None:
-            self.attach(op, scope)
-            self.register(op)
-
-        return CancelScope(op, enter)
-
-    def task(
-        self,
-        coro: Coroutine[Any, Any, T],
-        loop: asyncio.AbstractEventLoop,
-        *,
-        name: str,
-        policy: object = Policy.CANCEL,
-        grace: object = None,
-        owner: Mapping[str, Any] | None = None,
-    ) -> asyncio.Task[T]:
-        """Schedule ``coro`` on ``loop`` as an operation; the Task (cancelled if a cancel came first)."""
-
-        made: list[asyncio.Task[T]] = []
-
-        def run(op: Operation) -> TaskRunner:
-            made.append(loop.create_task(coro, name=f"jupyter_cancel:{op.id}"))
-            runner = TaskRunner(made[0], loop)
-            runner.watch(op)
-            return runner
-
-        op = self.launch(run, name=name, kind="task", policy=policy, grace=grace, owner=owner)
-        if op.done:  # cancelled before it could start (a closed registry, a remembered cancel)
-            made[0].cancel()
-        return made[0]
+        self.register(op, announce=False, quiet=True)
+        self._timers().call_later(after, lambda: self._bus.announce(op))
 
     # -- selecting -------------------------------------------------------------------
     def get(self, op_id: str) -> Operation:
@@ -400,7 +261,7 @@ class Registry:
         first, and the cell's own cleanup may kill its child before the registry does)."""
         why = CancelReason.of(reason)
         # Captured processes not yet watched are adopted first (a trigger in their first ms).
-        self._adoptions.now_among([op for op in ops if force or applies(op.policy, why.source)])
+        self.adoptions.now_among([op for op in ops if force or applies(op.policy, why.source)])
         chosen = self._book.choose(ops, why, force)
         for op in chosen:
             log.info("cancelling %s (%s): %s", op.id, op.name, why)
@@ -413,15 +274,15 @@ class Registry:
         chose; with ``wait``, return when it is gone."""
         if not chosen:
             return []
-        procs = [op for op in chosen if self._trees.takes(op.runner)]
-        others = [op for op in chosen if not self._trees.takes(op.runner)]
+        procs = [op for op in chosen if self.trees.takes(op.runner)]
+        others = [op for op in chosen if not self.trees.takes(op.runner)]
         for op in others:
             if op.runner is None:
                 self.finish(op, State.CANCELLED)  # pending: never started
             else:
                 op.runner.request_cancel(op)
         if procs:
-            self._trees.end(procs, wait=wait)
+            self.trees.end(procs, wait=wait)
         if wait:
             for op in others:
                 if op.runner is not None and not op.runner.wait_gone(op, op.grace):
@@ -449,7 +310,7 @@ class Registry:
                 state = State.COMPLETED if returncode in (0, None) else State.FAILED
             self._finish_locked(op, state, forget=forget and release)
         if release and cancelled:
-            self._trees.release_of(op)
+            self.trees.release_of(op)
 
     def wait(self, op: Operation, timeout: float | None = None) -> State:
         """Block until ``op`` ends (or ``timeout``); its state."""
@@ -464,14 +325,12 @@ class Registry:
     def _finish_locked(self, op: Operation, state: State, *, forget: bool = True) -> None:
         self._book.end(op, state)
         if forget:
-            self._trees.forget(op)
+            self.trees.forget(op)
 
     def _ended(self, op: Operation) -> None:
         """What an end means beyond its record (told by the ledger, under the lock)."""
-        if self._bus.active:
-            self._bus.emit("ended", op)
-        self._captured.discard(op.id)
-        self._adoptions.drop(op.id)
+        self._bus.ended(op)
+        self.adoptions.drop(op.id)
 
     # -- events ----------------------------------------------------------------------
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
@@ -491,7 +350,7 @@ class Registry:
 
     # -- helpers ---------------------------------------------------------------------
     def _pool(self) -> ThreadPoolExecutor:
-        return self._trees.pool()
+        return self.trees.pool()
 
     def _timers(self) -> _Timer:
         with self._lock:
@@ -502,11 +361,11 @@ class Registry:
     def start_watchdog(self, wait: float | None = None) -> bool:
         """Start the watchdog now (not at the first process); with ``wait``, block up to that
         many seconds until it is up. True if it is (or, without ``wait``, was started)."""
-        return self._trees.start_watchdog(wait)
+        return self.trees.start_watchdog(wait)
 
     def watchdog_health(self) -> dict[str, Any]:
         """Whether the death watchdog is up (``pid`` None: not started, or not used)."""
-        return self._trees.watchdog_health()
+        return self.trees.watchdog_health()
 
     def health(self, now: float | None = None) -> dict[str, Any]:
         """The registry's own state: watchdog, running work, work past its grace + 1 s since its
@@ -518,9 +377,9 @@ class Registry:
     def close(self, reason: str | CancelReason = Reason.KERNEL_SHUTDOWN) -> list[Operation]:
         """Cancel everything ``reason`` applies to (not ``detach``) and refuse new work."""
         with self._lock:
-            self.closed = self._trees.closed = True
+            self.closed = self.trees.closed = True
         cancelled = self.cancel_all(reason, wait=True)
-        self._trees.close()
+        self.trees.close()
         return cancelled
 
 

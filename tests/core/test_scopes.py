@@ -104,15 +104,16 @@ def test_progress_stops_at_the_next_step():
 
 def test_cancel_before_entry_is_kept_and_cancelled_caught_says_how_the_block_ended():
     from jupyter_cancel.core import Registry
+    from jupyter_cancel.core.starts import new_scope
 
     reg = Registry(watchdog=False)
-    early = reg.scope("early")
+    early = new_scope(reg, "early")
     early.cancel("kernel_interrupt")  # before the block: remembered, not lost
     with pytest.raises(jc.Cancelled), early:
         assert early.cancel_called
         early.raise_if_cancelled()
     assert early.cancelled_caught and early.operation.reason == "kernel_interrupt"
-    late = reg.scope("late")
+    late = new_scope(reg, "late")
     with late:
         late.cancel()
     # Cancelled, but the block never checked: it ended normally, nothing was caught.
