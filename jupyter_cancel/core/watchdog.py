@@ -144,26 +144,38 @@ def main(stream: IO[bytes], owner: int | None = None, pidfd: int | None = None) 
 
 def _terminate(registered: dict[str, dict[str, Any]]) -> None:
     prefix = registered.pop(SWEEP, {}).get("sweep")
-    trees = [
-        Tree(
-            op_id=op_id,
-            root=_root(m.get("pid"), m.get("ctime")),
-            grace=float(m.get("grace") or 0),
-            cgroup=Cgroup(m["cgroup"]) if m.get("cgroup") else None,
-            cgroup_complete=bool(m.get("cgroup_complete", True)),
-        )
-        for op_id, m in registered.items()
-    ]
+    late = None
     if prefix and current().proc:
-        # The owner's work it had not registered yet: one pass over /proc for its cookies.
-        unregistered = {
-            key.decode(errors="replace")
-            for key in Snapshot().cookie
-            if key.startswith(prefix.encode()) and key.decode(errors="replace") not in registered
-        }
-        trees += [
-            Tree(op_id=op_id, root=None, grace=DEFAULT_GRACE, cgroup_complete=False) for op_id in unregistered
+        # The owner's work it had not registered yet, found by one pass over /proc for its
+        # cookies and ended beside the registered trees: that pass must not delay them.
+        late = threading.Thread(target=lambda: _end(_unregistered(prefix, set(registered))), daemon=False)
+        late.start()
+    _end(
+        [
+            Tree(
+                op_id=op_id,
+                root=_root(m.get("pid"), m.get("ctime")),
+                grace=float(m.get("grace") or 0),
+                cgroup=Cgroup(m["cgroup"]) if m.get("cgroup") else None,
+                cgroup_complete=bool(m.get("cgroup_complete", True)),
+            )
+            for op_id, m in registered.items()
         ]
+    )
+    if late is not None:
+        late.join()
+
+
+def _unregistered(prefix: str, registered: set[str]) -> list[Tree]:
+    """Trees of the cookies under ``prefix`` that no registration named."""
+    found = {key.decode(errors="replace") for key in Snapshot().cookie if key.startswith(prefix.encode())}
+    return [
+        Tree(op_id=op_id, root=None, grace=DEFAULT_GRACE, cgroup_complete=False)
+        for op_id in found - registered
+    ]
+
+
+def _end(trees: list[Tree]) -> None:
     if trees:
         outcome = terminate(trees)
         for tree in trees:

@@ -79,6 +79,44 @@ def test_a_detached_watchdog_is_not_its_owners_child_and_ends_everything(tmp_pat
             owner.wait()
 
 
+def test_the_watchdog_ends_a_captured_tree_its_owner_never_got_to_register(tmp_path):
+    """A captured child is registered with the watchdog only once it lived ``ADOPT_AFTER``;
+    an owner killed before that is covered by the watchdog's pass for the owner's cookies
+    (here the owner never gets there: its adoptions wait an hour)."""
+    import psutil
+
+    ready = tmp_path / "ready"
+    owner_code = textwrap.dedent(
+        f"""
+        import signal, subprocess
+        import jupyter_cancel as jc
+        from jupyter_cancel.core import adoption, api
+        from jupyter_cancel.core.capture import OwnedCapture
+
+        adoption.ADOPT_AFTER = 3600.0
+        registry = jc.core.default_registry()
+        registry.start_watchdog(wait=30)
+        OwnedCapture(registry, lambda: {{}}, api.current_policy).install()
+        child = subprocess.Popen({tree_cmd("setsid", ready)!r})
+        print(registry.watchdog_health()["pid"], flush=True)
+        signal.pause()
+        """
+    )
+    owner = subprocess.Popen([sys.executable, "-c", owner_code], stdout=subprocess.PIPE, text=True)
+    watchdog = psutil.Process(int(owner.stdout.readline()))
+    owner.stdout.close()
+    pids = wait_ready(ready, 3)
+    try:
+        os.kill(owner.pid, signal.SIGKILL)
+        owner.wait()
+        watchdog.wait(10)  # it ran its cleanup and exited
+        assert [p for p in pids if alive(p)] == []
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
+
+
 def test_core_imports_no_jupyter():
     code = (
         "import sys, jupyter_cancel.core, jupyter_cancel;"
