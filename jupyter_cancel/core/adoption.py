@@ -111,10 +111,10 @@ class Adoptions:
         self._ended = ended
         self._release = release
         self._watch = watch
-        #: Children not yet watched, and whether a tick to settle them is scheduled.
-        self._deferred: dict[str, _Deferred] = {}
+        #: Children not yet watched (by operation id), and whether a tick to settle them is scheduled.
+        self.pending: dict[str, _Deferred] = {}
         self._tick = False
-        #: Operations the tick is adopting right now (out of ``_deferred``, not yet attached):
+        #: Operations the tick is adopting right now (out of ``pending``, not yet attached):
         #: a cancel waits for that (``ADOPT_WAIT``) instead of ending an operation without a runner.
         self._adopting: dict[str, tuple[threading.Event, int]] = {}
 
@@ -143,7 +143,7 @@ class Adoptions:
 
     def drop(self, op_id: str) -> None:
         """(Under the registry's lock.) Its operation ended: nothing left to adopt."""
-        pending = self._deferred.pop(op_id, None)
+        pending = self.pending.pop(op_id, None)
         if pending is not None:
             pending.close()
 
@@ -152,7 +152,7 @@ class Adoptions:
             if pending.op.done:
                 pending.close()
                 return
-            self._deferred[pending.op.id] = pending
+            self.pending[pending.op.id] = pending
             tick = not self._tick
             self._tick = True
         if tick:  # one wake-up serves every spawn of the next ADOPT_AFTER
@@ -163,8 +163,8 @@ class Adoptions:
         tree lives on) are adopted, the others end here — one /proc listing for all of them."""
         settled = threading.Event()
         with self._lock:
-            batch = list(self._deferred.values())
-            self._deferred.clear()
+            batch = list(self.pending.values())
+            self.pending.clear()
             self._tick = False
             for pending in batch:
                 self._adopting[pending.op.id] = (settled, threading.get_ident())
@@ -204,9 +204,9 @@ class Adoptions:
         """Adopt now the deferred ones among ``ops`` (a trigger is about to end them)."""
         me = threading.get_ident()
         with self._lock:
-            if not self._deferred and not self._adopting:
+            if not self.pending and not self._adopting:
                 return
-            batch = [p for p in (self._deferred.pop(op.id, None) for op in ops) if p is not None]
+            batch = [p for p in (self.pending.pop(op.id, None) for op in ops) if p is not None]
             # (Never on the tick's own thread: a timeout cancel runs there.)
             in_flight = {entry[0] for op in ops if (entry := self._adopting.get(op.id)) and entry[1] != me}
         for pending in batch:

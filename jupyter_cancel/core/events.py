@@ -28,9 +28,9 @@ class EventBus:
     def __init__(self, lock: threading.RLock) -> None:
         #: The registry's lock: events are queued in the order it orders the changes.
         self._lock = lock
-        #: Quiet operations (captured, mostly short-lived): announced only by ``announce``, and
-        #: an end never told if nothing announced them first and no cancel chose them.
-        self._hushed: set[str] = set()
+        #: Ids of quiet operations (captured, mostly short-lived): announced only by ``announce``,
+        #: and an end never told if nothing announced them first and no cancel chose them.
+        self.hushed: set[str] = set()
         self._subscribers: list[Subscriber] = []
         self._batch_subscribers: list[BatchSubscriber] = []
         #: Whether anyone listens (checked before building an event: most owners have none).
@@ -64,7 +64,7 @@ class EventBus:
     def hush(self, op: Operation) -> None:
         """Keep ``op`` quiet until ``announce`` (or a cancel) tells of it."""
         with self._lock:
-            self._hushed.add(op.id)
+            self.hushed.add(op.id)
 
     def announce(self, op: Operation) -> None:
         """Tell of ``op`` now, if it still runs."""
@@ -75,10 +75,10 @@ class EventBus:
         """``op`` ended (called under the lock): told unless it stayed quiet; then forgotten."""
         if self.active:
             self.emit("ended", op)
-        self._hushed.discard(op.id)
+        self.hushed.discard(op.id)
 
     def _hushed_still(self, op: Operation) -> bool:
-        return op.id in self._hushed and not op.cancel_requested
+        return op.id in self.hushed and not op.cancel_requested
 
     def emit(self, event: str, op: Operation) -> None:
         """Queue one event (call it only while ``active``)."""

@@ -320,7 +320,8 @@ class Registry:
         """Record the end of ``op`` (runners call this); a second end is ignored."""
         with self._lock:
             if not op.done:
-                self._finish_locked(op, state)
+                self._book.end(op, state)
+                self.trees.forget(op)
 
     def _finish_locked(self, op: Operation, state: State, *, forget: bool = True) -> None:
         self._book.end(op, state)
@@ -328,9 +329,13 @@ class Registry:
             self.trees.forget(op)
 
     def _ended(self, op: Operation) -> None:
-        """What an end means beyond its record (told by the ledger, under the lock)."""
-        self._bus.ended(op)
-        self.adoptions.drop(op.id)
+        """What an end means beyond its record (told by the ledger, under the lock): subscribers
+        told, its quiet mark and its pending adoption dropped — each looked at only if there
+        is any (the end of an instant operation stays cheap)."""
+        if self._bus.active or self._bus.hushed:
+            self._bus.ended(op)
+        if self.adoptions.pending:
+            self.adoptions.drop(op.id)
 
     # -- events ----------------------------------------------------------------------
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
