@@ -40,7 +40,7 @@ from .cgroup import Cgroup
 from .identity import process_of
 from .model import DEFAULT_GRACE
 from .platform import current
-from .proctree import Snapshot, Tree, terminate
+from .proctree import Snapshot, Termination, Tree
 
 log = logging.getLogger(__name__)
 #: Where a server's shared watchdog listens (set in the environment of the kernels it starts).
@@ -144,24 +144,26 @@ def main(stream: IO[bytes], owner: int | None = None, pidfd: int | None = None) 
 
 def _terminate(registered: dict[str, dict[str, Any]]) -> None:
     prefix = registered.pop(SWEEP, {}).get("sweep")
+    trees = [
+        Tree(
+            op_id=op_id,
+            root=_root(m.get("pid"), m.get("ctime")),
+            grace=float(m.get("grace") or 0),
+            cgroup=Cgroup(m["cgroup"]) if m.get("cgroup") else None,
+            cgroup_complete=bool(m.get("cgroup_complete", True)),
+        )
+        for op_id, m in registered.items()
+    ]
+    termination = Termination(trees).signal()  # every registered tree has its SIGTERM first
     late = None
     if prefix and current().proc:
-        # The owner's work it had not registered yet, found by one pass over /proc for its
-        # cookies and ended beside the registered trees: that pass must not delay them.
-        late = threading.Thread(target=lambda: _end(_unregistered(prefix, set(registered))), daemon=False)
+        # The owner's work it had not registered yet: one pass over /proc for its cookies,
+        # made once the registered trees are signalled (it must not delay them).
+        late = threading.Thread(
+            target=lambda: _end(Termination(_unregistered(prefix, set(registered))).signal())
+        )
         late.start()
-    _end(
-        [
-            Tree(
-                op_id=op_id,
-                root=_root(m.get("pid"), m.get("ctime")),
-                grace=float(m.get("grace") or 0),
-                cgroup=Cgroup(m["cgroup"]) if m.get("cgroup") else None,
-                cgroup_complete=bool(m.get("cgroup_complete", True)),
-            )
-            for op_id, m in registered.items()
-        ]
-    )
+    _end(termination)
     if late is not None:
         late.join()
 
@@ -175,13 +177,15 @@ def _unregistered(prefix: str, registered: set[str]) -> list[Tree]:
     ]
 
 
-def _end(trees: list[Tree]) -> None:
-    if trees:
-        outcome = terminate(trees)
-        for tree in trees:
-            if tree.cgroup is not None:
-                tree.cgroup.remove()
-        log.info("owner gone: terminated %s", {k: v for k, v in outcome.gone.items() if v})
+def _end(termination: Termination) -> None:
+    """Wait out a signalled termination (escalating), then remove its trees' cgroups."""
+    if not termination.trees:
+        return
+    outcome = termination.finish()
+    for tree in termination.trees:
+        if tree.cgroup is not None:
+            tree.cgroup.remove()
+    log.info("owner gone: terminated %s", {k: v for k, v in outcome.gone.items() if v})
 
 
 class _Owner:
