@@ -58,7 +58,7 @@ class Registry:
             live=self._book.operations,
             watchdog=watchdog,
         )
-        #: Captured children between their spawn and their watching (``starts.adopt``).
+        #: Captured children between their spawn and their watching (``starts.adopt_process``).
         self.adoptions = Adoptions(
             self._lock,
             later=lambda delay, fn: self._timers().call_later(delay, fn),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -10,6 +11,27 @@ import textwrap
 
 from tests.helpers.procs import alive, tree_cmd, wait_ready
 from tests.helpers.wait import until
+
+
+def start_owner(code: str, env=None):
+    """An owner process running ``code``, which prints its watchdog's pid; and that watchdog."""
+    import psutil
+
+    owner = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
+    watchdog = psutil.Process(int(owner.stdout.readline()))
+    owner.stdout.close()
+    return owner, watchdog
+
+
+@contextlib.contextmanager
+def ended_at_exit(owner: subprocess.Popen):
+    """The owner is killed and reaped on the way out, whatever the test saw."""
+    try:
+        yield
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait()
 
 
 def test_owner_sigkill_watchdog_terminates_trees(tmp_path):
@@ -58,14 +80,10 @@ def test_a_detached_watchdog_is_not_its_owners_child_and_ends_everything(tmp_pat
         signal.pause()
         """
     )
-    env = dict(os.environ, JUPYTER_CANCEL_WATCHDOG_DETACH="1")
-    owner = subprocess.Popen([sys.executable, "-c", owner_code], stdout=subprocess.PIPE, text=True, env=env)
-    watchdog_pid = int(owner.stdout.readline())
-    owner.stdout.close()
+    owner, watchdog = start_owner(owner_code, env=dict(os.environ, JUPYTER_CANCEL_WATCHDOG_DETACH="1"))
     pids = wait_ready(ready, 3)
-    watchdog = psutil.Process(watchdog_pid)
-    assert watchdog_pid not in [c.pid for c in psutil.Process(owner.pid).children()]
-    try:
+    assert watchdog.pid not in [c.pid for c in psutil.Process(owner.pid).children()]
+    with ended_at_exit(owner):
         children = psutil.Process(owner.pid).children()
         os.kill(owner.pid, signal.SIGKILL)
         for child in children:  # what Ray's kill_child_processes_on_worker_exit does
@@ -73,18 +91,12 @@ def test_a_detached_watchdog_is_not_its_owners_child_and_ends_everything(tmp_pat
         owner.wait()
         watchdog.wait(10)  # it ran its cleanup and exited
         assert [p for p in pids if alive(p)] == []
-    finally:
-        if owner.poll() is None:
-            owner.kill()
-            owner.wait()
 
 
 def test_the_watchdog_ends_a_captured_tree_its_owner_never_got_to_register(tmp_path):
     """A captured child is registered with the watchdog only once it lived ``ADOPT_AFTER``;
     an owner killed before that is covered by the watchdog's pass for the owner's cookies
     (here the owner never gets there: its adoptions wait an hour)."""
-    import psutil
-
     ready = tmp_path / "ready"
     owner_code = textwrap.dedent(
         f"""
@@ -102,19 +114,13 @@ def test_the_watchdog_ends_a_captured_tree_its_owner_never_got_to_register(tmp_p
         signal.pause()
         """
     )
-    owner = subprocess.Popen([sys.executable, "-c", owner_code], stdout=subprocess.PIPE, text=True)
-    watchdog = psutil.Process(int(owner.stdout.readline()))
-    owner.stdout.close()
+    owner, watchdog = start_owner(owner_code)
     pids = wait_ready(ready, 3)
-    try:
+    with ended_at_exit(owner):
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait()
         watchdog.wait(10)  # it ran its cleanup and exited
         assert [p for p in pids if alive(p)] == []
-    finally:
-        if owner.poll() is None:
-            owner.kill()
-            owner.wait()
 
 
 def test_core_imports_no_jupyter():
