@@ -1,0 +1,86 @@
+"""Where a captured spawn's cost goes (not a test): one kernel with jupyter_cancel, the loop of
+1000 ``subprocess.run(["true"])`` timed with capture switched to each phase in turn.
+
+    .venv/bin/python bench/spawn_phases.py [--rounds 6]
+
+Phases, each including the ones before it:
+
+* ``off``: capture disabled (``%jc_capture off``): what a stock kernel pays;
+* ``wrapper``: the wrappers on (the caller's frame walk, the cookie in the environment under its
+  lock, the spawn's context), but no operation;
+* ``operation``: an operation made, registered before the spawn and ended right after it
+  returns (as an instant process ends), no adoption;
+* ``on``: the real capture (the child deferred, the tick that ends it 20 ms later).
+
+Rounds alternate the order (ABCD, DCBA); the medians and their ratio to ``off`` are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.helpers.kernel import Kernel
+
+SETUP = r"""
+import subprocess, time
+from jupyter_cancel.core.model import State
+from jupyter_cancel.kernel import extension as _extension
+_cap = _extension._installed.capture
+_real = (_cap.on_prepare, _cap.on_spawn, _cap.on_failed, _cap.detached)
+
+def _end_now(pid, op_id, argv, popen):
+    with _cap._lock:
+        op = _cap._expected.pop(op_id, None)
+    if op is not None:
+        _cap.registry.finish(op, State.COMPLETED)
+
+def _phase(name):
+    _cap.enabled = name != "off"
+    _cap.on_prepare, _cap.on_spawn, _cap.on_failed, _cap.detached = _real
+    if name == "wrapper":
+        _cap.on_prepare, _cap.on_spawn, _cap.on_failed, _cap.detached = None, lambda *a: None, None, None
+    elif name == "operation":
+        _cap.on_spawn = _end_now
+
+def _loop(name):
+    _phase(name)
+    try:
+        start = time.perf_counter()
+        for _ in range(1000):
+            subprocess.run(["true"])
+        return time.perf_counter() - start
+    finally:
+        time.sleep(0.1)  # the tick settles before the next phase
+        _phase("on")
+"""
+PHASES = ("off", "wrapper", "operation", "on")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=6)
+    rounds = ap.parse_args().rounds
+    k = Kernel(load_ext=True)
+    try:
+        assert k.execute(SETUP, cell="setup").ok
+        walls: dict[str, list[float]] = {name: [] for name in PHASES}
+        for name in PHASES:
+            k.value(f"_loop({name!r})", cell="loop", timeout=300)  # warm-up, not counted
+        for i in range(rounds):
+            for name in PHASES if i % 2 == 0 else tuple(reversed(PHASES)):
+                walls[name].append(float(k.value(f"_loop({name!r})", cell="loop", timeout=300)))
+    finally:
+        k.close()
+    base = statistics.median(walls["off"])
+    for name, values in walls.items():
+        median = statistics.median(values)
+        print(f"{name:10} {median:.3f} s  {median / base:.3f}x  {[round(v, 3) for v in values]}")
+
+
+if __name__ == "__main__":
+    main()
