@@ -351,6 +351,10 @@ class Tree:
     #: The root is our unreaped child (``jc.start``): its pid cannot be reused under us, so
     #: its group can be signalled before anything is read.
     owns_root: bool = False
+    #: Its members as a scan of their owner's processes just found them (a server ending the
+    #: work of a kernel without the extension, read from that kernel's cgroup): no walk, cookie
+    #: or /proc pass of its own; each is still checked to be the process found (no reused pid).
+    known: tuple[psutil.Process, ...] | None = None
 
     def collect(self, snap: Snapshot | None = None) -> dict[int, psutil.Process]:
         """Snapshot the live members: cgroup members where there is a cgroup (it holds every
@@ -375,9 +379,11 @@ class Tree:
                 root = None
         except psutil.Error:
             root = None
-        if self.cgroup is not None:
+        if self.known is not None:
+            pids.extend(p.pid for p in self.known if running(p))
+        elif self.cgroup is not None:
             pids.extend(self.cgroup.pids())
-        if self.cgroup is None or not self.cgroup_complete:
+        if self.known is None and (self.cgroup is None or not self.cgroup_complete):
             pids.extend(self._walk_and_sweep(snap, root))
         skip = _protected() | self.exclude
         if root is not None:
@@ -613,7 +619,7 @@ def terminate(trees: Sequence[Tree]) -> Outcome:
 def _enroll(trees: Sequence[Tree], live: dict[int, _Member]) -> None:
     # One /proc pass serves every tree without a complete cgroup.
     snap = None
-    if current().proc and any(not _by_cgroup(t) for t in trees):
+    if current().proc and any(not _by_cgroup(t) and t.known is None for t in trees):
         snap = Snapshot(since=_earliest_root(trees))
     for t in trees:
         if _by_cgroup(t):

@@ -29,8 +29,9 @@ import psutil
 
 from ..core.cgroup import Cgroup, remove_stale
 from ..core.model import CancelReason, Reason
+from ..core.operation import Operation
 from ..core.platform import current
-from ..core.proctree import KERNEL_COOKIE, Tree, running, terminate
+from ..core.proctree import KERNEL_COOKIE, Outcome, Tree, running, terminate
 from ..core.selector import Selector
 from . import adapter
 from .kernels import KernelLink
@@ -73,10 +74,17 @@ class Launch:
         #: Why its process is exiting, when we asked it to (restart, shutdown).
         self.exit_reason: str | None = None
 
-    def tree(self, grace: float, *, helpers: bool = False, only: frozenset[int] | None = None) -> Tree:
+    def tree(
+        self,
+        grace: float,
+        *,
+        helpers: bool = False,
+        only: frozenset[int] | None = None,
+        skip: frozenset[int] = frozenset(),
+    ) -> Tree:
         """Every process of this start but the kernel (and, unless ``helpers``, its helpers);
-        ``only``: just these pids (and what they fork while dying)."""
-        exclude = {self.proc.pid}
+        ``only``: just these pids (and what they fork while dying); never those in ``skip``."""
+        exclude = {self.proc.pid, *skip}
         if not helpers:
             exclude |= self.helpers
         tree = Tree(
@@ -138,7 +146,10 @@ class Launch:
                 "foreign": True,
                 "root": [pid, started],
             }
-            out.append((data, Tree(op_id=op_id, root=proc, grace=grace, exclude=frozenset({self.proc.pid}))))
+            # Its members as just found (the kernel's cgroup, else its walk and cookie): ending
+            # it reads no /proc of its own before its signals.
+            known = tuple(members[p] for p in pids if p != pid)
+            out.append((data, Tree(op_id, proc, grace, exclude=frozenset({self.proc.pid}), known=known)))
         return out
 
 
@@ -329,16 +340,27 @@ class ForeignKernels:
     ) -> list[str]:
         grace, policy = self.app.grace, self._policy()
         loop = asyncio.get_running_loop()
-        work = await loop.run_in_executor(None, launch.work, grace, policy)
-        self._sync(link, work)
-        # Each independent tree as an operation of the server's registry (the trigger was
-        # decided above: named or not, they all go); then what is left of the kernel's
-        # processes (its helpers when it ends, what it started a moment ago) in one more pass.
-        reported = [(data, tree) for data, tree in work if only is None or data["root"][0] in only]
-        ended: list[str] = await self.tracker.work.end_mirrored(
-            link, self.tracker.work.choose(reported, why, by_id=True)
-        )
-        rest = await loop.run_in_executor(None, terminate, [launch.tree(grace, helpers=helpers, only=only)])
+        server = self.tracker.work
+
+        def end() -> tuple[list[Operation], Outcome]:
+            # One thread hop, the signals first: list what runs, each independent tree an
+            # operation of the server's registry (the trigger was decided above: named or not,
+            # they all go), their SIGTERMs sent together; then, while they end, what else is
+            # left of the kernel's processes (its helpers when it ends, what it started a moment
+            # ago). The link hears each step on the loop, in order.
+            work = launch.work(grace, policy)
+            reported = [(data, tree) for data, tree in work if only is None or data["root"][0] in only]
+            chosen = server.choose(reported, why, by_id=True)
+            loop.call_soon_threadsafe(self._ending, link, work, chosen)
+            server.end(chosen, wait=False)
+            known = frozenset(pid for data, _ in reported for pid in data["pids"])
+            rest = terminate([launch.tree(grace, helpers=helpers, only=only, skip=known)])
+            return server.wait(chosen), rest
+
+        ended_ops, rest = await loop.run_in_executor(None, end)
+        for op in ended_ops:
+            link.mirror(op.to_json(pids=False), "ended")
+        ended = [op.id for op in ended_ops]
         gone, alive = rest.gone.get(launch.cookie, []), rest.alive.get(launch.cookie, [])
         if ended or gone or alive:
             log.info(
@@ -350,6 +372,14 @@ class ForeignKernels:
                 f", {len(alive)} unkillable" if alive else "",
             )
         return ended
+
+    def _ending(
+        self, link: KernelLink, work: list[tuple[dict[str, Any], Tree]], chosen: list[Operation]
+    ) -> None:
+        """(On the loop.) What a scan found, then which of it is being cancelled now."""
+        self._sync(link, work)
+        for op in chosen:
+            link.mirror(op.to_json(pids=False), "cancel_requested")
 
     def _on_exit(self, launch: Launch) -> None:
         """The kernel's process exited (pidfd readable): end everything it left."""

@@ -14,6 +14,7 @@ acts on it, and a kernel's link is the one list of that kernel's work (as the pa
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,9 @@ class ServerWork:
     def __init__(self, grace: float) -> None:
         # No watchdog of its own: the server's shared watchdog covers the kernels' trees.
         self.registry = Registry(grace=grace, watchdog=False)
+        #: One ``choose`` at a time (they may run on worker threads): what an earlier one chose
+        #: is skipped by the next.
+        self._choosing = threading.Lock()
 
     def _operation(self, data: dict[str, Any], grace: float | None = None) -> Operation:
         try:
@@ -64,25 +68,34 @@ class ServerWork:
         marked as being cancelled (nothing is signalled yet: ``end`` does); those an earlier call
         is still ending are skipped, as a kernel's registry skips them. ``by_id``: named by id,
         ended whatever their policy (as a kernel would); otherwise the policy decides."""
-        ending = {op.id for op in self.registry.operations()}  # ended by an earlier call still
-        ops = {}
-        for data, tree in reported:
-            if data["id"] in ending:
-                continue
-            op = self._operation(data, tree.grace)
-            self.registry.attach(op, KnownTree(tree))
-            ops[op.id] = (op, data)
-        chosen = self.registry.request_cancel([op for op, _ in ops.values()], why, force=by_id)
-        for op in chosen:
-            # Live from here to its end (then in the registry's bounded history).
-            self.registry.register(op, announce=False)
-            self._began(op, ops[op.id][1])
+        with self._choosing:
+            ending = {op.id for op in self.registry.operations()}  # ended by an earlier call still
+            ops = {}
+            for data, tree in reported:
+                if data["id"] in ending:
+                    continue
+                op = self._operation(data, tree.grace)
+                self.registry.attach(op, KnownTree(tree))
+                ops[op.id] = (op, data)
+            chosen = self.registry.request_cancel([op for op, _ in ops.values()], why, force=by_id)
+            for op in chosen:
+                # Live from here to its end (then in the registry's bounded history).
+                self.registry.register(op, announce=False)
+                self._began(op, ops[op.id][1])
         return chosen
 
-    def end(self, chosen: Sequence[Operation]) -> list[Operation]:
+    def end(self, chosen: Sequence[Operation], *, wait: bool = True) -> list[Operation]:
         """End the trees of ``chosen`` together, as the registry ends any (SIGTERM, grace,
-        SIGKILL, identity checked). Blocking: call it off the event loop."""
-        return self.registry.end_requested(chosen, wait=True)
+        SIGKILL, identity checked). Blocking: call it off the event loop. Without ``wait`` it
+        returns once the SIGTERMs are out (``wait`` then waits for the ends)."""
+        return self.registry.end_requested(chosen, wait=wait)
+
+    def wait(self, chosen: Sequence[Operation]) -> list[Operation]:
+        """Block until every operation of ``chosen`` ended (their ``end`` always gets there:
+        SIGKILL after the grace); them."""
+        for op in chosen:
+            self.registry.wait(op)
+        return list(chosen)
 
     async def end_mirrored(self, link: KernelLink, chosen: Sequence[Operation]) -> list[str]:
         """``end`` what ``choose`` chose of ``link``'s kernel, its link told each step (being

@@ -280,3 +280,29 @@ def test_newer_pids_follow_the_counter_around_its_wrap():
     assert newer_pids(live, 31000, last_pid=956) == [1, 40, 300, 955, 956, 31000, 32700, 32760]
     assert newer_pids(live, 32700, last_pid=300) == [1, 40, 300, 32700, 32760]  # 955, 956 are older
     assert newer_pids(live, 32700, last_pid=None) == live  # unknown: everything is read
+
+
+def test_a_tree_whose_members_are_known_ends_them_without_a_proc_pass(tmp_path, monkeypatch):
+    """A server ending a foreign kernel's work hands each tree the members its scan just found:
+    the termination signals exactly those (and the root), reading no /proc pass of its own."""
+    root = subprocess.Popen(tree_cmd("three", tmp_path / "t"))
+    bystander = subprocess.Popen(tree_cmd("child", tmp_path / "b"))
+    try:
+        pids = wait_ready(tmp_path / "t", 3)
+        wait_ready(tmp_path / "b", 1)
+        members = tuple(psutil.Process(p) for p in pids if p != root.pid)
+
+        def no_pass(*args, **kwargs):
+            raise AssertionError("a /proc pass")
+
+        monkeypatch.setattr(proctree, "Snapshot", no_pass)
+        tree = proctree.Tree(op_id="known", root=psutil.Process(root.pid), grace=2.0, known=members)
+        outcome = proctree.terminate([tree])
+        assert sorted(outcome.gone["known"]) == sorted(pids)
+        assert not any(alive(p) for p in pids)
+        assert bystander.poll() is None and alive(bystander.pid)
+    finally:
+        for proc in (root, bystander):
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
