@@ -139,6 +139,22 @@ class DirectClient(Client):
         self.kc = kc
         self._waiting: dict[Any, asyncio.Task[Any]] = {}
 
+    async def nudge(self, timeout: float = 60) -> None:
+        """Until the kernel's iopub reaches us, as jupyter_server's websocket nudges: a request
+        the kernel handles before our subscription is live loses its iopub half (ZMQ's slow
+        joiner: its output, its status ``idle``), and ``collect`` would wait for it in vain."""
+        deadline = time.monotonic() + timeout
+        while True:
+            sent = self.kc.kernel_info()
+            try:
+                while True:
+                    msg = await self._next(0.5)
+                    if msg["msg_type"] == "status" and (msg.get("parent_header") or {}).get("msg_id") == sent:
+                        return
+            except asyncio.TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
+
     def send(self, code: str, cell: str) -> str:
         msg = execute_request(code, cell, self.session)
         sent = self.kc.session.msg("execute_request", msg["content"], metadata=msg["metadata"])
@@ -187,7 +203,9 @@ class ServerHarness:
         """A client of the kernel as the browser has one (a websocket with a session_id);
         under the synchronous kernel manager, over the kernel's own sockets (``DirectClient``)."""
         if not isinstance(self.app.kernel_manager, AsyncMultiKernelManager):
-            return self._direct(kernel_id)
+            direct = self._direct(kernel_id)
+            await direct.nudge()
+            return direct
         session = session or str(uuid.uuid4())
         ws = await self.ws_fetch("api", "kernels", kernel_id, "channels", params={"session_id": session})
         client = Client(ws, session)
