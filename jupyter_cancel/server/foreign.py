@@ -35,6 +35,7 @@ from ..core.proctree import KERNEL_COOKIE, Outcome, Tree, running, terminate
 from ..core.selector import Selector
 from . import adapter
 from .kernels import KernelLink
+from .owned import mirror
 
 log = logging.getLogger(__name__)
 
@@ -358,9 +359,7 @@ class ForeignKernels:
             return server.wait(chosen), rest
 
         ended_ops, rest = await loop.run_in_executor(None, end)
-        for op in ended_ops:
-            link.mirror(op.to_json(pids=False), "ended")
-        ended = [op.id for op in ended_ops]
+        ended = mirror(link, ended_ops, "ended")
         gone, alive = rest.gone.get(launch.cookie, []), rest.alive.get(launch.cookie, [])
         if ended or gone or alive:
             log.info(
@@ -378,8 +377,7 @@ class ForeignKernels:
     ) -> None:
         """(On the loop.) What a scan found, then which of it is being cancelled now."""
         self._sync(link, work)
-        for op in chosen:
-            link.mirror(op.to_json(pids=False), "cancel_requested")
+        mirror(link, chosen, "cancel_requested")
 
     def _on_exit(self, launch: Launch) -> None:
         """The kernel's process exited (pidfd readable): end everything it left."""

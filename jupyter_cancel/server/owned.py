@@ -100,12 +100,9 @@ class ServerWork:
     async def end_mirrored(self, link: KernelLink, chosen: Sequence[Operation]) -> list[str]:
         """``end`` what ``choose`` chose of ``link``'s kernel, its link told each step (being
         cancelled now, ended once the tree is gone); the ids of what ended."""
-        for op in chosen:
-            link.mirror(op.to_json(pids=False), "cancel_requested")
+        mirror(link, chosen, "cancel_requested")
         ended = await asyncio.get_running_loop().run_in_executor(None, self.end, chosen)
-        for op in ended:
-            link.mirror(op.to_json(pids=False), "ended")
-        return [op.id for op in ended]
+        return mirror(link, ended, "ended")
 
     def completed(self, data: dict[str, Any]) -> Operation:
         """A scan no longer finds the work ``data`` reported: it ended by itself."""
@@ -113,3 +110,10 @@ class ServerWork:
         self._began(op, data)
         self.registry.finish(op, State.COMPLETED)
         return op
+
+
+def mirror(link: KernelLink, ops: Sequence[Operation], event: str) -> list[str]:
+    """(On the loop.) Tell ``link`` that each of ``ops`` went through ``event``; their ids."""
+    for op in ops:
+        link.mirror(op.to_json(pids=False), event)
+    return [op.id for op in ops]
