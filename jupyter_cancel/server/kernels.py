@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 EventSink = Callable[[str, str, dict[str, Any]], None]
 #: Finished operations a kernel's view keeps for listing.
 HISTORY = 200
+#: How long a new link nudges a kernel that publishes nothing (seconds).
+NUDGE_PATIENCE = 120.0
 _ENDED = ("completed", "failed", "cancelled")
 
 
@@ -38,6 +40,10 @@ class KernelLink:
         self.stalled = False
         self._answered = False
         self._iopub: Any = None
+        #: Our iopub subscription is live (a first message came); what the kernel published
+        #: before that never reached us.
+        self._joined = False
+        self._nudging: asyncio.Task[None] | None = None
         #: When the kernel first went busy (the stamp on its first ``status: busy``): it starts
         #: handling requests then, so a child it started before that is its own helper.
         self.first_busy: float | None = None
@@ -50,8 +56,24 @@ class KernelLink:
         self._control.on_recv(adapter.on_loop(loop, self._on_control))
         self._iopub = self.manager.connect_iopub()
         self._iopub.on_recv(adapter.on_loop(loop, self._on_iopub))
+        if self._answered:
+            self._nudging = loop.create_task(self._nudge())
+
+    async def _nudge(self, patience: float = NUDGE_PATIENCE) -> None:
+        """Until our subscription is live, ask for the kernel's listing now and then: each
+        request makes the kernel publish its ``busy`` and ``idle`` (ipykernel does for every
+        control message), so even an idle kernel shows us when we have joined — as
+        jupyter_server nudges a new websocket with ``kernel_info`` requests. ipykernel's
+        ``iopub_welcome`` is no such sign: its XPUB greets only a topic's first subscriber."""
+        delay, deadline = 0.05, asyncio.get_running_loop().time() + patience
+        while not self._joined and asyncio.get_running_loop().time() < deadline:
+            self._ask_for_listing()
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 1.0)
 
     def close(self) -> None:
+        if self._nudging is not None:
+            self._nudging.cancel()
         for stream in (self._control, self._iopub):
             if stream is not None and not stream.closed():
                 stream.close()
@@ -141,6 +163,9 @@ class KernelLink:
         msg = self._deserialize(msg_list)
         if msg is None:
             return
+        if not self._joined:
+            self._joined = True
+            self._ask_for_listing()  # the events we missed before we joined
         if self.first_busy is None and msg["header"].get("msg_type") == "status":
             if (msg.get("content") or {}).get("execution_state") == "busy":
                 self.first_busy = adapter.reply_stamp(msg)
@@ -167,6 +192,16 @@ class KernelLink:
                 self._publish(self._update(data))
         if fut is not None and not fut.done():
             fut.set_result(content)
+
+    def _ask_for_listing(self) -> None:
+        """A SUB socket receives nothing until its subscription reaches the kernel (ZMQ's slow
+        joiner): the events of work that started and ended meanwhile would never be seen. So
+        once a first message shows we have joined, the kernel's listing (ended work too) fills
+        the gap; its reply goes through ``_on_control`` like any, and ``_update`` keeps each
+        operation's sequence whatever order the reply and the events come in. Only for a kernel
+        with the extension; nothing waits for the reply (no ``stalled`` from it)."""
+        if self._answered and self._control is not None and not self._control.closed():
+            self.session.send(self._control, self.session.msg(REQUEST, {"action": "list"}))
 
     def answered(self) -> None:
         """The kernel runs the extension (it was started with it): from now on a request it

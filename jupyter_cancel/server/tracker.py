@@ -62,6 +62,8 @@ class Tracker:
             return None
         manager = self.km.get_kernel(kernel_id)
         link = KernelLink(kernel_id, manager, self.events.emit)
+        if self.app.has_kernel_extension(kernel_id):
+            link.answered()  # its extension answers: a kernel that stops answering is stalled
         try:
             link.connect()
         except Exception:
@@ -89,9 +91,6 @@ class Tracker:
         """An IPython kernel started with the kernel extension is owned by it; any other has
         its processes owned by the server."""
         if self.app.has_kernel_extension(kernel_id):
-            link = self.links.get(kernel_id)
-            if link is not None:
-                link.answered()  # its extension answers: a kernel that stops answering is stalled
             self.foreign.forget(kernel_id)
         else:
             await self.foreign.adopt(kernel_id, manager, cookie)

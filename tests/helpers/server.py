@@ -99,10 +99,19 @@ class Client:
     async def collect(self, msg_id: str, timeout: float = 30) -> dict[str, Any]:
         """The output, errors and reply of a request sent with ``send``."""
         out: dict[str, Any] = {"stdout": "", "errors": []}
+        seen: list[str] = []  # what did arrive, for the failure's message
         deadline = time.monotonic() + timeout
         while True:
-            msg = await self._next(max(0.1, deadline - time.monotonic()))
-            if (msg.get("parent_header") or {}).get("msg_id") != msg_id:
+            try:
+                msg = await self._next(max(0.1, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                raise asyncio.TimeoutError(
+                    f"no reply and idle to {msg_id} in {timeout} s; got {seen[-20:]}{self._stuck()}"
+                ) from None
+            mine = (msg.get("parent_header") or {}).get("msg_id") == msg_id
+            state = (msg.get("content") or {}).get("execution_state", "")
+            seen.append(f"{msg.get('msg_type')}{':' + state if state else ''}{'' if mine else '(other)'}")
+            if not mine:
                 continue
             t, c = msg["msg_type"], msg["content"]
             if t == "stream":
@@ -115,6 +124,9 @@ class Client:
                 out["idle"] = True
             if "reply" in out and out.get("idle"):
                 return out  # iopub and shell are not ordered: wait for both
+
+    def _stuck(self) -> str:
+        return ""
 
     def close(self) -> None:
         self.ws.close()
@@ -145,7 +157,7 @@ class DirectClient(Client):
         joiner: its output, its status ``idle``), and ``collect`` would wait for it in vain."""
         deadline = time.monotonic() + timeout
         while True:
-            sent = self.kc.kernel_info()
+            sent = self._send(self.kc.session.msg("kernel_info_request"))
             try:
                 while True:
                     msg = await self._next(0.5)
@@ -155,16 +167,37 @@ class DirectClient(Client):
                 if time.monotonic() > deadline:
                     raise
 
+    def _stuck(self) -> str:
+        import zmq
+
+        waiting = bool(self.kc.shell_channel.socket.get(zmq.EVENTS) & zmq.POLLIN)
+        return "; replies are waiting unread in the shell socket" if waiting else ""
+
     def send(self, code: str, cell: str) -> str:
         msg = execute_request(code, cell, self.session)
-        sent = self.kc.session.msg("execute_request", msg["content"], metadata=msg["metadata"])
-        self.kc.shell_channel.send(sent)
-        return sent["header"]["msg_id"]
+        return self._send(self.kc.session.msg("execute_request", msg["content"], metadata=msg["metadata"]))
+
+    def _send(self, msg: dict[str, Any]) -> str:
+        """Send on the shell socket through pyzmq's asyncio socket, never jupyter_client's
+        ``Session.send`` (a synchronous shadow of it): a send consumes the socket's
+        edge-triggered wake-up, and only the asyncio socket then re-checks for the receive that
+        ``_next`` keeps pending; through the shadow a reply that came in meanwhile, and every
+        one after it, sat unread (a first cell timing out under the sync manager, 1 run in 3)."""
+        sent = self.kc.shell_channel.socket.send_multipart(self.kc.session.serialize(msg))
+        if sent.done():
+            sent.result()  # raises what the send raised
+        return str(msg["header"]["msg_id"])
+
+    async def _recv(self, channel: Any) -> dict[str, Any]:
+        """One message of ``channel``, read with a pending ``recv`` (after an immediate send
+        pyzmq re-checks for pending receives, not for a pending ``poll`` as ``get_msg`` uses)."""
+        _, frames = self.kc.session.feed_identities(await channel.socket.recv_multipart())
+        return self.kc.session.deserialize(frames)
 
     async def _next(self, timeout: float) -> dict[str, Any]:
         for channel in (self.kc.iopub_channel, self.kc.shell_channel):
             if channel not in self._waiting:
-                self._waiting[channel] = asyncio.ensure_future(channel.get_msg(timeout=None))
+                self._waiting[channel] = asyncio.ensure_future(self._recv(channel))
         done, _ = await asyncio.wait(
             self._waiting.values(), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
         )

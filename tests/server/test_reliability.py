@@ -136,6 +136,31 @@ async def test_instant_operations_keep_event_order_and_the_gauge(harness, jp_fet
     assert "\njupyter_cancel_running_operations 0.0\n" in text
 
 
+async def test_a_link_that_joins_late_still_publishes_what_it_missed(harness):
+    """Defect 5b: the server's iopub subscription to a kernel is live only some time after it
+    connects (ZMQ's slow joiner); work that started and ended before was never seen (the
+    events websocket waited in vain, 1 CI run in 3). Here the link joins after a whole cell."""
+    ws = await harness.ws_fetch(*BASE, "events")
+    await ws.read_message()  # snapshot
+    kid = await harness.start_kernel()
+    c = await harness.connect(kid)
+    tracker = harness.app.web_app.settings["jupyter_cancel_tracker"]
+    tracker.drop(kid)  # no subscription: what the kernel publishes now reaches no one
+    n = 5
+    r = await c.execute(
+        f"import jupyter_cancel as jc\nfor _ in range({n}): jc.start(['true'], display=False).wait(5)"
+    )
+    assert r["reply"]["status"] == "ok", r
+    assert kid not in tracker.links
+    tracker.link(kid)  # subscribes late: nothing more runs in the kernel
+    seq: dict[str, list[str]] = collections.defaultdict(list)
+    while sum(v[-1:] == ["ended"] for v in seq.values()) < n:
+        msg = json.loads(await asyncio.wait_for(ws.read_message(), 30))
+        seq[msg["operation"]["id"]].append(msg["event"])
+    ws.close()
+    assert list(seq.values()) == [["started", "ended"]] * n
+
+
 async def test_server_fallback_uses_the_operations_own_grace(harness):
     """Defect 6: the tree the server terminates itself has the operation's grace."""
     kid = await harness.start_kernel()
