@@ -8,9 +8,10 @@ Phases, each including the ones before it:
 * ``off``: capture disabled (``%jc_capture off``): what a stock kernel pays;
 * ``wrapper``: the wrappers on (the caller's frame walk, the cookie in the environment under its
   lock, the spawn's context), but no operation;
-* ``operation``: an operation made, registered before the spawn and ended right after it
-  returns (as an instant process ends), no adoption;
-* ``on``: the real capture (the child deferred, the tick that ends it 20 ms later).
+* ``operation``: an operation made and registered on the spawning thread and ended right
+  after the spawn returns (what every captured spawn paid before session 15), no adoption;
+* ``on``: the real capture (the spawn expected; its operation made by the tick 20 ms later,
+  in a batch, which ends it).
 
 Rounds alternate the order (ABCD, DCBA); the medians and their ratio to ``off`` are printed.
 """
@@ -35,8 +36,9 @@ _real = (_cap.on_prepare, _cap.on_spawn, _cap.on_failed, _cap.detached)
 
 def _end_now(pid, op_id, argv, popen):
     with _cap._lock:
-        op = _cap._expected.pop(op_id, None)
-    if op is not None:
+        expected = _cap._expected.pop(op_id, None)
+    if expected is not None:
+        op = _cap.registry.adoptions.withdraw(expected) or _cap.registry.adoptions.operation_of(expected)
         _cap.registry.finish(op, State.COMPLETED)
 
 def _phase(name):

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import threading
+import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from .cgroup import Cgroup
@@ -37,6 +39,35 @@ ADOPT_WAIT = 2.0
 CGROUP_AFTER = 0.5
 
 _RUNNING = object()
+
+
+class Expected:
+    """A captured spawn that is not an operation yet: what its operation will be. Most
+    processes a kernel starts end within milliseconds, and making, registering and ending an
+    operation on the spawning thread, right after a ``fork``, cost it more than all the rest of
+    the capture (its caches cold). So the operation is made later, in a batch: by the tick, or
+    first by anything that reads the registry (a trigger, a listing: ``Adoptions.claim``)."""
+
+    __slots__ = ("argv", "op", "op_id", "owner", "pid", "policy", "popen", "started")
+
+    def __init__(self, op_id: str, argv: Any, policy: Any, owner: Mapping[str, Any]) -> None:
+        self.op_id = op_id
+        self.argv = argv
+        self.policy = policy
+        self.owner = owner
+        self.started = time.time()
+        #: Its operation, once made.
+        self.op: Operation | None = None
+        #: Its child, once spawned (a ``Popen``'s: never pinned, see ``Adoptions.defer``).
+        self.pid = 0
+        self.popen: Any = None
+
+    def name(self) -> str:
+        """Its command line as the operation's name (``Popen`` takes a sequence, a string or a path)."""
+        argv = self.argv
+        if isinstance(argv, list | tuple):
+            return shlex.join(str(a) for a in argv)[:200] if argv else "process"
+        return (os.fsdecode(argv) if isinstance(argv, bytes | os.PathLike) else str(argv))[:200]
 
 
 class _Deferred:
@@ -103,6 +134,8 @@ class Adoptions:
         ended: Callable[[Operation, Any], None],
         release: Callable[[TreeRunner], None],
         watch: Callable[[Operation, TreeRunner], None],
+        new: Callable[..., Operation] | None = None,
+        register: Callable[..., bool] | None = None,
     ) -> None:
         #: The registry's lock (an operation's end drops its entry under it).
         self._lock = lock
@@ -111,6 +144,11 @@ class Adoptions:
         self._ended = ended
         self._release = release
         self._watch = watch
+        #: The registry's verbs that make an ``Expected``'s operation.
+        self._new = new
+        self._register = register
+        #: Captured spawns that are not operations yet (``expect``), by operation id.
+        self.expected: dict[str, Expected] = {}
         #: Children not yet watched (by operation id), and whether a tick to settle them is scheduled.
         self.pending: dict[str, _Deferred] = {}
         self._tick = False
@@ -136,6 +174,72 @@ class Adoptions:
             return False  # gone and reaped already: adopting it now finds that
         self._add(_Deferred(op, pid, fd, popen, cgroup))
         return True
+
+    def expect(self, expected: Expected) -> None:
+        """A spawn is about to happen (before its child exists): until its operation is made,
+        a trigger or a listing makes it first (``claim``), so nothing misses it."""
+        with self._lock:
+            self.expected[expected.op_id] = expected
+
+    def spawned(self, expected: Expected, pid: int, popen: Any) -> Operation | None:
+        """Its child exists. None: it stays an ``Expected`` until the tick (a ``Popen``'s child,
+        see ``defer``); else its operation, to adopt as any other (made meanwhile by a
+        ``claim``, or a child of another route, pinned at once)."""
+        with self._lock:
+            if expected.op is None and popen is not None and hasattr(os, "waitid"):
+                expected.pid, expected.popen = pid, weakref.ref(popen)
+                tick = not self._tick
+                self._tick = True
+            else:
+                self.expected.pop(expected.op_id, None)
+                return expected.op or self.made(expected)
+        if tick:
+            self._later(ADOPT_AFTER, self._settle)
+        return None
+
+    def withdraw(self, expected: Expected) -> Operation | None:
+        """Its spawn failed: no longer expected; its operation if one was made."""
+        with self._lock:
+            self.expected.pop(expected.op_id, None)
+            return expected.op
+
+    def claim(self) -> None:
+        """(Under the registry's lock: before anything reads it.) Every expected spawn becomes
+        its operation now: one already spawned is deferred as if adopted at its spawn (the
+        tick settles it)."""
+        if self.expected:
+            for expected in list(self.expected.values()):
+                self._claim(expected)
+
+    def operation_of(self, expected: Expected) -> Operation:
+        """Its operation, made now if it was not yet."""
+        with self._lock:
+            return self.made(expected)
+
+    def _claim(self, expected: Expected) -> Operation:
+        """(Under the lock.)"""
+        del self.expected[expected.op_id]
+        op = self.made(expected)
+        if expected.pid and not op.done:
+            self.pending[op.id] = _Deferred(op, expected.pid, None, expected.popen(), True)
+        return op
+
+    def made(self, expected: Expected) -> Operation:
+        """(Under the lock.) Its operation, made now if it was not yet."""
+        if expected.op is None:
+            expected.op = self._make(expected)
+        return expected.op
+
+    def _make(self, expected: Expected) -> Operation:
+        """(Under the lock.) Its operation, registered quietly, started when the spawn was."""
+        assert self._new is not None and self._register is not None
+        e = expected
+        op: Operation = self._new(
+            name=e.name(), kind="process", policy=e.policy, owner=e.owner, op_id=e.op_id
+        )
+        if self._register(op, announce=False, quiet=True):
+            op.started = e.started
+        return op
 
     def now(self, op: Operation, pid: int, popen: Any, cgroup: bool) -> None:
         """Watch ``pid`` now (``KeyError``: it was short-lived, and its end is recorded)."""
@@ -163,6 +267,8 @@ class Adoptions:
         tree lives on) are adopted, the others end here — one /proc listing for all of them."""
         settled = threading.Event()
         with self._lock:
+            for expected in [e for e in self.expected.values() if e.pid]:
+                self._claim(expected)  # (one batch, warm: cheaper than one per spawn)
             batch = list(self.pending.values())
             self.pending.clear()
             self._tick = False

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import multiprocessing.util
 import os
-import shlex
 import subprocess
 import sys
 import threading
@@ -33,11 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 from .model import Policy, State
 from .operation import new_id
-from .proctree import COOKIE
-from .starts import adopt_process, expect_process
+from .proctree import COOKIE, is_protected
+from .starts import adopt_process, expect_spawn
 
 if TYPE_CHECKING:
-    from .operation import Operation
+    from .adoption import Expected
     from .registry import Registry
 
 SpawnHandler = Callable[[int, str, Any, "subprocess.Popen[Any] | None"], None]
@@ -166,8 +165,7 @@ class Capture:
 
     def _report(self, pid: int, op_id: str, argv: Any, popen: subprocess.Popen[Any] | None) -> None:
         if not _has_pid(pid):  # nothing was started (a mock): nothing to own, ever
-            if self.on_failed is not None:
-                self.on_failed(op_id)
+            self._fail(op_id)
             return
         try:
             self.on_spawn(pid, op_id, argv, popen)
@@ -175,6 +173,16 @@ class Capture:
             import logging
 
             logging.getLogger(__name__).exception("capturing pid %d failed", pid)
+
+    def _fail(self, op_id: str) -> None:
+        """The spawn started nothing (it raised, or a mock made no child)."""
+        try:
+            if self.on_failed is not None:
+                self.on_failed(op_id)
+        except Exception:  # capture must never break the user's spawn, nor change its error
+            import logging
+
+            logging.getLogger(__name__).exception("recording a failed spawn failed")
 
     @contextlib.contextmanager
     def _spawning(self, argv: Any, started: Callable[[], bool] = lambda: False) -> Iterator[str]:
@@ -193,8 +201,8 @@ class Capture:
         try:
             yield op_id
         except BaseException:
-            if self.on_failed is not None and not started():
-                self.on_failed(op_id)
+            if not started():
+                self._fail(op_id)
             raise
 
     # -- the routes ------------------------------------------------------------------------
@@ -210,7 +218,7 @@ class Capture:
                 else:
                     original(popen, args, *more, **kwargs)
                 return
-            with capture._spawning(args, started=lambda: getattr(popen, "_child_created", False)) as op_id:
+            with capture._spawning(args, started=lambda: True) as op_id:  # (failures told below)
                 if _local.detached and len(more) < 12:
                     kwargs.setdefault("start_new_session", True)
                 try:
@@ -222,9 +230,12 @@ class Capture:
                         original(popen, args, *more, **kwargs)
                 except BaseException:
                     # Interrupted after its child started (a stop landing inside Popen, which
-                    # then leaves the child running): still ours to own, and to end.
-                    if getattr(popen, "_child_created", False):
+                    # then leaves the child running): still ours to own, and to end. (A child
+                    # whose exec failed was reaped by Popen already: a failed spawn.)
+                    if getattr(popen, "_child_created", False) and getattr(popen, "returncode", None) is None:
                         capture._report(popen.pid, op_id, args, popen)
+                    else:
+                        capture._fail(op_id)
                     raise
             capture._report(popen.pid, op_id, args, popen)
 
@@ -295,8 +306,9 @@ class Capture:
 
 class OwnedCapture(Capture):
     """A ``Capture`` whose spawns become ``process`` operations of ``registry``: owned by
-    ``owner()`` (a kernel's cell, a Dask task) with ``policy()``, registered before the child
-    exists (a trigger between the spawn and the adoption still reaches it)."""
+    ``owner()`` (a kernel's cell, a Dask task) with ``policy()``, expected before the child
+    exists (a trigger between the spawn and the adoption still reaches it) and made operations
+    in a batch after (``core.starts.expect_spawn``)."""
 
     def __init__(
         self,
@@ -315,7 +327,7 @@ class OwnedCapture(Capture):
         self.registry = registry
         self.owner = owner
         self.policy = policy
-        self._expected: dict[str, Operation] = {}
+        self._expected: dict[str, Expected] = {}
         self._lock = threading.Lock()
 
     def _detached(self) -> bool:
@@ -324,29 +336,41 @@ class OwnedCapture(Capture):
         return policy is Policy.DETACH
 
     def _prepare(self, op_id: str, argv: Any) -> None:
-        name = argv if isinstance(argv, str) else shlex.join(str(a) for a in argv) if argv else "process"
         policy = _local.__dict__.pop("policy", None) or self.policy()
         owner = self.owner()
         if policy is Policy.CANCEL and getattr(_local, "caller", "").startswith(HELPER_LIBRARIES):
             policy = Policy.KERNEL  # a library's session helper: the kernel's, not this cell's
             owner = {k: v for k, v in owner.items() if k not in _CELL_TAGS}
-        op = expect_process(self.registry, name=name, op_id=op_id, policy=policy, owner=owner)
+        if isinstance(argv, list):
+            argv = tuple(argv)  # (named later: as it was at the spawn)
+        expected = expect_spawn(self.registry, op_id, argv, policy=policy, owner=owner)
         with self._lock:
-            self._expected[op_id] = op
+            self._expected[op_id] = expected
 
     def _failed(self, op_id: str) -> None:
         with self._lock:
-            op = self._expected.pop(op_id, None)
-        if op is not None:
-            self.registry.finish(op, State.FAILED)
+            expected = self._expected.pop(op_id, None)
+        if expected is None:
+            return
+        op = self.registry.adoptions.withdraw(expected)
+        if op is None:
+            op = self.registry.adoptions.operation_of(expected)  # listed as failed, as a spawn that raised is
+        self.registry.finish(op, State.FAILED)
 
     def _captured(self, pid: int, op_id: str, argv: Any, popen: subprocess.Popen[Any] | None) -> None:
         with self._lock:
-            op = self._expected.pop(op_id, None)
+            expected = self._expected.pop(op_id, None)
         try:
-            if op is not None:
-                adopt_process(self.registry, pid, op=op, popen=popen, defer=True)
-            else:  # (its preparation failed: named and owned now)
+            if expected is None:  # (its preparation failed: named and owned now)
                 adopt_process(self.registry, pid, popen=popen, name=str(argv), owner=self.owner(), defer=True)
+                return
+            if is_protected(pid):  # never ours to end (``adopt_process`` records the failure)
+                op = self.registry.adoptions.withdraw(expected) or self.registry.adoptions.operation_of(
+                    expected
+                )
+                adopt_process(self.registry, pid, op=op)
+            made = self.registry.adoptions.spawned(expected, pid, popen)
+            if made is not None:
+                adopt_process(self.registry, pid, op=made, popen=popen, defer=True)
         except KeyError:
             pass  # it exited before we looked: nothing to own

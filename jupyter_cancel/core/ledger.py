@@ -30,9 +30,18 @@ WAIT_SLICE = 0.05
 class Ledger:
     """Every operation one registry knows of, live or recently ended."""
 
-    def __init__(self, lock: threading.RLock, *, ended: Callable[[Operation], None]) -> None:
+    def __init__(
+        self,
+        lock: threading.RLock,
+        *,
+        ended: Callable[[Operation], None],
+        claim: Callable[[], None] = lambda: None,
+    ) -> None:
         self._lock = lock
         self._ended = ended
+        #: Called (under the lock) before every read: work not recorded yet is recorded first
+        #: (the registry's expected spawns, made operations in a batch).
+        self._claim = claim
         self._live: dict[str, Operation] = {}
         self._history: collections.deque[Operation] = collections.deque(maxlen=HISTORY)
         self._tombstones: collections.OrderedDict[str, tuple[float, CancelReason]] = collections.OrderedDict()
@@ -89,11 +98,13 @@ class Ledger:
     # -- reading -------------------------------------------------------------------
     def live(self, op_id: str) -> Operation | None:
         with self._lock:
+            self._claim()
             return self._live.get(op_id)
 
     def get(self, op_id: str) -> Operation:
         """The operation with this id, live or recent; ``KeyError`` naming the id if unknown."""
         with self._lock:
+            self._claim()
             op = self._live.get(op_id)
             if op is not None:
                 return op
@@ -104,11 +115,13 @@ class Ledger:
 
     def operations(self, *, include_done: bool = False) -> list[Operation]:
         with self._lock:
+            self._claim()
             return (list(self._history) if include_done else []) + list(self._live.values())
 
     def select(self, selector: Selector) -> list[Operation]:
         """Live operations ``selector`` admits (an empty one: none; ``all=True``: every one)."""
         with self._lock:
+            self._claim()
             return [op for op in self._live.values() if selector.admits(op)]
 
     def wait(self, op: Operation, timeout: float | None = None) -> State:
@@ -131,6 +144,7 @@ class Ledger:
         """Live work past its grace + 1 s since its cancel (``overdue``), and work with
         processes that survived SIGKILL (``unkillable``); ``now`` in monotonic seconds."""
         with self._lock:
+            self._claim()
             live = list(self._live.values())
             recent = list(self._history)
         return {

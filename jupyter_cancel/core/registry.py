@@ -45,7 +45,7 @@ class Registry:
         self.grace = to_grace(grace)
         self._lock = threading.RLock()
         #: What it knows of its operations: live, recent, remembered cancels, waiters.
-        self._book = Ledger(self._lock, ended=self._ended)
+        self._book = Ledger(self._lock, ended=self._ended, claim=lambda: self.adoptions.claim())
         #: Subscribers and the thread that tells them (events are queued under our lock).
         self._bus = EventBus(self._lock)
         #: The plumbing of its process trees: spawning, watching, ending, sweeping, the death
@@ -63,11 +63,12 @@ class Registry:
             self._lock,
             later=lambda delay, fn: self._timers().call_later(delay, fn),
             attach=self._attach,
-            # (An adoption that finds its child gone after a cancel chose it — a stop raised into
-            # the cell first, whose own cleanup killed the child — records that cancel.)
+            # (A child found gone after a cancel chose it, killed by the cell's cleanup: a cancel.)
             ended=lambda op, status: self._finish_exit(op, status, cancelled=op.cancel_requested),
             release=self.trees.release,
             watch=self.trees.rewatch,
+            new=self.new,
+            register=self.register,
         )
         self._timer: _Timer | None = None
         self.closed = False
@@ -382,6 +383,7 @@ class Registry:
     def close(self, reason: str | CancelReason = Reason.KERNEL_SHUTDOWN) -> list[Operation]:
         """Cancel everything ``reason`` applies to (not ``detach``) and refuse new work."""
         with self._lock:
+            self.adoptions.claim()  # (registered while it still can be, to be cancelled below)
             self.closed = self.trees.closed = True
         cancelled = self.cancel_all(reason, wait=True)
         self.trees.close()

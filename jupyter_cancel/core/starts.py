@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
+from .adoption import Expected
 from .model import Policy, State
 from .operation import Operation
 from .proctree import is_protected
@@ -77,6 +78,19 @@ def expect_process(
     op = registry.new(name=name[:200], kind="process", policy=policy, grace=grace, owner=owner, op_id=op_id)
     registry.register(op, announce=False, quiet=True)
     return op
+
+
+def expect_spawn(
+    registry: Registry, op_id: str, argv: Any, *, policy: Policy, owner: Mapping[str, Any]
+) -> Expected:
+    """A process about to be started by another route (capture), not an operation yet: tell
+    ``registry.adoptions.spawned`` once its child exists. Its operation is made later, in a
+    batch (most such processes end within milliseconds, and making one right after a ``fork``
+    costs the spawning thread most), or first by anything that reads the registry — a
+    trigger, a listing — so none misses it."""
+    expected = Expected(op_id, argv, policy, owner)
+    registry.adoptions.expect(expected)
+    return expected
 
 
 def adopt_process(
