@@ -85,4 +85,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from tests.helpers.home import private_jupyter_home
+
+    private_jupyter_home("jupyter-cancel-bench-", remove_at_exit=True)  # never the user's home
     main()

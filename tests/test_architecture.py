@@ -258,3 +258,13 @@ def test_functions_are_short_and_classes_small():
                 large_classes.append(f"{where} ({lines} lines)")
     assert not long_functions, f"functions over 50 lines: {long_functions}"
     assert not large_classes, f"classes over 350 lines (or past their limit): {large_classes}"
+
+
+def test_every_benchmark_keeps_jupyter_out_of_the_users_home():
+    """A bench starts kernels and servers: run as a script, it first points Jupyter's and
+    IPython's folders into a temporary one (``private_jupyter_home``), as the tests do."""
+    bench = PACKAGE.parent / "bench"
+    scripts = [p for p in sorted(bench.glob("*.py")) if '__name__ == "__main__"' in p.read_text()]
+    assert scripts, "no benchmark scripts found"
+    missing = [p.name for p in scripts if "private_jupyter_home(" not in p.read_text()]
+    assert not missing, f"benchmarks that would write to the user's home: {missing}"
