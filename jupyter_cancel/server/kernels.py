@@ -17,8 +17,6 @@ log = logging.getLogger(__name__)
 EventSink = Callable[[str, str, dict[str, Any]], None]
 #: Finished operations a kernel's view keeps for listing.
 HISTORY = 200
-#: How long a new link nudges a kernel that publishes nothing (seconds).
-NUDGE_PATIENCE = 120.0
 _ENDED = ("completed", "failed", "cancelled")
 
 
@@ -43,7 +41,6 @@ class KernelLink:
         #: Our iopub subscription is live (a first message came); what the kernel published
         #: before that never reached us.
         self._joined = False
-        self._nudging: asyncio.Task[None] | None = None
         #: When the kernel first went busy (the stamp on its first ``status: busy``): it starts
         #: handling requests then, so a child it started before that is its own helper.
         self.first_busy: float | None = None
@@ -56,24 +53,8 @@ class KernelLink:
         self._control.on_recv(adapter.on_loop(loop, self._on_control))
         self._iopub = self.manager.connect_iopub()
         self._iopub.on_recv(adapter.on_loop(loop, self._on_iopub))
-        if self._answered:
-            self._nudging = loop.create_task(self._nudge())
-
-    async def _nudge(self, patience: float = NUDGE_PATIENCE) -> None:
-        """Until our subscription is live, ask for the kernel's listing now and then: each
-        request makes the kernel publish its ``busy`` and ``idle`` (ipykernel does for every
-        control message), so even an idle kernel shows us when we have joined — as
-        jupyter_server nudges a new websocket with ``kernel_info`` requests. ipykernel's
-        ``iopub_welcome`` is no such sign: its XPUB greets only a topic's first subscriber."""
-        delay, deadline = 0.05, asyncio.get_running_loop().time() + patience
-        while not self._joined and asyncio.get_running_loop().time() < deadline:
-            self._ask_for_listing()
-            await asyncio.sleep(delay)
-            delay = min(2 * delay, 1.0)
 
     def close(self) -> None:
-        if self._nudging is not None:
-            self._nudging.cancel()
         for stream in (self._control, self._iopub):
             if stream is not None and not stream.closed():
                 stream.close()
@@ -164,8 +145,7 @@ class KernelLink:
         if msg is None:
             return
         if not self._joined:
-            self._joined = True
-            self._ask_for_listing()  # the events we missed before we joined
+            self._join(msg)
         if self.first_busy is None and msg["header"].get("msg_type") == "status":
             if (msg.get("content") or {}).get("execution_state") == "busy":
                 self.first_busy = adapter.reply_stamp(msg)
@@ -192,6 +172,19 @@ class KernelLink:
                 self._publish(self._update(data))
         if fut is not None and not fut.done():
             fut.set_result(content)
+
+    def _join(self, msg: dict[str, Any]) -> None:
+        """Our subscription is live once the kernel's first status reaches us. Unless the
+        kernel was only ``starting`` then (nothing of ours can have been published before), ask
+        for its listing. Only on a status of the kernel's own: a control request makes ipykernel
+        publish ``busy`` and ``idle``, and jupyter_server would show a kernel nobody has used
+        yet as ``idle`` instead of ``starting`` (an ``iopub_welcome`` or what the extension
+        publishes as it loads come before any status)."""
+        if msg["header"].get("msg_type") != "status":
+            return
+        self._joined = True
+        if (msg.get("content") or {}).get("execution_state") != "starting":
+            self._ask_for_listing()  # the events we missed before we joined
 
     def _ask_for_listing(self) -> None:
         """A SUB socket receives nothing until its subscription reaches the kernel (ZMQ's slow
