@@ -192,7 +192,7 @@ class Adoptions:
                 self._tick = True
             else:
                 self.expected.pop(expected.op_id, None)
-                return expected.op or self.made(expected)
+                return self.made(expected)
         if tick:
             self._later(ADOPT_AFTER, self._settle)
         return None

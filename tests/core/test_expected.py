@@ -7,6 +7,8 @@ import subprocess
 import sys
 import threading
 
+import pytest
+
 from jupyter_cancel.core import adoption
 from jupyter_cancel.core.capture import OwnedCapture
 from jupyter_cancel.core.model import Policy, State
@@ -48,7 +50,10 @@ def test_an_instant_process_is_made_an_operation_off_the_spawning_thread():
         registry.close()
 
 
-def test_a_listing_and_a_trigger_before_the_tick_find_the_spawn(tmp_path, monkeypatch):
+@pytest.fixture
+def spawned_tree(tmp_path, monkeypatch):
+    """A captured tree (a child and a setsid grandchild), its spawn not settled by any tick:
+    the registry, the tree's pids; all of it ended after the test."""
     monkeypatch.setattr(adoption, "ADOPT_AFTER", 3600.0)  # no tick during the test
     registry = Registry(watchdog=False)
     ready = tmp_path / "ready"
@@ -58,36 +63,27 @@ def test_a_listing_and_a_trigger_before_the_tick_find_the_spawn(tmp_path, monkey
     finally:
         capture.uninstall()
     try:
-        pids = wait_ready(ready, 3)
-        assert list(registry.adoptions.expected) != [], "made an operation at its spawn"
-        (op,) = registry.operations()  # a listing makes it
-        assert op.state is State.RUNNING and TREE in op.name and not registry.adoptions.expected
-        assert registry.cancel_all(wait=True) == [op]  # a trigger ends its whole tree
-        assert wait_gone(pids, timeout=10) == []
-        assert op.state is State.CANCELLED
+        yield registry, wait_ready(ready, 3)
     finally:
         registry.close()
         child.kill()
         child.wait()
 
 
-def test_a_trigger_before_the_listing_ends_the_spawn(tmp_path, monkeypatch):
-    monkeypatch.setattr(adoption, "ADOPT_AFTER", 3600.0)
-    registry = Registry(watchdog=False)
-    ready = tmp_path / "ready"
-    capture = _captured(registry)
-    try:
-        child = subprocess.Popen([sys.executable, TREE, "three", str(ready)])
-    finally:
-        capture.uninstall()
-    try:
-        pids = wait_ready(ready, 3)
-        (op,) = registry.cancel_all(wait=True)
-        assert wait_gone(pids, timeout=10) == [] and op.state is State.CANCELLED
-    finally:
-        registry.close()
-        child.kill()
-        child.wait()
+def test_a_listing_and_a_trigger_before_the_tick_find_the_spawn(spawned_tree):
+    registry, pids = spawned_tree
+    assert list(registry.adoptions.expected) != [], "made an operation at its spawn"
+    (op,) = registry.operations()  # a listing makes it
+    assert op.state is State.RUNNING and TREE in op.name and not registry.adoptions.expected
+    assert registry.cancel_all(wait=True) == [op]  # a trigger ends its whole tree
+    assert wait_gone(pids, timeout=10) == []
+    assert op.state is State.CANCELLED
+
+
+def test_a_trigger_before_the_listing_ends_the_spawn(spawned_tree):
+    registry, pids = spawned_tree
+    (op,) = registry.cancel_all(wait=True)
+    assert wait_gone(pids, timeout=10) == [] and op.state is State.CANCELLED
 
 
 def test_a_spawn_that_raises_is_listed_as_failed():
