@@ -48,7 +48,7 @@ class Expected:
     the capture (its caches cold). So the operation is made later, in a batch: by the tick, or
     first by anything that reads the registry (a trigger, a listing: ``Adoptions.claim``)."""
 
-    __slots__ = ("argv", "op", "op_id", "owner", "pid", "policy", "popen", "started")
+    __slots__ = ("argv", "born", "op", "op_id", "owner", "pid", "policy", "popen", "started")
 
     def __init__(self, op_id: str, argv: Any, policy: Any, owner: Mapping[str, Any]) -> None:
         self.op_id = op_id
@@ -56,6 +56,8 @@ class Expected:
         self.policy = policy
         self.owner = owner
         self.started = time.time()
+        #: When it was spawned, on the clock the tick reads its age by.
+        self.born = time.monotonic()
         #: Its operation, once made.
         self.op: Operation | None = None
         #: Its child, once spawned (a ``Popen``'s: never pinned, see ``Adoptions.defer``).
@@ -73,11 +75,15 @@ class Expected:
 class _Deferred:
     """A captured child not yet watched: pinned by its pidfd, or a ``Popen``'s (see ``defer``)."""
 
-    __slots__ = ("_popen", "_status", "cgroup", "fd", "op", "pid")
+    __slots__ = ("_popen", "_status", "born", "cgroup", "fd", "op", "pid")
 
-    def __init__(self, op: Operation, pid: int, fd: int | None, popen: Any, cgroup: bool) -> None:
+    def __init__(
+        self, op: Operation, pid: int, fd: int | None, popen: Any, cgroup: bool, born: float | None = None
+    ) -> None:
         self.op = op
         self.pid = pid
+        #: When it was spawned (``time.monotonic``): the tick settles it once it is ``ADOPT_AFTER`` old.
+        self.born = time.monotonic() if born is None else born
         #: Our pidfd of the child (None: not pinned); closed by ``close`` alone.
         self.fd = fd
         self._popen = weakref.ref(popen) if popen is not None else None
@@ -221,7 +227,7 @@ class Adoptions:
         del self.expected[expected.op_id]
         op = self.made(expected)
         if expected.pid and not op.done:
-            self.pending[op.id] = _Deferred(op, expected.pid, None, expected.popen(), True)
+            self.pending[op.id] = _Deferred(op, expected.pid, None, expected.popen(), True, expected.born)
         return op
 
     def made(self, expected: Expected) -> Operation:
@@ -263,17 +269,25 @@ class Adoptions:
             self._later(ADOPT_AFTER, self._settle)
 
     def _settle(self) -> None:
-        """The captured processes spawned since the last tick: those still running (or whose
-        tree lives on) are adopted, the others end here — one /proc listing for all of them."""
+        """The captured processes spawned before this tick's window: those still running (or
+        whose tree lives on) are adopted, the others end here — one /proc listing for all of
+        them. The youngest wait for the next tick: in a loop of spawns one is always running as
+        the tick fires, a millisecond from its end, and watching it would cost more than all
+        the others."""
         settled = threading.Event()
         with self._lock:
-            for expected in [e for e in self.expected.values() if e.pid]:
+            # (Half the window: a timer that fires a little early still settles what asked for it.)
+            aged = time.monotonic() - ADOPT_AFTER / 2
+            for expected in [e for e in self.expected.values() if e.pid and e.born <= aged]:
                 self._claim(expected)  # (one batch, warm: cheaper than one per spawn)
-            batch = list(self.pending.values())
-            self.pending.clear()
-            self._tick = False
+            batch = [p for p in self.pending.values() if p.born <= aged]
             for pending in batch:
+                del self.pending[pending.op.id]
                 self._adopting[pending.op.id] = (settled, threading.get_ident())
+            # (What is left waits for the next tick, asked for now.)
+            self._tick = again = bool(self.pending) or any(e.pid for e in self.expected.values())
+        if again:
+            self._later(ADOPT_AFTER, self._settle)
         try:
             self._settle_batch(batch)
         finally:

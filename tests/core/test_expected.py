@@ -86,6 +86,22 @@ def test_a_trigger_before_the_listing_ends_the_spawn(spawned_tree):
     assert wait_gone(pids, timeout=10) == [] and op.state is State.CANCELLED
 
 
+def test_the_tick_leaves_a_spawn_of_its_last_moment_to_the_next(spawned_tree):
+    """In a loop of spawns one always runs as the tick fires, a millisecond from its end:
+    the tick settles only what outlived half its window (here the clock is driven)."""
+    registry, pids = spawned_tree
+    (expected,) = registry.adoptions.expected.values()
+    registry.adoptions._settle()  # a tick right after the spawn
+    assert expected.op is None and list(registry.adoptions.expected) == [expected.op_id]
+    expected.born -= adoption.ADOPT_AFTER  # the window has passed
+    registry.adoptions._settle()
+    assert not registry.adoptions.expected and not registry.adoptions.pending
+    op = expected.op
+    assert op is not None and op.state is State.RUNNING and op.runner is not None  # watched
+    assert registry.cancel_all(wait=True) == [op]
+    assert wait_gone(pids, timeout=10) == []
+
+
 def test_a_spawn_that_raises_is_listed_as_failed():
     registry = Registry(watchdog=False)
     capture = _captured(registry)
