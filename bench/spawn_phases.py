@@ -30,24 +30,23 @@ from tests.helpers.kernel import Kernel
 SETUP = r"""
 import subprocess, time
 from jupyter_cancel.core.model import State
+from jupyter_cancel.core.operation import new_id
 from jupyter_cancel.kernel import extension as _extension
 _cap = _extension._installed.capture
-_real = (_cap.on_prepare, _cap.on_spawn, _cap.on_failed, _cap.detached)
 
-def _end_now(pid, op_id, argv, popen):
-    with _cap._lock:
-        expected = _cap._expected.pop(op_id, None)
-    if expected is not None:
-        op = _cap.registry.adoptions.withdraw(expected) or _cap.registry.adoptions.operation_of(expected)
-        _cap.registry.finish(op, State.COMPLETED)
+def _end_now(expected, pid, argv, popen):
+    op = _cap.registry.adoptions.withdraw(expected) or _cap.registry.adoptions.operation_of(expected)
+    _cap.registry.finish(op, State.COMPLETED)
 
 def _phase(name):
     _cap.enabled = name != "off"
-    _cap.on_prepare, _cap.on_spawn, _cap.on_failed, _cap.detached = _real
+    for hook in ("begin", "spawned"):
+        _cap.__dict__.pop(hook, None)  # the class's own
     if name == "wrapper":
-        _cap.on_prepare, _cap.on_spawn, _cap.on_failed, _cap.detached = None, lambda *a: None, None, None
+        _cap.begin = lambda argv: (new_id(), None, False)
+        _cap.spawned = lambda *a: None
     elif name == "operation":
-        _cap.on_spawn = _end_now
+        _cap.spawned = _end_now
 
 def _loop(name):
     _phase(name)

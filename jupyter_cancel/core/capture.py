@@ -22,6 +22,7 @@ and ``zmq`` (the kernel's own machinery) are never captured.
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing.util
 import os
 import subprocess
@@ -39,9 +40,6 @@ if TYPE_CHECKING:
     from .adoption import Expected
     from .registry import Registry
 
-SpawnHandler = Callable[[int, str, Any, "subprocess.Popen[Any] | None"], None]
-PrepareHandler = Callable[[str, Any], None]
-FailHandler = Callable[[str], None]
 #: Callers whose spawns are the kernel's own machinery, never the user's work.
 OWN_MACHINERY = ("ipykernel", "jupyter_client", "debugpy", "zmq", "tornado", "jupyter_cancel.core")
 #: Libraries whose spawns are a session's helper, kept for later cells: Spark's driver JVM
@@ -52,6 +50,7 @@ OWN_MACHINERY = ("ipykernel", "jupyter_client", "debugpy", "zmq", "tornado", "ju
 #: ``jc.policy("kernel")`` around your own server's start) for others.
 HELPER_LIBRARIES = ("pyspark.java_gateway", "ray._private")
 _local = threading.local()
+log = logging.getLogger(__name__)
 #: Held by every spawn that passes on the process environment (``env=None``, ``fork``) while
 #: a captured one has its cookie in it: the child of a captured spawn sees the real environment
 #: of the moment (``os.putenv``, C ``setenv``, a ``preexec_fn``'s changes) plus the cookie, and
@@ -59,19 +58,31 @@ _local = threading.local()
 _ENV_LOCK = threading.Lock()
 
 
+def _put_cookie(op_id: str) -> str | None:
+    """(Under ``_ENV_LOCK``.) The cookie in the C environment (not in ``os.environ``) for one
+    spawn; what to restore after it."""
+    previous = os.environ.get(COOKIE)
+    os.putenv(COOKIE, op_id)
+    return previous
+
+
+def _take_cookie(previous: str | None) -> None:
+    """(Under ``_ENV_LOCK``.) The C environment as it was before ``_put_cookie``."""
+    if previous is None:
+        os.unsetenv(COOKIE)
+    else:
+        os.putenv(COOKIE, previous)
+
+
 @contextlib.contextmanager
 def _cookie_in_environ(op_id: str) -> Iterator[None]:
-    """The cookie in the C environment (not in ``os.environ``) for one spawn."""
+    """The cookie in the C environment for one spawn."""
     with _ENV_LOCK:
-        previous = os.environ.get(COOKIE)
-        os.putenv(COOKIE, op_id)
+        previous = _put_cookie(op_id)
         try:
             yield
         finally:
-            if previous is None:
-                os.unsetenv(COOKIE)
-            else:
-                os.putenv(COOKIE, previous)
+            _take_cookie(previous)
 
 
 def _has_pid(pid: object) -> bool:
@@ -92,7 +103,7 @@ def suspended() -> Iterator[None]:
 
 def _caller() -> str:
     """The module of the nearest caller outside the standard library and this module (a
-    frame walk, a few frames deep: microseconds)."""
+    frame walk, a few frames deep: microseconds; called from ``Capture.active``)."""
     frame: Any = sys._getframe(2)
     stdlib = sys.stdlib_module_names
     while frame is not None:
@@ -103,44 +114,42 @@ def _caller() -> str:
     return ""
 
 
-def _own_machinery(machinery: tuple[str, ...]) -> bool:
-    """Whether the nearest caller outside the standard library is the host's own machinery
-    (the caller is kept for this spawn's ``_prepare``: one frame walk per spawn)."""
-    _local.caller = caller = _caller()
-    return caller.startswith(machinery)
-
-
 #: Owner tags that tie work to one cell run (a library helper's owner keeps only the others).
 _CELL_TAGS = ("cell_id", "run", "parent", "client_session")
 
 
 class Capture:
-    """The installed wrappers; ``enabled`` switches capture without unpatching."""
+    """The installed wrappers; ``enabled`` switches capture without unpatching. What a
+    captured spawn is, is up to a subclass (``begin``, ``spawned``, ``failed``): here, only
+    a cookie. Everything on a spawn's own path is kept to a few calls: it runs for every
+    process every library starts, its caches cold after each ``fork``."""
 
-    def __init__(
-        self,
-        on_spawn: SpawnHandler,
-        on_prepare: PrepareHandler | None = None,
-        on_failed: FailHandler | None = None,
-        detached: Callable[[], bool] | None = None,
-        machinery: tuple[str, ...] = OWN_MACHINERY,
-    ) -> None:
-        #: ``on_prepare(op_id, argv)`` before the child exists (register it: a trigger that
-        #: fires between the spawn and ``on_spawn`` must still reach it), ``on_spawn(pid,
-        #: op_id, argv, popen)`` once it does, ``on_failed(op_id)`` if the spawn raised.
-        self.on_spawn = on_spawn
-        self.on_prepare = on_prepare
-        self.on_failed = on_failed
-        #: Whether work started now is ``detach``: a ``Popen`` then gets a session of its own,
-        #: as ``jc.start`` work has, so the kernel's process group dying does not take it.
-        self.detached = detached
+    def __init__(self, machinery: tuple[str, ...] = OWN_MACHINERY) -> None:
         #: Modules whose spawns are the host's own (a kernel's, a Dask worker's), never work.
         self.machinery = machinery
         self.enabled = True
         self._saved: list[tuple[Any, str, Any]] = []
 
     def active(self) -> bool:
-        return self.enabled and not getattr(_local, "suspended", 0) and not _own_machinery(self.machinery)
+        """Whether a spawn now is captured: capture on, not ``suspended``, and the nearest
+        caller outside the standard library not the host's own machinery (kept for ``begin``)."""
+        if not self.enabled or _local.__dict__.get("suspended"):
+            return False
+        _local.caller = caller = _caller()
+        return not caller.startswith(self.machinery)
+
+    # -- what a captured spawn is --------------------------------------------------------
+    def begin(self, argv: Any) -> tuple[str, Any, bool]:
+        """Before the child exists: its operation id (its cookie), a token for ``spawned`` or
+        ``failed``, and whether it is ``detach`` work (a ``Popen`` then gets a session of its
+        own, as ``jc.start`` work has, so the kernel's process group dying does not take it)."""
+        return new_id(), None, False
+
+    def spawned(self, token: Any, pid: int, argv: Any, popen: subprocess.Popen[Any] | None) -> None:
+        """Its child exists (``pid``)."""
+
+    def failed(self, token: Any) -> None:
+        """The spawn started nothing (it raised, or a mock made no child)."""
 
     # -- install -----------------------------------------------------------------------
     def install(self) -> None:
@@ -163,46 +172,36 @@ class Capture:
         self._saved.append((owner, name, getattr(owner, name)))
         setattr(owner, name, replacement)
 
-    def _report(self, pid: int, op_id: str, argv: Any, popen: subprocess.Popen[Any] | None) -> None:
+    def _begin(self, argv: Any) -> tuple[str, Any, bool]:
+        try:
+            return self.begin(argv)
+        except Exception:  # capture must never break the user's spawn: a cookie, at least
+            log.exception("preparing a capture failed")
+            return new_id(), None, False
+
+    def _report(self, pid: int, token: Any, argv: Any, popen: subprocess.Popen[Any] | None) -> None:
         if not _has_pid(pid):  # nothing was started (a mock): nothing to own, ever
-            self._fail(op_id)
+            self._fail(token)
             return
         try:
-            self.on_spawn(pid, op_id, argv, popen)
+            self.spawned(token, pid, argv, popen)
         except Exception:  # capture must never break the user's spawn
-            import logging
+            log.exception("capturing pid %d failed", pid)
 
-            logging.getLogger(__name__).exception("capturing pid %d failed", pid)
-
-    def _fail(self, op_id: str) -> None:
-        """The spawn started nothing (it raised, or a mock made no child)."""
+    def _fail(self, token: Any) -> None:
         try:
-            if self.on_failed is not None:
-                self.on_failed(op_id)
+            self.failed(token)
         except Exception:  # capture must never break the user's spawn, nor change its error
-            import logging
-
-            logging.getLogger(__name__).exception("recording a failed spawn failed")
+            log.exception("recording a failed spawn failed")
 
     @contextlib.contextmanager
-    def _spawning(self, argv: Any, started: Callable[[], bool] = lambda: False) -> Iterator[str]:
-        """A new operation id for one spawn, announced before and withdrawn if it fails
-        (unless ``started()``: its child exists, and was reported)."""
-        # (Asked once per spawn: the Popen route reads the answer back from ``_local``.)
-        _local.detached = detached = self.detached is not None and self.detached()
-        op_id = new_id(detached=detached)
-        if self.on_prepare is not None:
-            try:
-                self.on_prepare(op_id, argv)
-            except Exception:
-                import logging
-
-                logging.getLogger(__name__).exception("preparing a capture failed")
+    def _spawning(self, argv: Any) -> Iterator[tuple[str, Any]]:
+        """A captured spawn's (operation id, token); ``failed`` if the spawn raises."""
+        op_id, token, _ = self._begin(argv)
         try:
-            yield op_id
+            yield op_id, token
         except BaseException:
-            if not started():
-                self._fail(op_id)
+            self._fail(token)
             raise
 
     # -- the routes ------------------------------------------------------------------------
@@ -211,33 +210,37 @@ class Capture:
 
         def __init__(popen: subprocess.Popen[Any], args: Any, *more: Any, **kwargs: Any) -> None:
             inherits = len(more) < 10 and kwargs.get("env") is None
-            if not capture.active() or len(more) >= 10:  # env passed positionally: leave it be
+            if len(more) >= 10 or not capture.active():  # (env passed positionally: left be)
                 if inherits:
                     with _ENV_LOCK:  # not while a captured spawn has its cookie in the environment
                         original(popen, args, *more, **kwargs)
                 else:
                     original(popen, args, *more, **kwargs)
                 return
-            with capture._spawning(args, started=lambda: True) as op_id:  # (failures told below)
-                if _local.detached and len(more) < 12:
-                    kwargs.setdefault("start_new_session", True)
-                try:
-                    if inherits:
-                        with _cookie_in_environ(op_id):
+            op_id, token, detached = capture._begin(args)
+            if detached and len(more) < 12:
+                kwargs.setdefault("start_new_session", True)
+            try:
+                if inherits:
+                    with _ENV_LOCK:  # (the cookie inline: this path runs for every spawn)
+                        previous = _put_cookie(op_id)
+                        try:
                             original(popen, args, *more, **kwargs)
-                    else:
-                        kwargs["env"] = {**kwargs["env"], COOKIE: op_id}
-                        original(popen, args, *more, **kwargs)
-                except BaseException:
-                    # Interrupted after its child started (a stop landing inside Popen, which
-                    # then leaves the child running): still ours to own, and to end. (A child
-                    # whose exec failed was reaped by Popen already: a failed spawn.)
-                    if getattr(popen, "_child_created", False) and getattr(popen, "returncode", None) is None:
-                        capture._report(popen.pid, op_id, args, popen)
-                    else:
-                        capture._fail(op_id)
-                    raise
-            capture._report(popen.pid, op_id, args, popen)
+                        finally:
+                            _take_cookie(previous)
+                else:
+                    kwargs["env"] = {**kwargs["env"], COOKIE: op_id}
+                    original(popen, args, *more, **kwargs)
+            except BaseException:
+                # Interrupted after its child started (a stop landing inside Popen, which
+                # then leaves the child running): still ours to own, and to end. (A child
+                # whose exec failed was reaped by Popen already: a failed spawn.)
+                if getattr(popen, "_child_created", False) and getattr(popen, "returncode", None) is None:
+                    capture._report(popen.pid, token, args, popen)
+                else:
+                    capture._fail(token)
+                raise
+            capture._report(popen.pid, token, args, popen)
 
         return __init__
 
@@ -262,9 +265,9 @@ class Capture:
         def spawn(path: Any, argv: Sequence[Any], env: Mapping[Any, Any], *args: Any, **kwargs: Any) -> int:
             if not capture.active():
                 return original(path, argv, env, *args, **kwargs)
-            with capture._spawning(list(argv)) as op_id:
+            with capture._spawning(list(argv)) as (op_id, token):
                 pid = original(path, argv, {**env, COOKIE: op_id}, *args, **kwargs)
-            capture._report(pid, op_id, list(argv), None)
+            capture._report(pid, token, list(argv), None)
             return pid
 
         return spawn
@@ -276,14 +279,14 @@ class Capture:
             if not capture.active():
                 with _ENV_LOCK:
                     return original()
-            with capture._spawning([sys.executable, "(fork)"]) as op_id, _ENV_LOCK:
+            with capture._spawning([sys.executable, "(fork)"]) as (op_id, token), _ENV_LOCK:
                 result = original()
             pid = result[0] if isinstance(result, tuple) else result
             if pid == 0:
                 os.environ[COOKIE] = op_id  # what this child execs or spawns carries it
                 capture.enabled = False  # the child's own children belong to this tree
             else:
-                capture._report(pid, op_id, [sys.executable, "(fork)"], None)
+                capture._report(pid, token, [sys.executable, "(fork)"], None)
             return result
 
         return fork
@@ -295,10 +298,10 @@ class Capture:
             if not capture.active():
                 with _ENV_LOCK:
                     return original(path, args, passfds)
-            with capture._spawning(list(args)) as op_id:
+            with capture._spawning(list(args)) as (op_id, token):
                 with _cookie_in_environ(op_id):  # fork_exec passes on the environment of the moment
                     pid = original(path, args, passfds)
-            capture._report(pid, op_id, list(args), None)
+            capture._report(pid, token, list(args), None)
             return pid
 
         return spawnv_passfds
@@ -317,39 +320,24 @@ class OwnedCapture(Capture):
         policy: Callable[[], Policy],
         machinery: tuple[str, ...] = OWN_MACHINERY,
     ) -> None:
-        super().__init__(
-            self._captured,
-            self._prepare,
-            self._failed,
-            detached=self._detached,
-            machinery=machinery,
-        )
+        super().__init__(machinery)
         self.registry = registry
         self.owner = owner
         self.policy = policy
-        self._expected: dict[str, Expected] = {}
-        self._lock = threading.Lock()
 
-    def _detached(self) -> bool:
-        """Asked first for each spawn: the policy is kept for this spawn's ``_prepare``."""
-        _local.policy = policy = self.policy()
-        return policy is Policy.DETACH
-
-    def _prepare(self, op_id: str, argv: Any) -> None:
-        policy = _local.__dict__.pop("policy", None) or self.policy()
+    def begin(self, argv: Any) -> tuple[str, Expected, bool]:
+        policy = self.policy()
         owner = self.owner()
         if policy is Policy.CANCEL and getattr(_local, "caller", "").startswith(HELPER_LIBRARIES):
             policy = Policy.KERNEL  # a library's session helper: the kernel's, not this cell's
             owner = {k: v for k, v in owner.items() if k not in _CELL_TAGS}
         if isinstance(argv, list):
             argv = tuple(argv)  # (named later: as it was at the spawn)
-        expected = expect_spawn(self.registry, op_id, argv, policy=policy, owner=owner)
-        with self._lock:
-            self._expected[op_id] = expected
+        detached = policy is Policy.DETACH
+        op_id = new_id(detached=detached)
+        return op_id, expect_spawn(self.registry, op_id, argv, policy=policy, owner=owner), detached
 
-    def _failed(self, op_id: str) -> None:
-        with self._lock:
-            expected = self._expected.pop(op_id, None)
+    def failed(self, expected: Expected | None) -> None:
         if expected is None:
             return
         op = self.registry.adoptions.withdraw(expected)
@@ -357,9 +345,9 @@ class OwnedCapture(Capture):
             op = self.registry.adoptions.operation_of(expected)  # listed as failed, as a spawn that raised is
         self.registry.finish(op, State.FAILED)
 
-    def _captured(self, pid: int, op_id: str, argv: Any, popen: subprocess.Popen[Any] | None) -> None:
-        with self._lock:
-            expected = self._expected.pop(op_id, None)
+    def spawned(
+        self, expected: Expected | None, pid: int, argv: Any, popen: subprocess.Popen[Any] | None
+    ) -> None:
         try:
             if expected is None:  # (its preparation failed: named and owned now)
                 adopt_process(self.registry, pid, popen=popen, name=str(argv), owner=self.owner(), defer=True)
