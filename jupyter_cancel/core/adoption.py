@@ -1,9 +1,10 @@
 """Adoption: a captured child between its spawn and its watching.
 
 Most processes a kernel starts end within milliseconds. A captured child is therefore only
-registered at its spawn; one tick ``ADOPT_AFTER`` later (one timer wake-up for every spawn of
+expected at its spawn; one tick ``ADOPT_AFTER`` later (one timer wake-up for every spawn of
 the window) ends those that exited — after one ``/proc`` listing for a ``cmd &`` they left —
-and hands the others to the registry's monitor; a cgroup only for what lives ``CGROUP_AFTER``.
+and hands the others to the registry's monitor (spawns of the window's last moment wait for
+the next tick); a cgroup only for what lives ``CGROUP_AFTER``.
 A trigger meanwhile adopts its operations at once (``now_among``).
 
 The registry owns the operations; this module only decides when a child is watched, and

@@ -2,8 +2,8 @@
 
 Installed by the kernel extension (on by default); no Jupyter imports. Each route that
 creates a child is wrapped at its Python entry point, the child is tagged with the
-operation's environment cookie (so its whole tree is found, escapes included) and reported
-to ``on_spawn(pid, op_id, argv, popen)`` right after it exists:
+operation's environment cookie (so its whole tree is found, escapes included; see
+``begin``) and reported to ``spawned(token, pid, argv, popen)`` right after it exists:
 
 * ``subprocess.Popen`` — and so ``subprocess.run/call/check_output``, ``asyncio``'s
   subprocesses, ``%%bash`` and every library built on them;
