@@ -75,25 +75,29 @@ def _libc_putenv() -> Callable[[bytes], int] | None:
 
 _PUTENV = _libc_putenv()
 _COOKIE_ENTRY = COOKIE.encode() + b"="
-_Saved = tuple[str | None, bytes | None]
+#: (Under ``_ENV_LOCK``.) The entries given to ``putenv`` that the C environment may still point
+#: to: each is held until a later ``putenv`` replaced it there. Never one a restore that a stop
+#: landing in the middle (a ``KeyboardInterrupt`` between two calls) left in the environment,
+#: freed under it.
+_HELD: list[bytes] = []
 
 
-def _put_cookie(op_id: str) -> _Saved:
+def _put_cookie(op_id: str) -> str | None:
     """(Under ``_ENV_LOCK``.) The cookie in the C environment (not in ``os.environ``) for one
-    spawn; what ``_take_cookie`` needs — keep it until then: the environment points into it."""
+    spawn; what ``_take_cookie`` puts back."""
     previous = os.environ.get(COOKIE)
     if _PUTENV is not None:
         entry = _COOKIE_ENTRY + op_id.encode()  # (immutable, NUL-terminated: the entry itself)
+        _HELD.append(entry)  # (held before it is given: a stop may land right after)
         if _PUTENV(entry) == 0:
-            return previous, entry
+            del _HELD[:-1]  # the earlier ones were replaced by it, if still there
+            return previous
     os.putenv(COOKIE, op_id)
-    return previous, None
+    return previous
 
 
-def _take_cookie(saved: _Saved) -> None:
-    """(Under ``_ENV_LOCK``.) The C environment as it was before ``_put_cookie``: no longer
-    pointing into the entry it was given."""
-    previous = saved[0]
+def _take_cookie(previous: str | None) -> None:
+    """(Under ``_ENV_LOCK``.) The C environment's cookie as it was before ``_put_cookie``."""
     if previous is None:
         os.unsetenv(COOKIE)
     else:
@@ -104,11 +108,11 @@ def _take_cookie(saved: _Saved) -> None:
 def _cookie_in_environ(op_id: str) -> Iterator[None]:
     """The cookie in the C environment for one spawn."""
     with _ENV_LOCK:
-        saved = _put_cookie(op_id)
+        previous = _put_cookie(op_id)
         try:
             yield
         finally:
-            _take_cookie(saved)
+            _take_cookie(previous)
 
 
 def _has_pid(pid: object) -> bool:
@@ -249,11 +253,11 @@ class Capture:
             try:
                 if inherits:
                     with _ENV_LOCK:  # (the cookie inline: this path runs for every spawn)
-                        saved = _put_cookie(op_id)
+                        previous = _put_cookie(op_id)
                         try:
                             original(popen, args, *more, **kwargs)
                         finally:
-                            _take_cookie(saved)
+                            _take_cookie(previous)
                 else:
                     kwargs["env"] = {**kwargs["env"], COOKIE: op_id}
                     original(popen, args, *more, **kwargs)

@@ -37,6 +37,21 @@ def test_a_cookie_the_process_had_is_put_back(monkeypatch):
     assert _c_getenv(COOKIE) == b"outer" and os.environ[COOKIE] == "outer"
 
 
+def test_a_cookie_a_stop_left_in_stays_valid_until_replaced():
+    """A stop landing between the spawn and the cookie's removal leaves the entry in the C
+    environment: it must stay ours to point to (freed, its memory would be reused under it)."""
+    with capture._ENV_LOCK:
+        capture._put_cookie("left-by-a-stop")  # (its _take_cookie never ran)
+    reuse = [bytes(32) for _ in range(20_000)]  # what a freed entry's memory would now hold
+    try:
+        assert _child_sees() == b"left-by-a-stop"
+    finally:
+        del reuse
+        with capture._cookie_in_environ("next"):  # replaces it, then takes it out
+            pass
+    assert _c_getenv(COOKIE) is None
+
+
 def test_a_cookie_per_spawn_keeps_no_memory():
     proc = psutil.Process()
     before = proc.memory_info().rss
