@@ -49,11 +49,24 @@ class Expected:
     the capture (its caches cold). So the operation is made later, in a batch: by the tick, or
     first by anything that reads the registry (a trigger, a listing: ``Adoptions.claim``)."""
 
-    __slots__ = ("argv", "born", "op", "op_id", "owner", "pid", "policy", "popen", "started")
+    __slots__ = (
+        "argv",
+        "born",
+        "ended",
+        "op",
+        "op_id",
+        "owner",
+        "pid",
+        "policy",
+        "popen",
+        "started",
+        "status",
+    )
 
     def __init__(self, op_id: str, argv: Any, policy: Any, owner: Mapping[str, Any]) -> None:
         self.op_id = op_id
-        self.argv = argv
+        #: (A caller's list copied: its name is the command as it ran, whatever it becomes.)
+        self.argv = tuple(argv) if type(argv) is list else argv
         self.policy = policy
         self.owner = owner
         self.started = time.time()
@@ -64,6 +77,10 @@ class Expected:
         #: Its child, once spawned (a ``Popen``'s: never pinned, see ``Adoptions.defer``).
         self.pid = 0
         self.popen: Any = None
+        #: Its end, when the tick found it over with nothing left (``Adoptions.record``): its
+        #: exit status and when. Its operation is then made only if someone reads the history.
+        self.status: Any = None
+        self.ended = 0.0
 
     def name(self) -> str:
         """Its command line as the operation's name (``Popen`` takes a sequence, a string or a path)."""
@@ -100,33 +117,39 @@ class _Deferred:
 
     def status(self, running: Any = None) -> Any:
         """Its exit status without reaping it (None if its caller reaped it and kept none;
-        ``running`` while it runs): its ``Popen``'s returncode once that reaped it (no system
-        call: the common case), else one ``waitid``."""
-        if self._status is not _RUNNING:
-            return self._status
-        popen = self.popen()
-        if popen is not None and popen.returncode is not None:
-            self._status = popen.returncode
-            return self._status
-        try:
-            if self.fd is not None:
-                info = os.waitid(os.P_PIDFD, self.fd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            else:
-                info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:  # reaped: by its Popen (whose returncode may be a moment
-            if popen is not None:  # behind its reaping: not kept), or by its dropped Popen
-                return popen.returncode
-            self._status = None  # (reaped, its status gone with its Popen: that cannot change)
-            return None
-        if info is None:
-            return running
-        self._status = exit_status(info)
+        ``running`` while it runs); read once, kept once final (see ``_status_of``)."""
+        if self._status is _RUNNING:
+            status, final = _status_of(self.pid, self.fd, self.popen())
+            if not final:
+                return running if status is _RUNNING else status
+            self._status = status
         return self._status
 
     def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def _status_of(pid: int, fd: int | None, popen: Any) -> tuple[Any, bool]:
+    """A child's exit status without reaping it, and whether that status is final: its
+    ``Popen``'s returncode once that reaped it (no system call: the common case), else one
+    ``waitid`` (on its pidfd, if pinned). ``_RUNNING`` while it runs; None if its caller
+    reaped it and kept no status."""
+    if popen is not None and popen.returncode is not None:
+        return popen.returncode, True
+    try:
+        if fd is not None:
+            info = os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        else:
+            info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:  # reaped: by its Popen (whose returncode may be a moment
+        if popen is not None:  # behind its reaping: not final), or by its dropped Popen
+            return popen.returncode, False
+        return None, True  # (reaped, its status gone with its Popen: that cannot change)
+    if info is None:
+        return _RUNNING, False
+    return exit_status(info), True
 
 
 class Adoptions:
@@ -143,6 +166,7 @@ class Adoptions:
         watch: Callable[[Operation, TreeRunner], None],
         new: Callable[..., Operation] | None = None,
         register: Callable[..., bool] | None = None,
+        record: Callable[[Expected], bool] | None = None,
     ) -> None:
         #: The registry's lock (an operation's end drops its entry under it).
         self._lock = lock
@@ -154,6 +178,8 @@ class Adoptions:
         #: The registry's verbs that make an ``Expected``'s operation.
         self._new = new
         self._register = register
+        #: The registry's record of an expected spawn's end, its operation not made (None: made).
+        self._recorder = record
         #: Captured spawns that are not operations yet (``expect``), by operation id.
         self.expected: dict[str, Expected] = {}
         #: Children not yet watched (by operation id), and whether a tick to settle them is scheduled.
@@ -272,39 +298,81 @@ class Adoptions:
     def _settle(self) -> None:
         """The captured processes spawned before this tick's window: those still running (or
         whose tree lives on) are adopted, the others end here — one /proc listing for all of
-        them. The youngest wait for the next tick: in a loop of spawns one is always running as
-        the tick fires, a millisecond from its end, and watching it would cost more than all
-        the others."""
+        them. A spawn still only expected (nothing read the registry meanwhile) that ended
+        with nothing left is recorded as such, its operation never made (``record``). The
+        youngest wait for the next tick: in a loop of spawns one is always running as the
+        tick fires, a millisecond from its end, and watching it would cost more than all the
+        others."""
         settled = threading.Event()
+        me = threading.get_ident()
         with self._lock:
             # (Half the window: a timer that fires a little early still settles what asked for it.)
             aged = time.monotonic() - ADOPT_AFTER / 2
-            for expected in [e for e in self.expected.values() if e.pid and e.born <= aged]:
-                self._claim(expected)  # (one batch, warm: cheaper than one per spawn)
+            ripe = [e for e in self.expected.values() if e.pid and e.born <= aged]
             batch = [p for p in self.pending.values() if p.born <= aged]
             for pending in batch:
                 del self.pending[pending.op.id]
-                self._adopting[pending.op.id] = (settled, threading.get_ident())
+                self._adopting[pending.op.id] = (settled, me)
             # (What is left waits for the next tick, asked for now.)
-            self._tick = again = bool(self.pending) or any(e.pid for e in self.expected.values())
+            self._tick = again = bool(self.pending) or any(
+                e.pid and e.born > aged for e in self.expected.values()
+            )
         if again:
             self._later(ADOPT_AFTER, self._settle)
+        late: list[_Deferred] = []
         try:
-            self._settle_batch(batch)
+            over = {}  # the ripe spawns found exited: their statuses
+            for expected in ripe:
+                status, _ = _status_of(expected.pid, None, expected.popen())
+                if status is not _RUNNING:
+                    over[expected] = status
+            ended = [p for p in batch if p.exited()]
+            ids = {e.op_id for e in over} | {p.op.id for p in ended}
+            pids = [e.pid for e in over] + [p.pid for p in ended]
+            left = side().call(carriers_of, ids, min(pids)) if ids else {}
+            with self._lock:
+                for expected in ripe:
+                    if self.expected.get(expected.op_id) is not expected:
+                        continue  # a trigger or a listing made its operation meanwhile
+                    if (
+                        expected in over
+                        and not left.get(expected.op_id)
+                        and self._record(expected, over[expected])
+                    ):
+                        del self.expected[expected.op_id]
+                        continue
+                    op = self._claim(expected)  # running, or its `cmd &` lives on: adopted
+                    claimed = self.pending.pop(op.id, None)
+                    if claimed is not None:
+                        late.append(claimed)
+                        self._adopting[op.id] = (settled, me)
+            for pending in late:
+                self._adopt_quietly(pending)
+            self._settle_batch(batch, ended, left)
         finally:
             with self._lock:
-                for pending in batch:
+                for pending in batch + late:
                     self._adopting.pop(pending.op.id, None)
+                if not self._tick and (self.pending or any(e.pid for e in self.expected.values())):
+                    self._tick = True  # (something failed above: the next tick tries again)
+                    self._later(ADOPT_AFTER, self._settle)
             settled.set()
 
-    def _settle_batch(self, batch: list[_Deferred]) -> None:
-        ended = [p for p in batch if p.exited()]
+    def _record(self, expected: Expected, status: Any) -> bool:
+        """(Under the lock.) An expected spawn ended with nothing left: its end is recorded
+        without making its operation (False: it must be made after all — a cancel of its id
+        is remembered, the registry is closed)."""
+        if self._recorder is None:
+            return False
+        expected.status, expected.ended = status, time.time()
+        expected.argv = expected.name()  # (its command as it was: never the caller's list again)
+        expected.popen = None
+        return self._recorder(expected)
+
+    def _settle_batch(self, batch: list[_Deferred], ended: list[_Deferred], left: Mapping[str, Any]) -> None:
         for pending in batch:
             if pending not in ended:
                 self._adopt_quietly(pending)
-        if not ended:
-            return
-        left = side().call(carriers_of, {p.op.id for p in ended}, min(p.pid for p in ended))
         for pending in ended:
             if left.get(pending.op.id):
                 self._adopt_quietly(pending)  # its root is gone, its `cmd &` lives on

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from .adoption import Expected
 from .model import CancelReason, State, applies
 from .operation import Operation
 from .proctree import running
@@ -36,14 +37,20 @@ class Ledger:
         *,
         ended: Callable[[Operation], None],
         claim: Callable[[], None] = lambda: None,
+        make: Callable[[Expected], Operation] | None = None,
     ) -> None:
         self._lock = lock
         self._ended = ended
         #: Called (under the lock) before every read: work not recorded yet is recorded first
         #: (the registry's expected spawns, made operations in a batch).
         self._claim = claim
+        #: Makes the operation of a spawn ``record``-ed ended (the registry's).
+        self._make = make
         self._live: dict[str, Operation] = {}
-        self._history: collections.deque[Operation] = collections.deque(maxlen=HISTORY)
+        #: The recent ended operations, oldest first — some still as the spawn they were
+        #: (``record``), made operations when the history is read (``_recent``).
+        self._history: collections.deque[Operation | Expected] = collections.deque(maxlen=HISTORY)
+        self._unmade = False
         self._tombstones: collections.OrderedDict[str, tuple[float, CancelReason]] = collections.OrderedDict()
         self._waiters: dict[str, threading.Event] = {}
 
@@ -56,6 +63,27 @@ class Ledger:
             return tomb[1]
         self._live[op.id] = op
         return None
+
+    def record(self, expected: Expected) -> bool:
+        """(The caller holds the lock.) ``expected`` ended, its operation never made: it goes in
+        the history as it is (``_recent`` makes it). False if a cancel of its id is
+        remembered, or nothing can make it: its operation must be made and registered."""
+        if self._make is None or expected.op_id in self._tombstones:
+            return False
+        self._history.append(expected)
+        self._unmade = True
+        return True
+
+    def _recent(self) -> collections.deque[Operation]:
+        """(Under the lock.) The history, every entry an operation (made now if recorded unmade)."""
+        if self._unmade:
+            assert self._make is not None
+            make = self._make
+            self._history = collections.deque(
+                (old if isinstance(old, Operation) else make(old) for old in self._history), maxlen=HISTORY
+            )
+            self._unmade = False
+        return self._history  # type: ignore[return-value]
 
     def remember(self, op_id: str, reason: CancelReason) -> None:
         """Keep a cancel of an id not registered yet, for ``TOMBSTONE_TTL`` seconds."""
@@ -108,7 +136,7 @@ class Ledger:
             op = self._live.get(op_id)
             if op is not None:
                 return op
-            for old in self._history:
+            for old in self._recent():
                 if old.id == op_id:
                     return old
         raise KeyError(op_id)
@@ -116,7 +144,7 @@ class Ledger:
     def operations(self, *, include_done: bool = False) -> list[Operation]:
         with self._lock:
             self._claim()
-            return (list(self._history) if include_done else []) + list(self._live.values())
+            return (list(self._recent()) if include_done else []) + list(self._live.values())
 
     def select(self, selector: Selector) -> list[Operation]:
         """Live operations ``selector`` admits (an empty one: none; ``all=True``: every one)."""
@@ -146,7 +174,8 @@ class Ledger:
         with self._lock:
             self._claim()
             live = list(self._live.values())
-            recent = list(self._history)
+            # (A spawn recorded unmade left nothing running: never unkillable.)
+            recent = [op for op in self._history if isinstance(op, Operation)]
         return {
             "overdue": [
                 op.id

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .adoption import Adoptions
+from .adoption import Adoptions, Expected
 from .errors import Cancelled
 from .events import BatchSubscriber, EventBus, Subscriber
 from .ledger import Ledger
@@ -45,7 +45,9 @@ class Registry:
         self.grace = to_grace(grace)
         self._lock = threading.RLock()
         #: What it knows of its operations: live, recent, remembered cancels, waiters.
-        self._book = Ledger(self._lock, ended=self._ended, claim=lambda: self.adoptions.claim())
+        self._book = Ledger(
+            self._lock, ended=self._ended, claim=lambda: self.adoptions.claim(), make=self._made_ended
+        )
         #: Subscribers and the thread that tells them (events are queued under our lock).
         self._bus = EventBus(self._lock)
         #: The plumbing of its process trees: spawning, watching, ending, sweeping, the death
@@ -69,6 +71,7 @@ class Registry:
             watch=self.trees.rewatch,
             new=self.new,
             register=self.register,
+            record=self._record_ended,
         )
         self._timer: _Timer | None = None
         self.closed = False
@@ -337,6 +340,25 @@ class Registry:
             self._bus.ended(op)
         if self.adoptions.pending:
             self.adoptions.drop(op.id)
+
+    def _record_ended(self, expected: Expected) -> bool:
+        """(Under the lock.) A captured spawn that ended before its tick with nothing left: its
+        end goes in the history as it is, made an operation only if the history is read (most
+        never are: a loop of a thousand ``git`` calls). False if it must be made now."""
+        return not self.closed and self._book.record(expected)
+
+    def _made_ended(self, expected: Expected) -> Operation:
+        """(Under the lock.) The operation of a spawn ``_record_ended`` recorded: ended as it did."""
+        op = self.new(
+            name=expected.name(),
+            kind="process",
+            policy=expected.policy,
+            owner=expected.owner,
+            op_id=expected.op_id,
+        )
+        op.started, op.ended, op.returncode = expected.started, expected.ended, expected.status
+        op.state = State.COMPLETED if expected.status in (0, None) else State.FAILED
+        return op
 
     # -- events ----------------------------------------------------------------------
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:

@@ -13,6 +13,7 @@ from jupyter_cancel.core import adoption
 from jupyter_cancel.core.capture import OwnedCapture
 from jupyter_cancel.core.model import Policy, State
 from jupyter_cancel.core.registry import Registry
+from jupyter_cancel.core.starts import new_scope
 from tests.helpers.procs import TREE, wait_ready
 from tests.helpers.wait import wait_gone
 
@@ -23,29 +24,101 @@ def _captured(registry: Registry) -> OwnedCapture:
     return capture
 
 
-def test_an_instant_process_is_made_an_operation_off_the_spawning_thread():
+def registry_scope(registry: Registry, name: str):
+    return new_scope(registry, name)
+
+
+def _recorded(registry: Registry, count: int = 1) -> tuple[list[int], threading.Event, list[object]]:
+    """Spies on ``registry``: the threads that recorded a spawn's end (set once ``count`` did),
+    and every expected spawn made a live operation."""
+    recorded: list[int] = []
+    made: list[object] = []
+    done = threading.Event()
+    record, make = registry.adoptions._recorder, registry.adoptions._make
+    assert record is not None
+
+    def recording(expected):
+        recorded.append(threading.get_ident())
+        ok = record(expected)
+        if len(recorded) >= count:
+            done.set()
+        return ok
+
+    def making(expected):
+        made.append(expected)
+        return make(expected)
+
+    registry.adoptions._recorder = recording
+    registry.adoptions._make = making
+    return recorded, done, made
+
+
+def test_an_instant_process_ends_off_the_spawning_thread_and_is_made_only_when_read():
+    """A process over before its tick costs no operation: the tick records its end (not on the
+    spawning thread), and a listing makes it then, ended as it did."""
     registry = Registry(watchdog=False)
-    made: list[int] = []
-    first = threading.Event()
-    real = registry.adoptions._make
-
-    def spy(expected):
-        made.append(threading.get_ident())
-        first.set()
-        return real(expected)
-
-    registry.adoptions._make = spy
+    recorded, done, made = _recorded(registry)
     capture = _captured(registry)
     try:
         assert subprocess.run(["true"]).returncode == 0
-        assert first.wait(10), "the tick never made its operation"
+        assert done.wait(10), "the tick never recorded its end"
     finally:
         capture.uninstall()
     try:
-        assert made and threading.get_ident() not in made  # the tick's thread, not the spawner's
-        (op,) = registry.operations(include_done=True)
-        assert registry.wait(op, 10) is State.COMPLETED
-        assert (op.name, op.kind, op.cell_id) == ("true", "process", "cell")
+        assert recorded and threading.get_ident() not in recorded  # the tick's thread
+        assert made == [] and not registry.adoptions.expected and not registry.adoptions.pending
+        assert registry.operations() == []  # nothing live
+        (op,) = registry.operations(include_done=True)  # the listing makes it
+        assert made == [] and registry.get(op.id) is op and registry.operations(include_done=True) == [op]
+        assert (op.name, op.kind, op.cell_id, op.state) == ("true", "process", "cell", State.COMPLETED)
+        assert op.started <= op.ended and registry.wait(op, 1) is State.COMPLETED
+        assert registry.cancel(op.id) == []  # over: a cancel of it is a no-op, not an error
+    finally:
+        registry.close()
+
+
+def test_a_recorded_end_keeps_its_status_and_its_place_in_the_history(monkeypatch):
+    registry = Registry(watchdog=False)
+    recorded, done, _ = _recorded(registry)
+    with registry_scope(registry, "before") as before:
+        pass
+    capture = _captured(registry)
+    argv = ["sh", "-c", "exit 3"]
+    try:
+        child = subprocess.Popen(argv)  # held by the caller: its status is kept
+        argv.append("changed later")  # (the name is the command as it ran)
+        assert child.wait() == 3
+        assert done.wait(10), "the tick never recorded its end"
+    finally:
+        capture.uninstall()
+    with registry_scope(registry, "after") as after:
+        pass
+    try:
+        first, op, last = registry.operations(include_done=True)
+        assert (first, last) == (before.operation, after.operation)
+        assert (op.name, op.state, op.returncode, op.exit_code) == ("sh -c 'exit 3'", State.FAILED, 3, 3)
+        del child
+    finally:
+        registry.close()
+
+
+def test_the_history_stays_bounded_with_recorded_ends():
+    from jupyter_cancel.core.ledger import HISTORY
+
+    registry = Registry(watchdog=False)
+    _, done, made = _recorded(registry, count=HISTORY + 20)
+    capture = _captured(registry)
+    try:
+        for _ in range(HISTORY + 20):
+            subprocess.run(["true"])
+        assert done.wait(30), "the ticks never recorded every end"
+    finally:
+        capture.uninstall()
+    try:
+        ops = registry.operations(include_done=True)
+        assert made == [] and len(ops) == HISTORY and all(op.state is State.COMPLETED for op in ops)
+        ids = sorted(int(op.id.rsplit("-", 1)[1]) for op in ops)  # the latest 200, oldest first
+        assert ids == [int(op.id.rsplit("-", 1)[1]) for op in ops] and ids[-1] - ids[0] == HISTORY - 1
     finally:
         registry.close()
 
