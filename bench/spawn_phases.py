@@ -43,7 +43,7 @@ def _phase(name):
     for hook in ("begin", "spawned"):
         _cap.__dict__.pop(hook, None)  # the class's own
     if name == "wrapper":
-        _cap.begin = lambda argv: (new_id(), None, False)
+        _cap.begin = lambda argv, popen=None: (new_id(), None, False)
         _cap.spawned = lambda *a: None
     elif name == "operation":
         _cap.spawned = _end_now

@@ -26,7 +26,7 @@ from .cgroup import Cgroup
 from .fds import pidfd_open
 from .operation import Operation
 from .platform import current
-from .proctree import Tree, carriers_of, carriers_since, running
+from .proctree import Tree, carriers_of, carriers_since, handed_out_only, newest_pid, running
 from .runners import CapturedRunner, TreeRunner, exit_status, root_identity
 from .sidetable import side
 
@@ -38,6 +38,9 @@ ADOPT_AFTER = 0.02
 ADOPT_WAIT = 2.0
 #: ... and moved into a cgroup of their own once they lived this long.
 CGROUP_AFTER = 0.5
+#: A tick spares its /proc listing when every pid handed out since its batch's first spawn
+#: is a spawn of ours — for a batch this young at most (the pid counter cannot go round).
+KNOWN_SPAN = 0.1
 
 _RUNNING = object()
 
@@ -65,8 +68,7 @@ class Expected:
 
     def __init__(self, op_id: str, argv: Any, policy: Any, owner: Mapping[str, Any]) -> None:
         self.op_id = op_id
-        #: (A caller's list copied: its name is the command as it ran, whatever it becomes.)
-        self.argv = tuple(argv) if type(argv) is list else argv
+        self.argv = argv
         self.policy = policy
         self.owner = owner
         self.started = time.time()
@@ -74,7 +76,8 @@ class Expected:
         self.born = time.monotonic()
         #: Its operation, once made.
         self.op: Operation | None = None
-        #: Its child, once spawned (a ``Popen``'s: never pinned, see ``Adoptions.defer``).
+        #: Its child, once spawned (a ``Popen``'s: never pinned, see ``Adoptions.defer``); its
+        #: ``Popen`` (a weak reference) from the start, where it has one.
         self.pid = 0
         self.popen: Any = None
         #: Its end, when the tick found it over with nothing left (``Adoptions.record``): its
@@ -150,6 +153,14 @@ def _status_of(pid: int, fd: int | None, popen: Any) -> tuple[Any, bool]:
     if info is None:
         return _RUNNING, False
     return exit_status(info), True
+
+
+def _forked(expected: Expected) -> int:
+    """The pid of an expected spawn's child once forked, before ``spawned`` tells it (a
+    ``Popen`` being made knows it then); 0 if unknown."""
+    popen = expected.popen() if expected.popen is not None else None
+    pid = getattr(popen, "pid", None)
+    return pid if isinstance(pid, int) else 0
 
 
 class Adoptions:
@@ -328,8 +339,7 @@ class Adoptions:
                     over[expected] = status
             ended = [p for p in batch if p.exited()]
             ids = {e.op_id for e in over} | {p.op.id for p in ended}
-            pids = [e.pid for e in over] + [p.pid for p in ended]
-            left = side().call(carriers_of, ids, min(pids)) if ids else {}
+            left = self._left(ids, [*over, *ended], batch) if ids else {}
             with self._lock:
                 for expected in ripe:
                     if self.expected.get(expected.op_id) is not expected:
@@ -357,6 +367,28 @@ class Adoptions:
                     self._tick = True  # (something failed above: the next tick tries again)
                     self._later(ADOPT_AFTER, self._settle)
             settled.set()
+
+    def _left(
+        self, ids: set[str], over: Sequence[Expected | _Deferred], batch: Sequence[_Deferred]
+    ) -> Mapping[str, list[int]]:
+        """What still carries the cookies of ``ids`` (spawns that are ``over``; ``batch``: the
+        tick's others): one ``/proc`` listing — or none, when every pid handed out since the
+        first of them is a captured spawn of ours (nothing else was started since: nothing
+        can carry them)."""
+        first = min(o.pid for o in over)
+        # (Pids wrap at pid_max: only over a span no machine forks that many processes in.)
+        if time.monotonic() - min(o.born for o in over) < KNOWN_SPAN:
+            last = side().call(newest_pid)
+            if last is not None:  # (the spawns' pids read after it: any of them up to it is there)
+                with self._lock:
+                    known = {o.pid for o in over}
+                    known.update(p.pid for p in batch)
+                    known.update(p.pid for p in self.pending.values())
+                    for expected in self.expected.values():
+                        known.add(expected.pid or _forked(expected))
+                if handed_out_only(first, last, known):
+                    return {}
+        return side().call(carriers_of, ids, first)
 
     def _record(self, expected: Expected, status: Any) -> bool:
         """(Under the lock.) An expected spawn ended with nothing left: its end is recorded

@@ -29,6 +29,7 @@ import os
 import subprocess
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -169,10 +170,11 @@ class Capture:
         return not caller.startswith(self.machinery)
 
     # -- what a captured spawn is --------------------------------------------------------
-    def begin(self, argv: Any) -> tuple[str, Any, bool]:
-        """Before the child exists: its operation id (its cookie), a token for ``spawned`` or
-        ``failed``, and whether it is ``detach`` work (a ``Popen`` then gets a session of its
-        own, as ``jc.start`` work has, so the kernel's process group dying does not take it)."""
+    def begin(self, argv: Any, popen: subprocess.Popen[Any] | None = None) -> tuple[str, Any, bool]:
+        """Before the child exists (``popen``: the ``Popen`` being made, if that is the
+        route): its operation id (its cookie), a token for ``spawned`` or ``failed``, and
+        whether it is ``detach`` work (a ``Popen`` then gets a session of its own, as
+        ``jc.start`` work has, so the kernel's process group dying does not take it)."""
         return new_id(), None, False
 
     def spawned(self, token: Any, pid: int, argv: Any, popen: subprocess.Popen[Any] | None) -> None:
@@ -202,9 +204,9 @@ class Capture:
         self._saved.append((owner, name, getattr(owner, name)))
         setattr(owner, name, replacement)
 
-    def _begin(self, argv: Any) -> tuple[str, Any, bool]:
+    def _begin(self, argv: Any, popen: subprocess.Popen[Any] | None = None) -> tuple[str, Any, bool]:
         try:
-            return self.begin(argv)
+            return self.begin(argv, popen)
         except Exception:  # capture must never break the user's spawn: a cookie, at least
             log.exception("preparing a capture failed")
             return new_id(), None, False
@@ -247,7 +249,7 @@ class Capture:
                 else:
                     original(popen, args, *more, **kwargs)
                 return
-            op_id, token, detached = capture._begin(args)
+            op_id, token, detached = capture._begin(args, popen)
             if detached and len(more) < 12:
                 kwargs.setdefault("start_new_session", True)
             try:
@@ -355,7 +357,7 @@ class OwnedCapture(Capture):
         self.owner = owner
         self.policy = policy
 
-    def begin(self, argv: Any) -> tuple[str, Expected, bool]:
+    def begin(self, argv: Any, popen: subprocess.Popen[Any] | None = None) -> tuple[str, Expected, bool]:
         policy = self.policy()
         owner = self.owner()
         if policy is Policy.CANCEL and getattr(_local, "caller", "").startswith(HELPER_LIBRARIES):
@@ -365,7 +367,10 @@ class OwnedCapture(Capture):
             argv = tuple(argv)  # (named later: as it was at the spawn)
         detached = policy is Policy.DETACH
         op_id = new_id(detached=detached)
-        return op_id, expect_spawn(self.registry, op_id, argv, policy=policy, owner=owner), detached
+        expected = expect_spawn(self.registry, op_id, argv, policy=policy, owner=owner)
+        if popen is not None:  # (its pid is known from its fork on: see ``Adoptions._left``)
+            expected.popen = weakref.ref(popen)
+        return op_id, expected, detached
 
     def failed(self, expected: Expected | None) -> None:
         if expected is None:

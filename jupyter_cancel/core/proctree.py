@@ -24,7 +24,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import psutil
@@ -244,7 +244,7 @@ def carriers_since(op_id: str, first_pid: int) -> list[int]:
     return carriers_of({op_id}, first_pid).get(op_id, [])
 
 
-def _last_pid() -> int | None:
+def newest_pid() -> int | None:
     """The pid the kernel handed out last (``/proc/loadavg``'s last field), None if unknown."""
     try:
         with open("/proc/loadavg", "rb") as fh:
@@ -266,11 +266,22 @@ def newer_pids(pids: Iterable[int], first_pid: int, last_pid: int | None) -> lis
     return [pid for pid in pids if pid >= first_pid or pid <= last_pid]
 
 
+def handed_out_only(first_pid: int, last_pid: int, known: Collection[int]) -> bool:
+    """Whether every pid handed out from ``first_pid`` to ``last_pid`` is one of ``known``
+    (the counter not gone round between: the caller knows). Then no other process (nor
+    thread) was started meanwhile — none that could carry a cookie of those processes."""
+    return (
+        first_pid <= last_pid
+        and last_pid - first_pid < len(known)
+        and all(pid in known for pid in range(first_pid, last_pid + 1))
+    )
+
+
 def carriers_of(op_ids: set[str], first_pid: int) -> dict[str, list[int]]:
     """``carriers_since`` for several operations at once (one listing, each process read once)."""
     if not current().proc:
         return {op_id: [p.pid for p in procs] for op_id, procs in sweep(op_ids).items()}
-    last = _last_pid()  # before the listing: whatever it lists was handed out by then or after
+    last = newest_pid()  # before the listing: whatever it lists was handed out by then or after
     pids = [int(e) for e in os.listdir("/proc") if e.isdigit()]
     wanted = {op_id.encode(): op_id for op_id in op_ids}
     found: dict[str, list[int]] = {}

@@ -6,7 +6,9 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import weakref
 
+import psutil
 import pytest
 
 from jupyter_cancel.core import adoption
@@ -14,8 +16,8 @@ from jupyter_cancel.core.capture import OwnedCapture
 from jupyter_cancel.core.model import Policy, State
 from jupyter_cancel.core.registry import Registry
 from jupyter_cancel.core.starts import new_scope
-from tests.helpers.procs import TREE, wait_ready
-from tests.helpers.wait import wait_gone
+from tests.helpers.procs import TREE, kill_pids, wait_ready
+from tests.helpers.wait import until, wait_gone
 
 
 def _captured(registry: Registry) -> OwnedCapture:
@@ -204,3 +206,80 @@ def test_an_expected_spawn_is_named_by_its_command_whatever_popen_was_given():
     assert name("echo a b") == "echo a b"
     assert name(Path("/bin/true")) == name(b"/bin/true") == "/bin/true"
     assert name(()) == "process"
+
+
+def test_a_spawn_that_leaves_a_child_behind_among_instant_ones_is_adopted(tmp_path):
+    """One tick settles twenty instant spawns and one whose shell exited at once, its
+    `cmd &` still running: that one is adopted (a trigger ends its child), the others end."""
+    registry = Registry(watchdog=False)
+    ready = tmp_path / "ready"
+    capture = _captured(registry)
+    try:
+        for _ in range(10):
+            subprocess.run(["true"])
+        subprocess.run(["sh", "-c", f"{sys.executable} {TREE} child {ready} &"])
+        for _ in range(10):
+            subprocess.run(["true"])
+    finally:
+        capture.uninstall()
+    (pid,) = wait_ready(ready, 1)
+    child = {pid: psutil.Process(pid).create_time()}
+    try:
+        # (Waited for without reading the registry: a listing would make the operations itself.)
+        adoptions = registry.adoptions
+        until(lambda: not adoptions.expected and not adoptions.pending, 10, "the ticks settled every spawn")
+        live = registry.operations()
+        assert [o.name.split()[0] for o in live] == ["sh"] and live[0].state is State.RUNNING
+        ended = registry.operations(include_done=True)[:-1]
+        assert [o.name for o in ended] == ["true"] * 20 and all(o.state is State.COMPLETED for o in ended)
+        assert registry.cancel_all(wait=True) == live
+        assert wait_gone([pid], timeout=10) == [] and live[0].state is State.CANCELLED
+    finally:
+        registry.close()
+        kill_pids(child)
+
+
+class _Forking:
+    """A ``Popen`` being made: its ``pid`` set once it forked."""
+
+    pid: int | None = None
+
+
+def test_a_tick_lists_proc_only_when_a_pid_was_handed_out_to_something_not_its_own(monkeypatch):
+    """The kernel's pid counter is driven here: a tick whose spawns are the only processes
+    started since its first one lists nothing; any other pid handed out meanwhile (a
+    grandchild, a thread, another program) makes it list."""
+    registry = Registry(watchdog=False)
+    adoptions = registry.adoptions
+    listed: list[set[str]] = []
+    newest = [0]
+    monkeypatch.setattr(adoption, "newest_pid", lambda: newest[0])
+    monkeypatch.setattr(adoption, "carriers_of", lambda ids, first: listed.append(ids) or {})
+
+    def spawn(pid: int) -> adoption.Expected:
+        expected = adoption.Expected(f"x-{pid}", ("true",), Policy.CANCEL, {})
+        expected.pid = pid
+        return expected
+
+    over = [spawn(1000), spawn(1001), spawn(1002)]
+    ids = {e.op_id for e in over}
+    try:
+        newest[0] = 1002
+        assert adoptions._left(ids, over, []) == {} and listed == []
+        newest[0] = 1003  # a pid of something else
+        assert adoptions._left(ids, over, []) == {} and listed == [ids]
+        forking = _Forking()  # ... unless it is a spawn of ours being made: known once forked
+        inflight = adoption.Expected("x-next", ("true",), Policy.CANCEL, {})
+        inflight.popen = weakref.ref(forking)
+        adoptions.expect(inflight)
+        assert adoptions._left(ids, over, []) == {} and len(listed) == 2  # not forked yet: listed
+        forking.pid = 1003
+        assert adoptions._left(ids, over, []) == {} and len(listed) == 2
+        newest[0] = 999  # the counter went round: listed
+        assert adoptions._left(ids, over, []) == {} and len(listed) == 3
+        newest[0] = 1003
+        for expected in over:  # a batch older than the counter can be trusted over: listed
+            expected.born -= adoption.KNOWN_SPAN
+        assert adoptions._left(ids, over, []) == {} and len(listed) == 4
+    finally:
+        registry.close()
