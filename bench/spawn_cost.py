@@ -9,10 +9,11 @@ Per round and kernel: p50 of 200 ``subprocess.run(["true"])``, ``os.system("true
 after 10 re-runs of a plain ``Popen`` cell. ``--mp``: CPython's multiprocessing process tests
 (spawn start method) timed in each kernel too. Figures are the median over rounds.
 
-The loop of 1000 is also measured in ``--pairs`` back-to-back pairs (the two kernels in turn,
-the order swapped every pair: ABBA), the ratio taken within each pair and its median reported:
-a machine that slows down for a minute slows both halves of a pair alike, where medians taken
-separately per kernel minutes apart carry that drift into the ratio. Each loop also reports the
+The loop of 1000, the three p50s and the pool are also measured in ``--pairs`` back-to-back
+pairs (the two kernels in turn, the order swapped every pair: ABBA), the ratio (for the p50s,
+the difference) taken within each pair and its median reported: a machine that slows down for
+a minute slows both halves of a pair alike, where medians taken separately per kernel minutes
+apart carry that drift into the ratio. Each loop also reports the
 kernel's CPU (every thread, ``time.process_time``) per spawn, read after the capture's tick has
 settled: work done after the loop returns counts too.
 """
@@ -49,6 +50,10 @@ WORK = {
         "(time.perf_counter())"
     ),
 }
+#: The three p50s, measured in each kernel of every pair too (after its loop): a difference taken
+#: within a pair, minutes of the machine's drift cancelled, as for the loop.
+P50_LABELS = [label for label in WORK if "p50" in label]
+P50_ALL = "(" + ", ".join(WORK[label] for label in P50_LABELS) + ")"
 LOOP = (
     "(lambda s, c: ([subprocess.run(['true']) for _ in range(1000)],"
     " time.perf_counter() - s, time.sleep(0.2), (time.process_time() - c) * 1000)[1::2])"
@@ -93,13 +98,33 @@ def paired_loops(kernels: dict[str, Kernel], pairs: int) -> dict[str, dict[str, 
         k.value(LOOP, cell="loop", timeout=300)  # warm-up, not counted
     walls: dict[str, list[float]] = {a: [], b: []}
     cpus: dict[str, list[float]] = {a: [], b: []}
+    p50s: dict[str, list[tuple[float, ...]]] = {a: [], b: []}
+    pools: dict[str, list[float]] = {a: [], b: []}
     for i in range(pairs):
         for name, k in ((a, ka), (b, kb)) if i % 2 == 0 else ((b, kb), (a, ka)):
             wall, cpu_ms = k.value(LOOP, cell="loop", timeout=300)
             walls[name].append(float(wall))
             cpus[name].append(float(cpu_ms))  # ms over 1000 spawns = µs per spawn
+            p50s[name].append(tuple(float(x) for x in k.value(P50_ALL, cell="probe", timeout=300)))
+            pools[name].append(float(k.execute(POOL, cell="pool", timeout=300).stdout.split()[-1]))
     ratios = sorted(y / x for x, y in zip(walls[a], walls[b], strict=True))
+    deltas = {
+        label: sorted(y[j] - x[j] for x, y in zip(p50s[a], p50s[b], strict=True))
+        for j, label in enumerate(P50_LABELS)
+    }
+    pool = sorted(y / x for x, y in zip(pools[a], pools[b], strict=True))
     return {
+        "ProcessPoolExecutor(2) start + map 200, ratio within ABBA pairs": {
+            "median": round(statistics.median(pool), 3),
+            "quartiles": [round(q, 3) for q in statistics.quantiles(pool, n=4)[::2]],
+        },
+        **{
+            f"{label}, delta within ABBA pairs": {
+                "median": round(statistics.median(d), 3),
+                "quartiles": [round(q, 3) for q in statistics.quantiles(d, n=4)[::2]],
+            }
+            for label, d in deltas.items()
+        },
         "1000 x subprocess.run(['true']), ratio within ABBA pairs": {
             "pairs": pairs,
             "median": round(statistics.median(ratios), 3),

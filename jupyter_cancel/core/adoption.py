@@ -397,8 +397,7 @@ class Adoptions:
         if self._recorder is None:
             return False
         expected.status, expected.ended = status, time.time()
-        expected.argv = expected.name()  # (its command as it was: never the caller's list again)
-        expected.popen = None
+        expected.popen = None  # (named when made: its argv a copy of a caller's list, see ``begin``)
         return self._recorder(expected)
 
     def _settle_batch(self, batch: list[_Deferred], ended: list[_Deferred], left: Mapping[str, Any]) -> None:
