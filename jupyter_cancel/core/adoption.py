@@ -24,6 +24,7 @@ from typing import Any
 
 from .cgroup import Cgroup
 from .fds import pidfd_open
+from .model import State
 from .operation import Operation
 from .platform import current
 from .proctree import Tree, carriers_of, carriers_since, handed_out_only, newest_pid, running
@@ -285,6 +286,17 @@ class Adoptions:
             op.started = e.started
         return op
 
+    def made_ended(self, expected: Expected) -> Operation:
+        """The operation of a spawn ``record`` recorded ended (never registered): as it ended."""
+        assert self._new is not None
+        e = expected
+        op: Operation = self._new(
+            name=e.name(), kind="process", policy=e.policy, owner=e.owner, op_id=e.op_id
+        )
+        op.started, op.ended, op.returncode = e.started, e.ended, e.status
+        op.state = State.COMPLETED if e.status in (0, None) else State.FAILED
+        return op
+
     def now(self, op: Operation, pid: int, popen: Any, cgroup: bool) -> None:
         """Watch ``pid`` now (``KeyError``: it was short-lived, and its end is recorded)."""
         self._adopt_now(_Deferred(op, pid, None, popen, cgroup))
@@ -330,32 +342,9 @@ class Adoptions:
             )
         if again:
             self._later(ADOPT_AFTER, self._settle)
-        late: list[_Deferred] = []
+        late: list[_Deferred] = []  # spawns of ``ripe`` to watch after all
         try:
-            over = {}  # the ripe spawns found exited: their statuses
-            for expected in ripe:
-                status, _ = _status_of(expected.pid, None, expected.popen())
-                if status is not _RUNNING:
-                    over[expected] = status
-            ended = [p for p in batch if p.exited()]
-            ids = {e.op_id for e in over} | {p.op.id for p in ended}
-            left = self._left(ids, [*over, *ended], batch) if ids else {}
-            with self._lock:
-                for expected in ripe:
-                    if self.expected.get(expected.op_id) is not expected:
-                        continue  # a trigger or a listing made its operation meanwhile
-                    if (
-                        expected in over
-                        and not left.get(expected.op_id)
-                        and self._record(expected, over[expected])
-                    ):
-                        del self.expected[expected.op_id]
-                        continue
-                    op = self._claim(expected)  # running, or its `cmd &` lives on: adopted
-                    claimed = self.pending.pop(op.id, None)
-                    if claimed is not None:
-                        late.append(claimed)
-                        self._adopting[op.id] = (settled, me)
+            ended, left = self._sort(ripe, batch, late, settled)
             for pending in late:
                 self._adopt_quietly(pending)
             self._settle_batch(batch, ended, left)
@@ -367,6 +356,38 @@ class Adoptions:
                     self._tick = True  # (something failed above: the next tick tries again)
                     self._later(ADOPT_AFTER, self._settle)
             settled.set()
+
+    def _sort(
+        self, ripe: list[Expected], batch: list[_Deferred], late: list[_Deferred], settled: threading.Event
+    ) -> tuple[list[_Deferred], Mapping[str, list[int]]]:
+        """The tick's batch sorted: the ``ripe`` expected spawns over with nothing left are
+        recorded, the others made operations to watch (added to ``late``); the ended of
+        ``batch``, and what carries the cookies of everything over (one look for all)."""
+        over = {}  # the ripe spawns found exited: their statuses
+        for expected in ripe:
+            status, _ = _status_of(expected.pid, None, expected.popen())
+            if status is not _RUNNING:
+                over[expected] = status
+        ended = [p for p in batch if p.exited()]
+        ids = {e.op_id for e in over} | {p.op.id for p in ended}
+        left = self._left(ids, [*over, *ended], batch) if ids else {}
+        with self._lock:
+            for expected in ripe:
+                if self.expected.get(expected.op_id) is not expected:
+                    continue  # a trigger or a listing made its operation meanwhile
+                if (
+                    expected in over
+                    and not left.get(expected.op_id)
+                    and self._record(expected, over[expected])
+                ):
+                    del self.expected[expected.op_id]
+                    continue
+                op = self._claim(expected)  # running, or its `cmd &` lives on: watched
+                claimed = self.pending.pop(op.id, None)
+                if claimed is not None:
+                    late.append(claimed)
+                    self._adopting[op.id] = (settled, threading.get_ident())
+        return ended, left
 
     def _left(
         self, ids: set[str], over: Sequence[Expected | _Deferred], batch: Sequence[_Deferred]

@@ -37,15 +37,14 @@ class Ledger:
         *,
         ended: Callable[[Operation], None],
         claim: Callable[[], None] = lambda: None,
-        make: Callable[[Expected], Operation] | None = None,
     ) -> None:
         self._lock = lock
         self._ended = ended
         #: Called (under the lock) before every read: work not recorded yet is recorded first
         #: (the registry's expected spawns, made operations in a batch).
         self._claim = claim
-        #: Makes the operation of a spawn ``record``-ed ended (the registry's).
-        self._make = make
+        #: Makes the operation of a spawn ``record``-ed ended (the registry's adoptions' ``made_ended``).
+        self.make: Callable[[Expected], Operation] | None = None
         self._live: dict[str, Operation] = {}
         #: The recent ended operations, oldest first — some still as the spawn they were
         #: (``record``), made operations when the history is read (``_recent``).
@@ -68,7 +67,7 @@ class Ledger:
         """(The caller holds the lock.) ``expected`` ended, its operation never made: it goes in
         the history as it is (``_recent`` makes it). False if a cancel of its id is
         remembered, or nothing can make it: its operation must be made and registered."""
-        if self._make is None or expected.op_id in self._tombstones:
+        if self.make is None or expected.op_id in self._tombstones:
             return False
         self._history.append(expected)
         self._unmade = True
@@ -77,8 +76,8 @@ class Ledger:
     def _recent(self) -> collections.deque[Operation]:
         """(Under the lock.) The history, every entry an operation (made now if recorded unmade)."""
         if self._unmade:
-            assert self._make is not None
-            make = self._make
+            assert self.make is not None
+            make = self.make
             self._history = collections.deque(
                 (old if isinstance(old, Operation) else make(old) for old in self._history), maxlen=HISTORY
             )

@@ -12,10 +12,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .adoption import Adoptions, Expected
+from .adoption import Adoptions
 from .errors import Cancelled
 from .events import BatchSubscriber, EventBus, Subscriber
 from .ledger import Ledger
@@ -45,9 +44,7 @@ class Registry:
         self.grace = to_grace(grace)
         self._lock = threading.RLock()
         #: What it knows of its operations: live, recent, remembered cancels, waiters.
-        self._book = Ledger(
-            self._lock, ended=self._ended, claim=lambda: self.adoptions.claim(), make=self._made_ended
-        )
+        self._book = Ledger(self._lock, ended=self._ended, claim=lambda: self.adoptions.claim())
         #: Subscribers and the thread that tells them (events are queued under our lock).
         self._bus = EventBus(self._lock)
         #: The plumbing of its process trees: spawning, watching, ending, sweeping, the death
@@ -71,8 +68,9 @@ class Registry:
             watch=self.trees.rewatch,
             new=self.new,
             register=self.register,
-            record=self._record_ended,
+            record=lambda expected: not self.closed and self._book.record(expected),  # (made if read)
         )
+        self._book.make = self.adoptions.made_ended  # (a spawn recorded ended, made when read)
         self._timer: _Timer | None = None
         self.closed = False
 
@@ -341,25 +339,6 @@ class Registry:
         if self.adoptions.pending:
             self.adoptions.drop(op.id)
 
-    def _record_ended(self, expected: Expected) -> bool:
-        """(Under the lock.) A captured spawn that ended before its tick with nothing left: its
-        end goes in the history as it is, made an operation only if the history is read (most
-        never are: a loop of a thousand ``git`` calls). False if it must be made now."""
-        return not self.closed and self._book.record(expected)
-
-    def _made_ended(self, expected: Expected) -> Operation:
-        """(Under the lock.) The operation of a spawn ``_record_ended`` recorded: ended as it did."""
-        op = self.new(
-            name=expected.name(),
-            kind="process",
-            policy=expected.policy,
-            owner=expected.owner,
-            op_id=expected.op_id,
-        )
-        op.started, op.ended, op.returncode = expected.started, expected.ended, expected.status
-        op.state = State.COMPLETED if expected.status in (0, None) else State.FAILED
-        return op
-
     # -- events ----------------------------------------------------------------------
     def subscribe(self, subscriber: Subscriber) -> Callable[[], None]:
         """Call ``subscriber(event, operation_json)`` for every change; returns an unsubscribe."""
@@ -377,9 +356,6 @@ class Registry:
             self._bus.emit(event, op)
 
     # -- helpers ---------------------------------------------------------------------
-    def _pool(self) -> ThreadPoolExecutor:
-        return self.trees.pool()
-
     def _timers(self) -> _Timer:
         with self._lock:
             if self._timer is None:
@@ -428,7 +404,7 @@ class _Timer:
 
         def fire() -> None:
             if not op.done:
-                registry._pool().submit(registry.cancel_ops, [op], Reason.TIMEOUT, wait=True, force=True)
+                registry.trees.pool().submit(registry.cancel_ops, [op], Reason.TIMEOUT, wait=True, force=True)
 
         self.call_later(op.timeout, fire)
 
