@@ -344,7 +344,7 @@ class Adoptions:
             self._later(ADOPT_AFTER, self._settle)
         late: list[_Deferred] = []  # spawns of ``ripe`` to watch after all
         try:
-            ended, left = self._sort(ripe, batch, late, settled)
+            ended, left = self._sort(ripe, batch, late, (settled, me))
             for pending in late:
                 self._adopt_quietly(pending)
             self._settle_batch(batch, ended, left)
@@ -358,11 +358,15 @@ class Adoptions:
             settled.set()
 
     def _sort(
-        self, ripe: list[Expected], batch: list[_Deferred], late: list[_Deferred], settled: threading.Event
+        self,
+        ripe: list[Expected],
+        batch: list[_Deferred],
+        late: list[_Deferred],
+        adopting: tuple[threading.Event, int],
     ) -> tuple[list[_Deferred], Mapping[str, list[int]]]:
         """The tick's batch sorted: the ``ripe`` expected spawns over with nothing left are
-        recorded, the others made operations to watch (added to ``late``); the ended of
-        ``batch``, and what carries the cookies of everything over (one look for all)."""
+        recorded, the others made operations to watch (added to ``late``, marked ``adopting``);
+        the ended of ``batch``, and what carries the cookies of everything over (one look)."""
         over = {}  # the ripe spawns found exited: their statuses
         for expected in ripe:
             status, _ = _status_of(expected.pid, None, expected.popen())
@@ -386,7 +390,7 @@ class Adoptions:
                 claimed = self.pending.pop(op.id, None)
                 if claimed is not None:
                     late.append(claimed)
-                    self._adopting[op.id] = (settled, threading.get_ident())
+                    self._adopting[op.id] = adopting
         return ended, left
 
     def _left(
@@ -418,7 +422,7 @@ class Adoptions:
         if self._recorder is None:
             return False
         expected.status, expected.ended = status, time.time()
-        expected.popen = None  # (named when made: its argv a copy of a caller's list, see ``begin``)
+        expected.popen = None  # (its Popen is no longer looked at: never kept alive by the history)
         return self._recorder(expected)
 
     def _settle_batch(self, batch: list[_Deferred], ended: list[_Deferred], left: Mapping[str, Any]) -> None:
