@@ -10,9 +10,11 @@ A stop names a cell. If that cell is the one running, three things happen, in th
 2. every socket the running cell's code created (its own thread and the threads it started)
    is shut down: a blocked ``recv`` returns at once and the server sees the disconnect, so an
    LLM stream stops generating (``openai``, ``httpx``, ``requests``, ``urllib``, anything
-   built on ``socket``; TLS included, the wrapped socket is a socket too). The signal went
-   first, so the cell sees ``Cancelled``, not the library's error about a closed connection
-   (a pending signal's handler runs at the first bytecode after ``recv`` returns);
+   built on ``socket``; TLS included, the wrapped socket is a socket too). That waits until
+   the main thread has handled the signal (at most ``SOCKETS_AFTER`` seconds: code in C that
+   does not return to Python on a signal gets its sockets shut all the same), so the cell sees
+   ``Cancelled``, not the library's error about a closed connection — nor a stream that ended
+   cleanly at the shut socket before the handler ran, which would end the cell ``ok``;
 3. the caller cancels the cell's operations as for any cell-scoped cancel.
 
 Code in C that never returns to Python cannot be stopped this way: after ``bound`` seconds
@@ -38,6 +40,9 @@ from .host import current_owner
 STUCK_AFTER = 2.0
 #: How often a stop whose signal still waits for its thread to run is looked at again.
 RECHECK = 0.25
+#: Seconds a stop's sockets wait for the main thread to handle its signal before they are shut
+#: down all the same.
+SOCKETS_AFTER = 1.0
 
 
 def _waits_to_run(tid: int | None, signum: int) -> bool:
@@ -82,18 +87,26 @@ class SocketTracker:
     def created(self, sock: socket.socket) -> None:
         owner = current_owner()
         run = owner.get("run") if owner else None
-        if run is None:
-            return  # the kernel's own code, not a cell's
+        if run is not None:  # (None: the kernel's own code, not a cell's)
+            self.track(run, sock)
+
+    def track(self, run: int, sock: socket.socket) -> None:
         with self._lock:
             self._by_run.setdefault(run, weakref.WeakSet()).add(sock)
 
-    def shutdown(self, run: int) -> int:
-        """Shut down (not close: the fd stays the owner's) every open socket of ``run``."""
+    def of(self, run: int) -> list[weakref.ref[socket.socket]]:
+        """The sockets ``run`` has created so far, weakly (a stop shuts these down a moment
+        later, even if the run has ended by then: a thread the cell started may still read)."""
         with self._lock:
-            socks = list(self._by_run.get(run, ()))
+            return [weakref.ref(sock) for sock in self._by_run.get(run, ())]
+
+    @staticmethod
+    def shutdown(socks: list[weakref.ref[socket.socket]]) -> int:
+        """Shut down (not close: the fd stays the owner's) each of ``socks`` still open."""
         done = 0
-        for sock in socks:
-            if sock.fileno() < 0:
+        for ref in socks:
+            sock = ref()
+            if sock is None or sock.fileno() < 0:
                 continue  # closed, or detached into a TLS socket (tracked itself)
             try:
                 sock.shutdown(socket.SHUT_RDWR)
@@ -110,15 +123,22 @@ class SocketTracker:
 class CellStopper:
     """Which cell run is executing, and stop requests for it."""
 
-    def __init__(self, on_stuck: Callable[[dict[str, Any]], None], stuck_after: float = STUCK_AFTER) -> None:
+    def __init__(
+        self,
+        on_stuck: Callable[[dict[str, Any]], None],
+        stuck_after: float = STUCK_AFTER,
+        sockets_after: float = SOCKETS_AFTER,
+    ) -> None:
         self.sockets = SocketTracker()
         self.on_stuck = on_stuck
         self.stuck_after = stuck_after
+        self.sockets_after = sockets_after
         self._runs = itertools.count(1)
         self._lock = threading.Lock()
         self._running: dict[str, Any] | None = None  # {"run", "cell_id"}
         self._pending: tuple[int, str] | None = None  # (run, reason) not yet raised
         self._signalled = False  # a SIGINT of ours not handled yet (SIGINTs coalesce)
+        self._handled: threading.Event | None = None  # set when that SIGINT is handled
         self._main = threading.main_thread().ident
         self._main_tid = threading.main_thread().native_id
 
@@ -153,22 +173,36 @@ class CellStopper:
         with self._lock:
             pending, self._pending = self._pending, None
             ours, self._signalled = self._signalled, False
-            if pending is None:
-                return "" if ours else None
-            run, reason = pending
-            return reason if self._running is not None and self._running["run"] == run else ""
+            handled, self._handled = self._handled, None
+            running = self._running
+        if handled is not None:
+            handled.set()  # its sockets may go now: what this handler returns or raises comes first
+        if pending is None:
+            return "" if ours else None
+        run, reason = pending
+        return reason if running is not None and running["run"] == run else ""
 
     def _fire(self, run: int, reason: str, rounds: int) -> None:
-        """SIGINT to the main thread first (see the module's docstring), then the sockets, and
-        a look again after the bound."""
-        if self._main is not None:
+        """SIGINT to the main thread, its sockets once it is handled (see the module's
+        docstring), and a look again after the bound."""
+        handled = threading.Event()
+        if self._main is None:
+            handled.set()
+        else:
             with self._lock:
-                self._signalled = True
+                self._signalled, self._handled = True, handled
             signal.pthread_kill(self._main, signal.SIGINT)
-        self.sockets.shutdown(run)
+        socks = self.sockets.of(run)
+        threading.Thread(
+            target=self._shut, args=(handled, socks), name="jupyter-cancel-cellstop", daemon=True
+        ).start()
         timer = threading.Timer(self.stuck_after, self._check, (run, reason, rounds))
         timer.daemon = True
         timer.start()
+
+    def _shut(self, handled: threading.Event, socks: list[weakref.ref[socket.socket]]) -> None:
+        handled.wait(self.sockets_after)
+        self.sockets.shutdown(socks)
 
     def _check(self, run: int, reason: str, rounds: int, waited: float = 0.0) -> None:
         with self._lock:

@@ -290,6 +290,47 @@ def test_a_stop_whose_signal_has_not_reached_its_thread_yet_is_not_called_native
     stopper.ended()
 
 
+def test_a_stops_sockets_are_shut_once_its_signal_is_handled():
+    """A stopped cell's sockets are shut down once its thread has handled the stop's signal,
+    not before: a stream that ended cleanly at the shut socket before the handler ran would end
+    the cell ``ok`` (seen once in CI: a ``requests`` stream stopped on a busy machine)."""
+    import signal
+    import socket
+
+    from jupyter_cancel.kernel import cellstop
+
+    class Stopped(BaseException):
+        pass
+
+    stopper = cellstop.CellStopper(on_stuck=lambda info: None, stuck_after=30, sockets_after=30)
+    run = stopper.next_run()
+    stopper.started(run, "c")
+    mine, peer = socket.socketpair()
+    stopper.sockets.track(run, mine)
+
+    def handler(signum, frame):
+        reason = stopper.claim()
+        if reason:
+            raise Stopped(reason)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        assert stopper.stop("c", "user")  # its SIGINT waits: this thread has not "run" yet
+        with pytest.raises(BlockingIOError):
+            mine.recv(1, socket.MSG_DONTWAIT)  # open: no end of stream to read instead
+        with pytest.raises(Stopped, match="user"):
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # the thread runs: handled here
+        mine.settimeout(30)
+        assert mine.recv(1) == b""  # and then shut down
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, previous)
+        stopper.ended()
+        mine.close()
+        peer.close()
+
+
 def test_a_signal_the_thread_blocks_reads_as_native_not_as_waiting():
     """``_waits_to_run`` reads the thread's pending and blocked signals: a SIGINT the thread
     blocks (C code that masks it) is native code, not a thread waiting to run."""
