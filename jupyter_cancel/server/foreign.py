@@ -289,11 +289,15 @@ class ForeignKernels:
         return "continue" if self.mode == "continue" else "cancel"
 
     def _sync(self, link: KernelLink, work: list[tuple[dict[str, Any], Tree]]) -> None:
+        """What a scan found (``work``): new work started, work gone ended by itself — but
+        not work being cancelled: its canceller reports its end, with its reason (a scan
+        between its processes' end and that report would call it completed)."""
         seen = {data["id"] for data, _ in work}
         for data, _ in work:
             link.observe(data, None if data["id"] in link.live else "started")
         for data in [d for d in link.live.values() if d.get("foreign") and d["id"] not in seen]:
-            link.mirror(self.tracker.work.completed(data).to_json(pids=False), "ended")
+            if not data.get("_cancel_announced"):
+                link.mirror(self.tracker.work.completed(data).to_json(pids=False), "ended")
 
     async def _poll(self) -> None:
         """While someone watches (an events socket is open), notice work starting and ending."""

@@ -8,13 +8,18 @@ all three; IRkernel comes from Debian's r-cran-irkernel).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 
+from jupyter_cancel.core.model import Reason
+from jupyter_cancel.core.selector import Selector
+from jupyter_cancel.server.owned import ServerWork
 from tests.helpers.foreign import MEMBERS, STARTS, STILL_WORKS, copy_specs, installed
 from tests.helpers.procs import TREE, left_alive, wait_ready
 from tests.helpers.server import wait_gone
@@ -167,6 +172,38 @@ async def test_server_stop_ends_the_work_kernel_lives_until_shut_down(foreign, b
     assert await wait_gone(pids, timeout=10) == []
     assert {o["reason"] for o in ended} == {"server_shutdown"} and all(o["foreign"] for o in ended)
     assert left_alive([_kernel_pid(foreign, kid)]), "the kernel is jupyter_server's to shut down"
+
+
+async def test_a_scan_during_a_cancel_leaves_the_end_to_the_cancel(foreign, monkeypatch):
+    """A scan (the poller's, while anyone watches) that finds cancelled work gone before its
+    canceller has reported the end does not call it ended by itself: the end is reported once,
+    with the cancel's reason (seen in CI: a server stop's work reported as completed)."""
+    name = next((n for n in STARTS if n in _SPECS), None)
+    if name is None:
+        pytest.skip("NO FOREIGN KERNEL INSTALLED")
+    kid, _, pids = await _start(foreign, name)
+    tracker = foreign.app.web_app.settings["jupyter_cancel_tracker"]
+    reported = threading.Event()  # the canceller's report of the end waits for it
+    wait = ServerWork.wait
+
+    def held_wait(self, chosen):
+        ended = wait(self, chosen)
+        reported.wait(60)
+        return ended
+
+    monkeypatch.setattr(ServerWork, "wait", held_wait)
+    ended = []
+    tracker.listeners.add(lambda m: ended.append(m["operation"]) if m["event"] == "ended" else None)
+    cancel = asyncio.ensure_future(tracker.cancel(kid, Reason.SERVER_SHUTDOWN, Selector(all=True)))
+    try:
+        assert await wait_gone(pids, timeout=10) == []
+        await tracker.foreign.scan(kid)  # finds them gone, the cancel still under way
+        assert ended == []
+    finally:
+        reported.set()
+        await cancel
+    assert ended and {o["reason"] for o in ended} == {"server_shutdown"}
+    assert len({o["id"] for o in ended}) == len(ended)
 
 
 async def test_continue_keeps_work_when_the_last_tab_closes(foreign, jp_serverapp):
