@@ -295,8 +295,9 @@ class ForeignKernels:
         seen = {data["id"] for data, _ in work}
         for data, _ in work:
             link.observe(data, None if data["id"] in link.live else "started")
-        for data in [d for d in link.live.values() if d.get("foreign") and d["id"] not in seen]:
-            if not data.get("_cancel_announced"):
+        gone = [d for d in link.live.values() if d.get("foreign") and d["id"] not in seen]
+        for data in gone:
+            if not link.cancelling(data["id"]):
                 link.mirror(self.tracker.work.completed(data).to_json(pids=False), "ended")
 
     async def _poll(self) -> None:

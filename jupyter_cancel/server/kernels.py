@@ -122,6 +122,10 @@ class KernelLink:
         """Merge what the server saw itself of one operation (a foreign kernel's process)."""
         self._publish(self._update(data, event))
 
+    def cancelling(self, op_id: str) -> bool:
+        """Its cancel was announced and its end was not yet: whoever cancels it reports that end."""
+        return bool((self.live.get(op_id) or {}).get("_cancel_announced"))
+
     def mirror(self, data: dict[str, Any], event: str | None = None) -> None:
         """What the server's own registry says of one of this kernel's operations (it ended
         that work itself), over what the kernel or a scan reported of it."""
